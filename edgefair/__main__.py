@@ -1,0 +1,5 @@
+"""``python -m edgefair`` runs the CLI."""
+
+from edgefair.cli import main
+
+main()

@@ -1,0 +1,38 @@
+"""Shared fixtures: the bundled data, tiny models built in place, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the real ``edgefair`` entry point in a subprocess."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run(
+        [sys.executable, "-m", "edgefair", *args], capture_output=True, text=True,
+        cwd=cwd, timeout=timeout, env=env,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    err = proc.stderr.strip()
+    assert "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
+    for f in fragments:
+        assert f in err, (f, err)
+
+
+@pytest.fixture(scope="session")
+def adult_test():
+    from edgefair.data import load_adult
+
+    return load_adult("test")
