@@ -17,12 +17,15 @@ from edgefair import __version__
 from edgefair.errors import EdgefairError, InputError
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="Take a model to a CPU or edge device without letting subgroup fairness break.",
 )
 counters_app = typer.Typer(no_args_is_help=True, help="On-device fairness counters.")
-bundle_app = typer.Typer(no_args_is_help=True, invoke_without_command=True,
-                         help="Build or check a deployable bundle.")
+bundle_app = typer.Typer(
+    no_args_is_help=True, invoke_without_command=True, help="Build or check a deployable bundle."
+)
 app.add_typer(counters_app, name="counters")
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -49,8 +52,9 @@ def version_callback(value: bool) -> None:
 
 @app.callback()
 def root(
-    version: Annotated[bool, typer.Option("--version", callback=version_callback,
-                                          is_eager=True, help="Print the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version.")
+    ] = False,
 ) -> None:
     """edgefair: convert, verify and serve models with subgroup fairness checked."""
 
@@ -68,9 +72,14 @@ def fmt(x: float) -> str:
 
 
 SHORT = {
-    "count": "count", "selection_rate": "sel", "true_positive_rate": "tpr",
-    "false_positive_rate": "fpr", "true_negative_rate": "tnr", "false_negative_rate": "fnr",
-    "accuracy": "acc", "positive_predictive_value": "ppv",
+    "count": "count",
+    "selection_rate": "sel",
+    "true_positive_rate": "tpr",
+    "false_positive_rate": "fpr",
+    "true_negative_rate": "tnr",
+    "false_negative_rate": "fnr",
+    "accuracy": "acc",
+    "positive_predictive_value": "ppv",
 }
 
 
@@ -88,33 +97,176 @@ def metrics(
     """Per-group metrics of a CSV of predictions (a fast fairlearn MetricFrame)."""
     from edgefair.predictions import metrics_from_csv
 
-    frame = metrics_from_csv(predictions, label, split_columns(sensitive), prediction, score,
-                             threshold)
+    frame = metrics_from_csv(predictions, label, split_columns(sensitive), prediction, score, threshold)
     doc = frame.to_dict(confidence)
     if as_json:
         emit_json(doc)
         return
     names = list(frame.metrics)
-    rows = [[g, *(fmt(v[m]) if m != "count" else str(int(v[m])) for m in names)]
-            for g, v in doc["by_group"].items()]
-    rows.append(["overall", *(fmt(doc["overall"][m]) if m != "count"
-                              else str(int(doc["overall"][m])) for m in names)])
+    rows = [
+        [g, *(fmt(v[m]) if m != "count" else str(int(v[m])) for m in names)]
+        for g, v in doc["by_group"].items()
+    ]
+    rows.append(
+        ["overall", *(fmt(doc["overall"][m]) if m != "count" else str(int(doc["overall"][m])) for m in names)]
+    )
     typer.echo(format_table(rows, ["group", *(SHORT.get(m, m) for m in names)]))
     typer.echo("")
     gaps = doc["difference"]
     ivs = doc["intervals"]["difference"]
     for m in names[1:]:
         lo, hi = ivs[m]
-        typer.echo(f"{m:28s} difference {fmt(gaps[m])}  [{fmt(lo)}, {fmt(hi)}]  "
-                   f"ratio {fmt(doc['ratio'][m])}")
+        typer.echo(f"{m:28s} difference {fmt(gaps[m])}  [{fmt(lo)}, {fmt(hi)}]  ratio {fmt(doc['ratio'][m])}")
     for group, which in doc["undefined"]["by_group"].items():
-        typer.echo(f"note: {group}: {', '.join(which)} undefined (no rows in the denominator; "
-                   "shown as 0.0, as fairlearn does)")
+        typer.echo(
+            f"note: {group}: {', '.join(which)} undefined (no rows in the denominator; "
+            "shown as 0.0, as fairlearn does)"
+        )
+
+
+def _load_columns(source: str | None, rows: int | None = None) -> dict[str, Any] | None:
+    if source is None:
+        return None
+    from edgefair import data
+
+    ds = data.load(source)
+    return {k: v[:rows] if rows else v for k, v in ds.columns.items()}
+
+
+@app.command()
+def export(
+    src: Annotated[Path, typer.Argument(help="Model: .onnx, .pt2, TorchScript .pt, or .pkl/.joblib.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the ONNX model.")],
+    sample_data: Annotated[str | None, typer.Option(help="CSV (or 'adult') for input types/shapes.")] = None,
+    trust_pickle: Annotated[bool, typer.Option(help="Allow loading a pickle (runs its code).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Export a PyTorch or scikit-learn model (or check an ONNX file) to ONNX."""
+    from edgefair.convert.check import check
+    from edgefair.convert.common import save_model
+    from edgefair.convert.export import export_file
+
+    sample = _load_columns(sample_data, 2000)
+    if trust_pickle:
+        typer.echo(f"warning: unpickling {src} runs code from that file", err=True)
+    model = export_file(src, sample, trust_pickle)
+    report = check(model, model, sample if src.suffix == ".onnx" else None)
+    save_model(model, output)
+    doc = {"output": str(output), **report.to_dict()}
+    if as_json:
+        emit_json(doc)
+    else:
+        typer.echo(
+            f"wrote {output} ({report.size_bytes:,} bytes); checked: onnx.checker full check, "
+            "onnxruntime loads it"
+        )
+
+
+@app.command()
+def convert(
+    model: Annotated[Path, typer.Argument(help="Source ONNX model.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the result.")],
+    quantize: Annotated[str | None, typer.Option(help="dynamic | static | fp16")] = None,
+    calibration_data: Annotated[str | None, typer.Option(help="CSV (or 'adult:train') for static.")] = None,
+    calibration_method: Annotated[str, typer.Option(help="minmax | entropy | percentile")] = "minmax",
+    calibration_rows: Annotated[int, typer.Option(help="Rows used to calibrate.")] = 2000,
+    per_channel: Annotated[bool, typer.Option(help="Per-channel weight scales.")] = False,
+    balance_by: Annotated[str | None, typer.Option(help="Calibrate on equal rows per group of COL.")] = None,
+    prune: Annotated[float | None, typer.Option(help="Unstructured magnitude sparsity, e.g. 0.5.")] = None,
+    prune_structured: Annotated[
+        float | None, typer.Option(help="Fraction of hidden units to remove.")
+    ] = None,
+    sample_data: Annotated[str | None, typer.Option(help="CSV (or 'adult') to compare outputs on.")] = None,
+    threshold: Annotated[float, typer.Option(help="Decision threshold for agreement.")] = 0.5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Quantise and/or prune an ONNX model; check it; write it atomically."""
+    from edgefair.convert import check as conv
+    from edgefair.convert.common import load_model, save_model
+    from edgefair.convert.quantize import CalibrationMethod, QuantizeOptions, QuantMode
+
+    qopts = None
+    if quantize is not None:
+        modes = {m.value: m for m in QuantMode}
+        methods = {m.value: m for m in CalibrationMethod}
+        if quantize not in modes:
+            raise InputError(f"--quantize must be one of {', '.join(modes)}, got {quantize!r}")
+        if calibration_method not in methods:
+            raise InputError(
+                f"--calibration-method must be one of {', '.join(methods)}, got {calibration_method!r}"
+            )
+        qopts = QuantizeOptions(
+            mode=modes[quantize],
+            per_channel=per_channel,
+            calibration_method=methods[calibration_method],
+            calibration_rows=calibration_rows,
+        )
+    for name, value in (("--prune", prune), ("--prune-structured", prune_structured)):
+        if value is not None and not 0.0 < value < 1.0:
+            raise InputError(f"{name} must be between 0 and 1 (exclusive), got {value}")
+    source = load_model(model)
+    calibration = None
+    if qopts is not None and qopts.mode is QuantMode.STATIC_INT8:
+        if calibration_data is None:
+            raise InputError("--quantize static needs --calibration-data (a CSV, or adult:train)")
+        calibration = conv.calibration_sample(
+            _load_columns(calibration_data) or {}, calibration_rows, balance_by, calibration_data
+        )
+    sample = _load_columns(sample_data or calibration_data, 5000)
+    options = conv.ConvertOptions(
+        quantize=qopts, prune=prune, prune_structured=prune_structured, threshold=threshold
+    )
+    with typer.progressbar(
+        length=calibration_rows,
+        label="calibrating",
+        file=sys.stderr,
+        hidden=calibration is None or not sys.stderr.isatty(),
+    ) as bar:
+        last = [0]
+
+        def progress(done: int, total: int) -> None:
+            bar.update(done - last[0])
+            last[0] = done
+
+        result = conv.convert(source, options, sample, calibration, progress)
+    save_model(result.model, output)
+    doc = {"output": str(output), **result.to_dict()}
+    if as_json:
+        emit_json(doc)
+        return
+    typer.echo(format_conversion(doc))
+
+
+def format_conversion(doc: dict[str, Any]) -> str:
+    before, after = doc["size_before"], doc["size_after"]
+    lines = [f"wrote {doc['output']}: {before:,} -> {after:,} bytes ({after / before:.0%})"]
+    for step in doc["steps"]:
+        if "nodes_quantised" in step:
+            ops = ", ".join(f"{k} x{v}" for k, v in step["nodes_quantised"].items())
+            lines.append(f"  quantised ({step['mode']}): {ops}")
+        if step.get("mode") == "fp16":
+            lines.append(f"  fp16: {step['initializers_converted']} initializers; {step['note']}")
+        for layer, sparsity in step.get("sparsity_by_layer", {}).items():
+            lines.append(f"  pruned {layer}: {sparsity:.1%} zeros")
+        for layer, units in step.get("units_by_layer", {}).items():
+            lines.append(f"  pruned {layer}: {units['hidden_before']} -> {units['hidden_after']} units")
+        if "compressed_size_after" in step:
+            lines.append(
+                f"  gzip size {step['compressed_size_before']:,} -> {step['compressed_size_after']:,}"
+            )
+    check = doc["check"]
+    if check and check["rows_compared"]:
+        diffs = ", ".join(f"{k} {v:.4g}" for k, v in check["max_abs_difference"].items())
+        agree = check["decision_agreement"]
+        lines.append(
+            f"  vs source on {check['rows_compared']} rows: max abs diff {diffs}"
+            + (f"; decisions agree {agree:.2%}" if agree is not None else "")
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
     """Entry point: typer plus one-line errors and exit code 2 for bad input."""
-    _register_optional_commands()
     try:
         app(standalone_mode=False)
     except EdgefairError as exc:
@@ -138,19 +290,3 @@ def main() -> None:
             exc.show()
             sys.exit(EXIT_USAGE)
         raise
-
-
-def _register_optional_commands() -> None:
-    """Commands of later stages live in cli_* sections below; kept as plain functions."""
-
-
-def run_demo_header(title: str) -> None:
-    typer.echo(f"\n== {title}")
-
-
-__all__ = ["app", "bundle_app", "counters_app", "fail", "main"]
-
-
-def _ensure(condition: bool, message: str) -> None:
-    if not condition:
-        raise InputError(message)

@@ -22,9 +22,21 @@ import numpy.typing as npt
 from edgefair.errors import InputError
 
 ADULT_COLUMNS = (
-    "age", "workclass", "fnlwgt", "education", "education_num", "marital_status",
-    "occupation", "relationship", "race", "sex", "capital_gain", "capital_loss",
-    "hours_per_week", "native_country", "income",
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education_num",
+    "marital_status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "capital_gain",
+    "capital_loss",
+    "hours_per_week",
+    "native_country",
+    "income",
 )
 ADULT_NUMERIC = ("age", "fnlwgt", "education_num", "capital_gain", "capital_loss", "hours_per_week")
 ADULT_FEATURES = tuple(c for c in ADULT_COLUMNS if c != "income")
@@ -89,8 +101,7 @@ def numeric(
                     float(v)
                 except ValueError:
                     raise InputError(
-                        f"{source}, line {first_line + i}, column {name!r}: "
-                        f"{v!r} is not a number"
+                        f"{source}, line {first_line + i}, column {name!r}: {v!r} is not a number"
                     ) from None
             raise
     if not allow_missing and np.isnan(out).any():
@@ -147,8 +158,7 @@ def iter_csv(
                     if not row:
                         continue
                     raise InputError(
-                        f"{source}, line {reader.line_num}: {len(row)} fields, "
-                        f"expected {len(header)}"
+                        f"{source}, line {reader.line_num}: {len(row)} fields, expected {len(header)}"
                     )
                 rows.append([row[i] for i in positions])
                 if len(rows) == chunk_rows:

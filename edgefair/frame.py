@@ -93,7 +93,8 @@ class MetricFrame:
             if metric == "count":
                 continue
             gaps = m.aggregate_difference(
-                m.compute(reps, metric, self.model), m.compute(whole, metric, self.model),
+                m.compute(reps, metric, self.model),
+                m.compute(whole, metric, self.model),
                 "between_groups",
             )
             iv = stats.percentile_interval(gaps, confidence)

@@ -87,9 +87,7 @@ def accuracy(counts: npt.NDArray[np.int64], model: Model = "reference") -> Float
     return _ratio(c[..., 0, 0] + c[..., 1, 1], c[..., :2, :].sum(axis=(-2, -1)))
 
 
-def positive_predictive_value(
-    counts: npt.NDArray[np.int64], model: Model = "reference"
-) -> FloatArray:
+def positive_predictive_value(counts: npt.NDArray[np.int64], model: Model = "reference") -> FloatArray:
     c = _by_decision(counts, model)
     return _ratio(c[..., 1, 1], c[..., :2, 1].sum(axis=-1))
 
@@ -256,7 +254,9 @@ def _worst_or_mean(a: float, b: float, agg: str, worst: Callable[[float, float],
 
 
 def equalized_odds_difference(
-    table: CountsTable, method: Method = "between_groups", agg: str = "worst_case",
+    table: CountsTable,
+    method: Method = "between_groups",
+    agg: str = "worst_case",
     model: Model = "reference",
 ) -> float:
     tpr = difference(table, "true_positive_rate", method, model)
@@ -265,7 +265,9 @@ def equalized_odds_difference(
 
 
 def equalized_odds_ratio(
-    table: CountsTable, method: Method = "between_groups", agg: str = "worst_case",
+    table: CountsTable,
+    method: Method = "between_groups",
+    agg: str = "worst_case",
     model: Model = "reference",
 ) -> float:
     tpr = ratio(table, "true_positive_rate", method, model)

@@ -44,8 +44,9 @@ def metrics_from_csv(
             bad = (scores < 0) | (scores > 1)
             if bad.any():
                 i = int(np.argmax(bad))
-                raise InputError(f"{src}, line {line + i}, column {score!r}: score "
-                                 f"{scores[i]!r} is outside [0, 1]")
+                raise InputError(
+                    f"{src}, line {line + i}, column {score!r}: score {scores[i]!r} is outside [0, 1]"
+                )
             decisions = (scores >= threshold).astype(np.int64)
         else:
             decisions = _binary_column(cols[decision_col], decision_col, src, line)
@@ -61,6 +62,5 @@ def _binary_column(values: np.ndarray, name: str, source: str, first_line: int) 
     bad = (numbers != 0) & (numbers != 1)
     if bad.any():
         i = int(np.argmax(bad))
-        raise InputError(f"{source}, line {first_line + i}, column {name!r}: "
-                         f"{values[i]!r} is not 0 or 1")
+        raise InputError(f"{source}, line {first_line + i}, column {name!r}: {values[i]!r} is not 0 or 1")
     return numbers.astype(np.int64)

@@ -64,7 +64,10 @@ def wilson_interval(
 
 
 def newcombe_interval(
-    x1: npt.ArrayLike, n1: npt.ArrayLike, x2: npt.ArrayLike, n2: npt.ArrayLike,
+    x1: npt.ArrayLike,
+    n1: npt.ArrayLike,
+    x2: npt.ArrayLike,
+    n2: npt.ArrayLike,
     confidence: float = 0.95,
 ) -> tuple[FloatArray, FloatArray]:
     """Interval for p1 - p2 of two independent rates (Newcombe's hybrid score)."""

@@ -47,9 +47,7 @@ class CountsTable:
         if self.counts.shape != (g, 3, 2, 2):
             raise InputError(f"counts has shape {self.counts.shape}, expected ({g}, 3, 2, 2)")
         if self.score_hist.ndim != 4 or self.score_hist.shape[:3] != (g, 3, 2):
-            raise InputError(
-                f"score_hist has shape {self.score_hist.shape}, expected ({g}, 3, 2, bins)"
-            )
+            raise InputError(f"score_hist has shape {self.score_hist.shape}, expected ({g}, 3, 2, bins)")
         if any(len(k) != len(self.attributes) for k in self.groups):
             raise InputError("every group key needs one value per attribute")
 
@@ -90,9 +88,7 @@ class CountsTable:
         """Sum out every attribute not named: the table of ``attributes`` alone."""
         missing = [a for a in attributes if a not in self.attributes]
         if missing:
-            raise InputError(
-                f"attribute {missing[0]!r} is not in the table; it has {list(self.attributes)}"
-            )
+            raise InputError(f"attribute {missing[0]!r} is not in the table; it has {list(self.attributes)}")
         positions = [self.attributes.index(a) for a in attributes]
         keys = [tuple(k[p] for p in positions) for k in self.groups]
         return _regroup(self, tuple(attributes), keys)
@@ -106,8 +102,11 @@ class CountsTable:
         if group in self.groups:
             i = self.groups.index(group)
             return CountsTable(
-                self.attributes, (group,), self.counts[i : i + 1].copy(),
-                self.score_hist[i : i + 1].copy(), self.paired,
+                self.attributes,
+                (group,),
+                self.counts[i : i + 1].copy(),
+                self.score_hist[i : i + 1].copy(),
+                self.paired,
             )
         return empty(self.attributes, self.bins, self.paired, groups=[group])
 
@@ -157,8 +156,7 @@ def from_dict(doc: Mapping[str, Any]) -> CountsTable:
             raise InputError("document is not an edgefair counts table (kind mismatch)")
         if doc.get("schema_version") != SCHEMA_VERSION:
             raise InputError(
-                f"counts table schema_version {doc.get('schema_version')!r}, "
-                f"expected {SCHEMA_VERSION}"
+                f"counts table schema_version {doc.get('schema_version')!r}, expected {SCHEMA_VERSION}"
             )
         attributes = tuple(str(a) for a in doc["attributes"])
         bins = int(doc["bins"])
@@ -195,9 +193,7 @@ def merge(tables: Iterable[CountsTable]) -> CountsTable:
     first = items[0]
     for t in items[1:]:
         if t.attributes != first.attributes:
-            raise InputError(
-                f"cannot merge tables over {list(t.attributes)} and {list(first.attributes)}"
-            )
+            raise InputError(f"cannot merge tables over {list(t.attributes)} and {list(first.attributes)}")
         if t.bins != first.bins:
             raise InputError(f"cannot merge tables with {t.bins} and {first.bins} score bins")
     keys = sorted({k for t in items for k in t.groups})
@@ -249,9 +245,7 @@ def from_arrays(
             hist[:, :, model, :] = flat.reshape(len(groups), 3, bins)
     if candidate_score is None and reference_score is not None and candidate is None:
         hist[:, :, 1, :] = hist[:, :, 0, :]
-    return CountsTable(
-        tuple(sensitive), groups, counts.astype(np.int64), hist, candidate is not None
-    )
+    return CountsTable(tuple(sensitive), groups, counts.astype(np.int64), hist, candidate is not None)
 
 
 def binary_array(values: npt.ArrayLike, what: str, length: int | None = None) -> IntArray:
@@ -318,9 +312,7 @@ def factorize_groups(
     for name in names:
         codes, uniques = factorize(sensitive[name], f"sensitive attribute {name!r}")
         if length is not None and len(codes) != length:
-            raise InputError(
-                f"sensitive attribute {name!r} has {len(codes)} rows, expected {length}"
-            )
+            raise InputError(f"sensitive attribute {name!r} has {len(codes)} rows, expected {length}")
         length = len(codes)
         per_attr.append((codes, uniques))
     combined = per_attr[0][0]

@@ -17,8 +17,12 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
     """Run the real ``edgefair`` entry point in a subprocess."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     return subprocess.run(
-        [sys.executable, "-m", "edgefair", *args], capture_output=True, text=True,
-        cwd=cwd, timeout=timeout, env=env,
+        [sys.executable, "-m", "edgefair", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env=env,
     )
 
 

@@ -18,16 +18,19 @@ def predictions_csv(tmp_path, adult_test):
     score = rng.random(adult_test.rows)
     path = tmp_path / "preds.csv"
     lines = ["label,pred,score,race,sex"]
-    lines += [f"{y},{int(s >= 0.5)},{s:.6f},{r},{x}"
-              for y, s, r, x in zip(c["income"], score, c["race"], c["sex"], strict=True)]
+    lines += [
+        f"{y},{int(s >= 0.5)},{s:.6f},{r},{x}"
+        for y, s, r, x in zip(c["income"], score, c["race"], c["sex"], strict=True)
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path, c["income"], (np.round(score, 6) >= 0.5).astype(int), c["race"], c["sex"]
 
 
 def test_json_output_equals_library(predictions_csv):
     path, y, p, race, _sex = predictions_csv
-    proc = run_cli("metrics", str(path), "--label", "label", "--prediction", "pred",
-                   "--sensitive", "race", "--json")
+    proc = run_cli(
+        "metrics", str(path), "--label", "label", "--prediction", "pred", "--sensitive", "race", "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     frame = edgefair.metric_frame(y, p, sensitive_features={"race": race})
@@ -38,8 +41,18 @@ def test_json_output_equals_library(predictions_csv):
 
 def test_score_with_threshold_and_two_columns(predictions_csv):
     path, *_ = predictions_csv
-    proc = run_cli("metrics", str(path), "--label", "label", "--score", "score",
-                   "--threshold", "0.5", "--sensitive", "race,sex")
+    proc = run_cli(
+        "metrics",
+        str(path),
+        "--label",
+        "label",
+        "--score",
+        "score",
+        "--threshold",
+        "0.5",
+        "--sensitive",
+        "race,sex",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "race=White, sex=Female" in proc.stdout
     assert "true_positive_rate" in proc.stdout

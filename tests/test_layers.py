@@ -17,8 +17,9 @@ def loaded_after_import(module: str) -> set[str]:
     return set(out.stdout.split())
 
 
-@pytest.mark.parametrize("module", ["edgefair.tables", "edgefair.metrics", "edgefair.stats",
-                                    "edgefair.frame", "edgefair"])
+@pytest.mark.parametrize(
+    "module", ["edgefair.tables", "edgefair.metrics", "edgefair.stats", "edgefair.frame", "edgefair"]
+)
 def test_core_imports_no_onnx_runtime_or_typer(module):
     loaded = loaded_after_import(module)
     assert not loaded & {"onnx", "onnxruntime", "typer", "click", "pandas"}, module

@@ -12,8 +12,11 @@ from edgefair.errors import InputError
 
 rows = st.lists(
     st.tuples(
-        st.sampled_from(["a", "b", "c"]), st.sampled_from(["x", "y"]),
-        st.integers(0, 1), st.integers(0, 1), st.integers(0, 1),
+        st.sampled_from(["a", "b", "c"]),
+        st.sampled_from(["x", "y"]),
+        st.integers(0, 1),
+        st.integers(0, 1),
+        st.integers(0, 1),
         st.floats(0, 1, allow_nan=False),
     ),
     max_size=60,
@@ -24,8 +27,9 @@ def build(data: list[tuple[str, str, int, int, int, float]]) -> tables.CountsTab
     if not data:
         return tables.empty(["g", "h"], paired=True)
     g, h, y, r, c, s = (list(col) for col in zip(*data, strict=True))
-    return tables.from_arrays({"g": np.array(g, object), "h": np.array(h, object)}, r, c, y,
-                              reference_score=s, candidate_score=s)
+    return tables.from_arrays(
+        {"g": np.array(g, object), "h": np.array(h, object)}, r, c, y, reference_score=s, candidate_score=s
+    )
 
 
 @given(rows, rows)
@@ -58,8 +62,10 @@ def test_split_into_chunks_gives_identical_bytes():
     sens = {"g": rng.integers(0, 7, n)}
     y, r, c = rng.integers(0, 2, (3, n))
     whole = tables.from_arrays(sens, r, c, y)
-    parts = [tables.from_arrays({"g": sens["g"][i:i + 997]}, r[i:i + 997], c[i:i + 997],
-                                y[i:i + 997]) for i in range(0, n, 997)]
+    parts = [
+        tables.from_arrays({"g": sens["g"][i : i + 997]}, r[i : i + 997], c[i : i + 997], y[i : i + 997])
+        for i in range(0, n, 997)
+    ]
     assert tables.merge(parts).to_json() == whole.to_json()
     assert sum(parts) == whole
 
@@ -101,10 +107,18 @@ def test_merge_refuses_different_attributes():
         a + b
 
 
-@pytest.mark.parametrize("doc", ['{"kind": "x"}', "[]", "{", '{"kind": "edgefair.counts_table", '
-                                 '"schema_version": 1, "attributes": ["g"], "bins": 1, "paired": false, '
-                                 '"groups": [{"key": ["a"], "counts": [-1,0,0,0,0,0,0,0,0,0,0,0], '
-                                 '"score_hist": [0,0,0,0,0,0]}]}'])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        '{"kind": "x"}',
+        "[]",
+        "{",
+        '{"kind": "edgefair.counts_table", '
+        '"schema_version": 1, "attributes": ["g"], "bins": 1, "paired": false, '
+        '"groups": [{"key": ["a"], "counts": [-1,0,0,0,0,0,0,0,0,0,0,0], '
+        '"score_hist": [0,0,0,0,0,0]}]}',
+    ],
+)
 def test_bad_documents_are_input_errors(doc):
     with pytest.raises(InputError):
         tables.from_json(doc)

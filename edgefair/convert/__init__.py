@@ -1,0 +1,1 @@
+"""Convert: export to ONNX, quantise, prune, check. Knows nothing of fairness."""

@@ -1,0 +1,153 @@
+"""What every conversion pass shares: loading, saving atomically, small graph fixes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from edgefair.errors import ModelError
+
+ALLOWED_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """A pass's output: the new model, whether anything changed, and what it did."""
+
+    model: onnx.ModelProto
+    changed: bool
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def load_model(path: str | Path) -> onnx.ModelProto:
+    """Read an ONNX file; anything else is a ModelError naming the file."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"{p}: no such file")
+    if p.is_dir():
+        raise ModelError(f"{p}: is a directory, expected an ONNX file")
+    try:
+        model = onnx.load_model(str(p), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise ModelError(f"{p}: not an ONNX model ({type(exc).__name__})") from None
+    if not model.graph.node and not model.graph.output:
+        raise ModelError(f"{p}: not an ONNX model (empty or truncated graph)")
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            raise ModelError(f"{p}: initializer {t.name!r} uses external data; pass a self-contained model")
+    return model
+
+
+def model_bytes(model: onnx.ModelProto) -> bytes:
+    return bytes(model.SerializeToString())
+
+
+def save_model(model: onnx.ModelProto, path: str | Path) -> Path:
+    """Write atomically: a temp file beside the target, then rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(model_bytes(model))
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model file is meant to be shared
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def dedupe_opsets(model: onnx.ModelProto) -> bool:
+    """Merge duplicate opset imports (skl2onnx emits them; ORT's quantiser rejects them)."""
+    best: dict[str, int] = {}
+    for op in model.opset_import:
+        best[op.domain] = max(best.get(op.domain, 0), op.version)
+    if len(best) == len(model.opset_import):
+        return False
+    del model.opset_import[:]
+    model.opset_import.extend(helper.make_opsetid(d, v) for d, v in sorted(best.items()))
+    return True
+
+
+def initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    return {t.name: t for t in model.graph.initializer}
+
+
+def gemm_to_matmul(model: onnx.ModelProto) -> int:
+    """Rewrite Gemm with constant weights as MatMul (+ Add): dynamic int8 and structured
+    pruning both work on MatMul. Returns how many nodes were rewritten."""
+    inits = initializers(model)
+    new_nodes = []
+    rewritten = 0
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        simple = (
+            node.op_type == "Gemm"
+            and node.domain in ("", "ai.onnx")
+            and attrs.get("transA", 0) == 0
+            and attrs.get("alpha", 1.0) == 1.0
+            and attrs.get("beta", 1.0) == 1.0
+            and node.input[1] in inits
+        )
+        if not simple:
+            new_nodes.append(node)
+            continue
+        w = numpy_helper.to_array(inits[node.input[1]])
+        if attrs.get("transB", 0):
+            w = w.T
+            name = node.input[1] + "_t"
+            model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w), name))
+        else:
+            name = node.input[1]
+        has_bias = len(node.input) > 2 and node.input[2]
+        mm_out = node.output[0] + "_mm" if has_bias else node.output[0]
+        new_nodes.append(
+            helper.make_node(
+                "MatMul", [node.input[0], name], [mm_out], name=(node.name or mm_out) + "_matmul"
+            )
+        )
+        if has_bias:
+            new_nodes.append(
+                helper.make_node(
+                    "Add", [mm_out, node.input[2]], [node.output[0]], name=(node.name or mm_out) + "_bias"
+                )
+            )
+        rewritten += 1
+    if rewritten:
+        del model.graph.node[:]
+        model.graph.node.extend(new_nodes)
+        drop_unused_initializers(model)
+    return rewritten
+
+
+def drop_unused_initializers(model: onnx.ModelProto) -> None:
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    keep = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+
+
+def check_domains(model: onnx.ModelProto, where: str = "model") -> None:
+    for node in model.graph.node:
+        if node.domain not in ALLOWED_DOMAINS:
+            raise ModelError(
+                f"{where}: node {node.name or node.op_type!r} uses operator domain "
+                f"{node.domain!r}; only the default and ai.onnx.ml are accepted"
+            )
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for n in model.graph.node:
+        out[n.op_type] = out.get(n.op_type, 0) + 1
+    return out

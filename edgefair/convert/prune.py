@@ -1,0 +1,182 @@
+"""Prune ONNX initializers.
+
+- ``prune_magnitude``: per layer, zero the smallest-magnitude weights of every MatMul,
+  Gemm and Conv. Same shapes, so it saves size after compression, not time.
+- ``prune_structured``: remove whole hidden units from chains
+  MatMul(W1) [-> Add(b)] -> elementwise activation -> MatMul(W2): columns of W1, entries
+  of b, rows of W2. The matrices shrink, so the model really runs faster.
+"""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from edgefair.convert.common import ConversionResult, gemm_to_matmul, initializers, model_bytes
+from edgefair.errors import InputError, ModelError
+
+WEIGHTED_OPS = ("MatMul", "Gemm", "Conv")
+ELEMENTWISE = (
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "Tanh",
+    "Elu",
+    "Selu",
+    "Gelu",
+    "HardSigmoid",
+    "Softplus",
+    "PRelu",
+    "Celu",
+    "HardSwish",
+    "Mish",
+)
+
+
+def _check_fraction(fraction: float, what: str) -> None:
+    if not 0.0 <= fraction < 1.0:
+        raise InputError(f"{what} must be at least 0 and below 1, got {fraction}")
+
+
+def _compressed_size(model: onnx.ModelProto) -> int:
+    return len(gzip.compress(model_bytes(model), compresslevel=6))
+
+
+def prune_magnitude(model: onnx.ModelProto, sparsity: float) -> ConversionResult:
+    """Zero the ``sparsity`` fraction of smallest |w| in each weight matrix."""
+    _check_fraction(sparsity, "prune fraction")
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    inits = initializers(work)
+    layers: dict[str, float] = {}
+    for node in work.graph.node:
+        if node.op_type not in WEIGHTED_OPS or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        name = node.input[1]
+        tensor = inits[name]
+        if name in layers or tensor.data_type != onnx.TensorProto.FLOAT or len(tensor.dims) < 2:
+            continue
+        w = numpy_helper.to_array(tensor).copy()
+        k = round(sparsity * w.size)
+        if k:
+            flat = w.reshape(-1)
+            flat[np.argpartition(np.abs(flat), k - 1)[:k]] = 0.0
+        tensor.CopyFrom(numpy_helper.from_array(w, name))
+        layers[name] = float(np.mean(w == 0))
+    if not layers:
+        raise ModelError("nothing to prune: no MatMul, Gemm or Conv with float weight initializers")
+    report = {
+        "kind": "magnitude",
+        "target_sparsity": sparsity,
+        "sparsity_by_layer": layers,
+        "compressed_size_before": _compressed_size(model),
+        "compressed_size_after": _compressed_size(work),
+    }
+    return ConversionResult(work, sparsity > 0, report)
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            out.setdefault(name, []).append(node)
+    return out
+
+
+def _single_next(
+    tensor: str, consumers: dict[str, list[onnx.NodeProto]], outputs: set[str]
+) -> onnx.NodeProto | None:
+    nxt = consumers.get(tensor, [])
+    return nxt[0] if len(nxt) == 1 and tensor not in outputs else None
+
+
+def prune_structured(model: onnx.ModelProto, fraction: float) -> ConversionResult:
+    """Remove ``fraction`` of the hidden units of every prunable MatMul chain."""
+    _check_fraction(fraction, "structured prune fraction")
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    gemm_to_matmul(work)
+    graph = work.graph
+    inits = initializers(work)
+    consumers = _consumers(graph)
+    outputs = {o.name for o in graph.output}
+    uses = {name: len(consumers.get(name, [])) for name in inits}
+    layers: dict[str, dict[str, int]] = {}
+    for first in list(graph.node):
+        chain = _chain_from(first, inits, consumers, outputs, uses)
+        if chain is None:
+            continue
+        w1_name, bias_name, w2_name = chain
+        w1 = numpy_helper.to_array(inits[w1_name])
+        w2 = numpy_helper.to_array(inits[w2_name])
+        hidden = w1.shape[1]
+        keep_n = max(1, round(hidden * (1.0 - fraction)))
+        importance = np.linalg.norm(w1, axis=0) * np.linalg.norm(w2, axis=1)
+        keep = np.sort(np.argsort(-importance, kind="stable")[:keep_n])
+        inits[w1_name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(w1[:, keep]), w1_name))
+        inits[w2_name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(w2[keep, :]), w2_name))
+        if bias_name:
+            b = numpy_helper.to_array(inits[bias_name])
+            nb = b[..., keep]
+            inits[bias_name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(nb), bias_name))
+        layers[w1_name] = {"hidden_before": int(hidden), "hidden_after": int(keep_n)}
+    if not layers:
+        raise ModelError(
+            "nothing to prune structurally: no MatMul -> activation -> MatMul chain with constant weights"
+        )
+    del graph.value_info[:]  # shapes along the chains changed; ORT re-infers them
+    report = {
+        "kind": "structured",
+        "fraction": fraction,
+        "units_by_layer": layers,
+        "size_before": len(model_bytes(model)),
+        "size_after": len(model_bytes(work)),
+    }
+    return ConversionResult(work, fraction > 0, report)
+
+
+def _chain_from(
+    node: onnx.NodeProto,
+    inits: dict[str, onnx.TensorProto],
+    consumers: dict[str, list[onnx.NodeProto]],
+    outputs: set[str],
+    uses: dict[str, int],
+) -> tuple[str, str | None, str] | None:
+    """(W1, bias or None, W2) when ``node`` starts a prunable chain, else None."""
+
+    def const2d(name: str) -> bool:
+        t = inits.get(name)
+        return (
+            t is not None and len(t.dims) == 2 and t.data_type == onnx.TensorProto.FLOAT and uses[name] == 1
+        )
+
+    if node.op_type != "MatMul" or not const2d(node.input[1]):
+        return None
+    hidden = inits[node.input[1]].dims[1]
+    nxt = _single_next(node.output[0], consumers, outputs)
+    bias = None
+    if nxt is not None and nxt.op_type == "Add":
+        other = nxt.input[1] if nxt.input[0] == node.output[0] else nxt.input[0]
+        t = inits.get(other)
+        if (
+            t is None
+            or uses[other] != 1
+            or int(np.prod(t.dims)) != hidden
+            or (t.dims and t.dims[-1] != hidden)
+        ):
+            return None
+        bias = other
+        nxt = _single_next(nxt.output[0], consumers, outputs)
+    if nxt is None or nxt.op_type not in ELEMENTWISE or (len(nxt.input) > 1 and nxt.op_type != "PRelu"):
+        return None
+    if nxt.op_type == "PRelu":
+        return None  # per-unit slopes would need slicing too; left alone
+    last = _single_next(nxt.output[0], consumers, outputs)
+    if last is None or last.op_type != "MatMul" or last.input[0] != nxt.output[0]:
+        return None
+    if not const2d(last.input[1]) or inits[last.input[1]].dims[0] != hidden:
+        return None
+    return node.input[1], bias, last.input[1]

@@ -1,0 +1,357 @@
+"""Quantise an ONNX model: dynamic int8, static int8 (QDQ, calibrated), or fp16.
+
+The known traps are handled here rather than left to the user:
+- skl2onnx emits duplicate opset imports, which onnxruntime's quantiser rejects: merged.
+- dynamic int8 does not cover Gemm: constant-weight Gemm becomes MatMul + Add first.
+- calibration readers are single-use: a fresh one is built for every run.
+- a model in which nothing was quantised is an error, never a "quantised" copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import io
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgefair.convert.common import (
+    ConversionResult,
+    dedupe_opsets,
+    gemm_to_matmul,
+    model_bytes,
+    op_counts,
+    save_model,
+)
+from edgefair.errors import InputError, ModelError
+
+QUANTISED_OPS = {
+    "MatMulInteger",
+    "ConvInteger",
+    "DynamicQuantizeLinear",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "QLinearMatMul",
+    "QLinearConv",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+    "QGemm",
+}
+STATIC_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Relu", "Clip", "MaxPool", "AveragePool")
+DYNAMIC_OPS = ("MatMul", "Conv", "Gather", "Attention", "LSTM")
+
+
+class QuantMode(enum.Enum):
+    DYNAMIC_INT8 = "dynamic"
+    STATIC_INT8 = "static"
+    FP16 = "fp16"
+
+
+class CalibrationMethod(enum.Enum):
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizeOptions:
+    mode: QuantMode = QuantMode.DYNAMIC_INT8
+    per_channel: bool = False
+    calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
+    calibration_rows: int = 2000
+    calibration_batch: int = 200
+    # Static int8 only: the weighted layer(s) that produce the outputs stay float. Quantised
+    # logits flip decisions near the threshold (Adult MLP: 98.1% -> 99.4% agreement).
+    keep_output_layer_float: bool = True
+    seed: int = 0
+
+
+Progress = Callable[[int, int], None]
+
+
+def balanced_sample(groups: np.ndarray, rows: int, seed: int = 0) -> np.ndarray:
+    """Row indices with (up to) equal rows per group: minorities are not drowned out by the
+    majority when activation ranges are calibrated. Small groups contribute all their rows."""
+    values, codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    per_group = max(1, rows // max(1, len(values)))
+    picks = []
+    for g in range(len(values)):
+        members = np.flatnonzero(codes == g)
+        take = min(per_group, len(members))
+        picks.append(rng.choice(members, size=take, replace=False))
+    return np.sort(np.concatenate(picks)) if picks else np.array([], np.int64)
+
+
+class _FeedReader:
+    """onnxruntime CalibrationDataReader over prepared feeds, in batches."""
+
+    def __init__(self, feeds: Mapping[str, np.ndarray], batch: int, progress: Progress | None):
+        self._feeds = feeds
+        self._rows = len(next(iter(feeds.values())))
+        self._batch = batch
+        self._progress = progress
+        self._iter: Iterator[dict[str, np.ndarray]] = self._batches()
+
+    def _batches(self) -> Iterator[dict[str, np.ndarray]]:
+        for start in range(0, self._rows, self._batch):
+            if self._progress:
+                self._progress(min(start + self._batch, self._rows), self._rows)
+            yield {k: v[start : start + self._batch] for k, v in self._feeds.items()}
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._iter, None)
+
+    def rewind(self) -> None:
+        self._iter = self._batches()
+
+
+def quantize(
+    model: onnx.ModelProto,
+    options: QuantizeOptions = QuantizeOptions(),
+    calibration_feeds: Mapping[str, np.ndarray] | None = None,
+    progress: Progress | None = None,
+) -> ConversionResult:
+    """Quantise ``model``; static mode needs ``calibration_feeds`` (model inputs -> arrays)."""
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    dedupe_opsets(work)
+    _name_nodes(work)
+    if options.mode is QuantMode.FP16:
+        return _fp16(work)
+    rewritten = gemm_to_matmul(work) if options.mode is QuantMode.DYNAMIC_INT8 else 0
+    with tempfile.TemporaryDirectory(prefix="edgefair-quant-") as tmp:
+        src, out = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        save_model(work, src)
+        # op types, node names and output layers are read off the pre-processed graph: its
+        # optimiser fuses and renames nodes (MatMul + Add becomes Gemm, for one)
+        prepared = onnx.load_model(str(_pre_process(src, Path(tmp) / "pre.onnx")))
+        if options.mode is QuantMode.DYNAMIC_INT8:
+            rewritten = max(rewritten, gemm_to_matmul(prepared))
+        _name_nodes(prepared)
+        save_model(prepared, src)
+        before = op_counts(prepared)
+        if options.mode is QuantMode.DYNAMIC_INT8:
+            ops = [o for o in DYNAMIC_OPS if o in before]
+            if not ops:
+                raise ModelError(_nothing_message(before, "dynamic int8", DYNAMIC_OPS))
+            _run(lambda: _dynamic(src, out, ops, options))
+        else:
+            ops = [o for o in STATIC_OPS if o in before]
+            if not ops:
+                raise ModelError(_nothing_message(before, "static int8", STATIC_OPS))
+            if not calibration_feeds:
+                raise InputError("static int8 needs calibration data (--calibration-data)")
+            reader = _FeedReader(calibration_feeds, options.calibration_batch, progress)
+            excluded = _output_layers(prepared) if options.keep_output_layer_float else []
+            _run(lambda: _static(src, out, ops, options, reader, excluded))
+        quantised = onnx.load_model(str(out))
+    after = op_counts(quantised)
+    added = {k: v for k, v in after.items() if k in QUANTISED_OPS}
+    if not added:
+        raise ModelError(_nothing_message(before, options.mode.value, ops))
+    report = {
+        "mode": options.mode.value,
+        "per_channel": options.per_channel,
+        "quantised_op_types": ops,
+        "gemm_rewritten_as_matmul": rewritten,
+        "nodes_quantised": _quantised_by_type(before, quantised, ops),
+        "quantisation_ops_added": added,
+        "size_before": len(model_bytes(model)),
+        "size_after": len(model_bytes(quantised)),
+    }
+    if options.mode is QuantMode.STATIC_INT8:
+        report["calibration_method"] = options.calibration_method.value
+        report["calibration_rows"] = len(next(iter(calibration_feeds.values())))  # type: ignore[union-attr]
+    return ConversionResult(quantised, True, report)
+
+
+def _nothing_message(before: dict[str, int], mode: str, ops: Sequence[str]) -> str:
+    top = ", ".join(f"{k} x{v}" for k, v in sorted(before.items(), key=lambda kv: -kv[1])[:6])
+    return (
+        f"nothing to quantise with {mode}: the model has none of {', '.join(ops)} with "
+        f"float weights (its ops: {top}); no quantised copy was written"
+    )
+
+
+def _quantised_by_type(
+    before: dict[str, int], quantised: onnx.ModelProto, ops: Sequence[str]
+) -> dict[str, int]:
+    """Nodes per op type that now run in int8: replaced (dynamic) or fed by
+    DequantizeLinear (QDQ)."""
+    after = op_counts(quantised)
+    dq = {o for n in quantised.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    out = {}
+    for op in ops:
+        # a weighted op runs in int8 when its weight is dequantised; others when their input is
+        slot = 1 if op in ("MatMul", "Gemm", "Conv", "ConvTranspose") else 0
+        wrapped = sum(
+            1 for n in quantised.graph.node if n.op_type == op and len(n.input) > slot and n.input[slot] in dq
+        )
+        replaced = max(0, before.get(op, 0) - after.get(op, 0))
+        out[op] = wrapped + replaced
+    return out
+
+
+def _pre_process(src: Path, dst: Path) -> Path:
+    """onnxruntime's quant_pre_process (shape inference, graph optimisation); skipped with
+    the symbolic pass (needs sympy, fails on ML-domain ops) and whenever it cannot run."""
+    import onnxruntime as ort
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    ort.set_default_logger_severity(3)  # the quantiser's own sessions warn about trivia
+
+    try:
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+        return dst
+    except Exception:  # pre-processing is an optimisation, not a requirement
+        return src
+
+
+def _run(job: Callable[[], None]) -> None:
+    try:
+        job()
+    except (ModelError, InputError):
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"onnxruntime quantisation failed: {first}") from None
+
+
+def _dynamic(src: Path, out: Path, ops: list[str], options: QuantizeOptions) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load_model(str(src))
+    # only nodes whose weight is a constant: activations x activations stay float
+    constants = {t.name for t in model.graph.initializer}
+    nodes = [
+        n.name for n in model.graph.node if n.op_type in ops and len(n.input) > 1 and n.input[1] in constants
+    ]
+    if not nodes:
+        raise ModelError(_nothing_message(op_counts(model), "dynamic int8", ops))
+    quantize_dynamic(
+        str(src),
+        str(out),
+        op_types_to_quantize=ops,
+        nodes_to_quantize=nodes,
+        per_channel=options.per_channel,
+        weight_type=QuantType.QInt8,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
+def _output_layers(model: onnx.ModelProto) -> list[str]:
+    """Weighted nodes from which a graph output is reached without another weighted node."""
+    weighted = ("MatMul", "Gemm", "Conv", "ConvTranspose")
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    outputs = {o.name for o in model.graph.output}
+    found = []
+    for start in (n for n in model.graph.node if n.op_type in weighted):
+        frontier, seen = list(start.output), set()
+        while frontier:
+            tensor = frontier.pop()
+            if tensor in outputs:
+                found.append(start.name)
+                break
+            for nxt in consumers.get(tensor, []):
+                if nxt.op_type not in weighted and nxt.name not in seen:
+                    seen.add(nxt.name)
+                    frontier.extend(nxt.output)
+    return found
+
+
+def _static(
+    src: Path, out: Path, ops: list[str], options: QuantizeOptions, reader: Any, excluded: list[str]
+) -> None:
+    from onnxruntime.quantization import CalibrationMethod as OrtMethod
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    method = {
+        CalibrationMethod.MINMAX: OrtMethod.MinMax,
+        CalibrationMethod.ENTROPY: OrtMethod.Entropy,
+        CalibrationMethod.PERCENTILE: OrtMethod.Percentile,
+    }[options.calibration_method]
+    with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress
+        quantize_static(
+            str(src),
+            str(out),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=ops,
+            per_channel=options.per_channel,
+            nodes_to_exclude=excluded,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=method,
+            extra_options={
+                "CalibTensorRangeSymmetric": False,
+                "CalibMovingAverage": False,
+                "DefaultTensorType": onnx.TensorProto.FLOAT,
+            },
+        )
+
+
+def _upstream_of_weights(model: onnx.ModelProto) -> list[str]:
+    """Nodes before the first weighted op: the preprocessing. fp16 there buys nothing and
+    breaks graphs that mix ML-domain float32 outputs into a Concat, so it stays float32."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    frontier = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv", "ConvTranspose")]
+    downstream: set[int] = set()
+    while frontier:
+        node = frontier.pop()
+        if id(node) in downstream:
+            continue
+        downstream.add(id(node))
+        for out in node.output:
+            frontier.extend(consumers.get(out, []))
+    return [n.name for n in model.graph.node if id(n) not in downstream]
+
+
+def _name_nodes(model: onnx.ModelProto) -> None:
+    """Give every node a unique name: node lists passed to the converters need them."""
+    seen: set[str] = set()
+    for i, n in enumerate(model.graph.node):
+        if not n.name or n.name in seen:
+            n.name = f"{n.op_type}_{i}_edgefair"
+        seen.add(n.name)
+
+
+def _fp16(model: onnx.ModelProto) -> ConversionResult:
+    from onnxconverter_common import float16
+
+    floats_before = sum(1 for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+    if not floats_before:
+        raise ModelError("nothing to convert to fp16: the model has no float32 initializers")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            converted = float16.convert_float_to_float16(
+                model, keep_io_types=True, node_block_list=_upstream_of_weights(model)
+            )
+    except Exception as exc:
+        raise ModelError(f"fp16 conversion failed: {exc}".splitlines()[0]) from None
+    halves = sum(1 for t in converted.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16)
+    if not halves:
+        raise ModelError("fp16 conversion changed nothing: no initializer became float16")
+    report = {
+        "mode": "fp16",
+        "initializers_converted": halves,
+        "values_clamped_to_fp16_range": sum("truncated" in str(w.message) for w in caught),
+        "note": "fp16 halves the weights; on CPU it saves size, not time",
+        "size_before": len(model_bytes(model)),
+        "size_after": len(model_bytes(converted)),
+    }
+    return ConversionResult(converted, True, report)
