@@ -16,11 +16,11 @@ from edgefair.tables import CountsTable, from_arrays, merge
 __version__ = "0.1.0"
 
 _LAZY = {
-    "verify": "edgefair.verify.api",
-    "compare": "edgefair.verify.api",
-    "VerifyReport": "edgefair.verify.api",
-    "load_policy": "edgefair.verify.policy",
-    "Policy": "edgefair.verify.policy",
+    "verify": "edgefair.verification.api",
+    "compare": "edgefair.verification.api",
+    "VerifyReport": "edgefair.verification.api",
+    "load_policy": "edgefair.verification.policy",
+    "Policy": "edgefair.verification.policy",
     "FairSession": "edgefair.runtime.session",
 }
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from edgefair import __version__
+from edgefair.cli_format import SHORT, fmt, format_compare, format_table
 from edgefair.errors import EdgefairError, InputError
 
 app = typer.Typer(
@@ -57,30 +58,6 @@ def root(
     ] = False,
 ) -> None:
     """edgefair: convert, verify and serve models with subgroup fairness checked."""
-
-
-def format_table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(lines)
-
-
-def fmt(x: float) -> str:
-    return "nan" if x != x else f"{x:.4f}"
-
-
-SHORT = {
-    "count": "count",
-    "selection_rate": "sel",
-    "true_positive_rate": "tpr",
-    "false_positive_rate": "fpr",
-    "true_negative_rate": "tnr",
-    "false_negative_rate": "fnr",
-    "accuracy": "acc",
-    "positive_predictive_value": "ppv",
-}
 
 
 @app.command()
@@ -265,10 +242,142 @@ def format_conversion(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _write_reports(report: Any, json_out: Path | None, markdown: Path | None, html: Path | None) -> list[str]:
+    from edgefair.report import write_text
+
+    written = []
+    if json_out:
+        written.append(str(write_text(json_out, json.dumps(report.to_dict(), indent=2) + "\n")))
+    if markdown:
+        written.append(str(write_text(markdown, report.to_markdown())))
+    if html:
+        written.append(str(write_text(html, report.to_html())))
+    return written
+
+
+DataOpt = Annotated[str, typer.Option("--data", help="Labelled CSV, or 'adult' (bundled test split).")]
+LabelOpt = Annotated[str | None, typer.Option(help="Label column (0/1, or see --positive-label).")]
+SensOpt = Annotated[str | None, typer.Option(help="Sensitive column(s), comma-separated.")]
+PolicyOpt = Annotated[Path | None, typer.Option(help="Policy TOML (default policy if omitted).")]
+
+
+def _progress_bar(label: str) -> Any:
+    return typer.progressbar(
+        length=0, label=label, file=sys.stderr, hidden=not sys.stderr.isatty(), show_pos=True
+    )
+
+
+@app.command()
+def verify(
+    reference: Annotated[Path, typer.Argument(help="Reference ONNX model (e.g. fp32).")],
+    candidate: Annotated[Path, typer.Argument(help="Candidate ONNX model (e.g. int8).")],
+    data: DataOpt = "adult",
+    label: LabelOpt = None,
+    sensitive: SensOpt = None,
+    policy: PolicyOpt = None,
+    threshold: Annotated[float, typer.Option(help="Decision = score >= threshold.")] = 0.5,
+    positive_label: Annotated[str | None, typer.Option(help="Label value that means 1.")] = None,
+    score_output: Annotated[str | None, typer.Option(help="Model output holding the score.")] = None,
+    features: Annotated[str | None, typer.Option(help="Feature columns for a single 2-D input.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write a Markdown report here.")] = None,
+    html: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
+) -> None:
+    """Gate a candidate against the reference: exit 0 pass, 1 fail, 2 bad input."""
+    from edgefair.verification.api import verify as run_verify
+
+    report = run_verify(
+        reference,
+        candidate,
+        data,
+        policy,
+        label=label,
+        sensitive=split_columns(sensitive) or None,
+        threshold=threshold,
+        positive_label=positive_label,
+        score_output=score_output,
+        feature_columns=split_columns(features) or None,
+    )
+    written = _write_reports(report, json_out, markdown, html)
+    doc = report.to_dict()
+    s = doc["summary"]
+    typer.echo(
+        f"{doc['verdict'].upper()}: {candidate} vs {reference} on {doc['data']['rows']:,} rows; "
+        f"{s['checks']} checks: {s['pass']} pass, {s['fail']} fail, {s['inconclusive']} inconclusive"
+    )
+    for c in doc["checks"]:
+        if c["verdict"] == "fail":
+            lo, hi = c["interval"]
+            typer.echo(
+                f"  FAIL {c['metric']} {c['kind']} in {c['group'] or c['scope']}: {c['estimate']:+.4f} "
+                f"[{lo:+.4f}, {hi:+.4f}] > {c['tolerance']}  {c['note']}"
+            )
+    for path in written:
+        typer.echo(f"wrote {path}")
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def compare(
+    reference: Annotated[Path, typer.Argument(help="Reference ONNX model.")],
+    candidates: Annotated[list[Path], typer.Argument(help="Candidate ONNX models.")],
+    data: DataOpt = "adult",
+    label: LabelOpt = None,
+    sensitive: SensOpt = None,
+    policy: PolicyOpt = None,
+    threshold: Annotated[float, typer.Option(help="Decision = score >= threshold.")] = 0.5,
+    positive_label: Annotated[str | None, typer.Option(help="Label value that means 1.")] = None,
+    latency: Annotated[bool, typer.Option(help="Time each model (1 thread).")] = True,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write a Markdown report here.")] = None,
+    html: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
+) -> None:
+    """Verify many candidates in one pass over the data; one row per candidate."""
+    from edgefair.verification.api import compare as run_compare
+
+    report = run_compare(
+        reference,
+        [str(c) for c in candidates],
+        data,
+        policy,
+        label=label,
+        sensitive=split_columns(sensitive) or None,
+        threshold=threshold,
+        positive_label=positive_label,
+        measure_latency=latency,
+    )
+    typer.echo(format_compare(report.to_dict()))
+    for path in _write_reports(report, json_out, markdown, html):
+        typer.echo(f"wrote {path}")
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of verify and compare reports."""
+    from edgefair.report.document import schema as report_schema
+
+    emit_json(report_schema())
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo's models and reports.")] = Path(
+        "edgefair-demo"
+    ),
+) -> None:
+    """The whole story on the bundled Adult data and reference models."""
+    from edgefair.demo import run_demo
+
+    run_demo(out, typer.echo)
+
+
 def main() -> None:
     """Entry point: typer plus one-line errors and exit code 2 for bad input."""
     try:
-        app(standalone_mode=False)
+        # without standalone mode click returns a command's typer.Exit code instead of raising
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except EdgefairError as exc:
         typer.echo(f"edgefair: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)

@@ -38,18 +38,7 @@ class CheckReport:
 
 
 def session(model: onnx.ModelProto | bytes, threads: int = 1) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    data = model if isinstance(model, bytes) else model_bytes(model)
-    try:
-        return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelError(f"onnxruntime cannot load the model: {first[:300]}") from None
+    return io.open_session(model if isinstance(model, bytes) else model_bytes(model), threads)
 
 
 def check(

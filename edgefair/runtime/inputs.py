@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,26 @@ class Signature:
 
     def input_names(self) -> list[str]:
         return [i.name for i in self.inputs]
+
+
+def open_session(model: str | Path | bytes, threads: int = 1) -> Any:
+    """An onnxruntime CPU session with ``threads`` intra-op threads; ModelError on failure."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    what = "the model" if isinstance(model, bytes) else str(model)
+    if not isinstance(model, bytes):
+        if not Path(model).exists():
+            raise ModelError(f"{model}: no such file")
+        model = Path(model).read_bytes()
+    try:
+        return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"onnxruntime cannot load {what}: {first[:300]}") from None
 
 
 def signature(session: Any) -> Signature:

@@ -1,0 +1,111 @@
+"""Markdown reports, sized for a pull-request comment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MARK = {"pass": "✅ pass", "fail": "❌ fail", "inconclusive": "❔ inconclusive"}
+
+
+def f4(x: Any) -> str:
+    return "–" if x is None else f"{x:.4f}"
+
+
+def interval(iv: list[Any]) -> str:
+    return "–" if iv[0] is None else f"[{iv[0]:+.4f}, {iv[1]:+.4f}]"
+
+
+def check_rows(doc: dict[str, Any], limit: int = 40) -> list[str]:
+    rows = [
+        "| verdict | check | scope / group | estimate | interval | tolerance | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    order = {"fail": 0, "inconclusive": 1, "pass": 2}
+    checks = sorted(doc["checks"], key=lambda c: order[c["verdict"]])
+    for c in checks[:limit]:
+        where = c["scope"] + (f" / {c['group']}" if c["group"] else "")
+        note = c["note"] + (
+            f" (~{c['rows_needed']} rows would settle it)" if c["rows_needed"] and c["gated"] else ""
+        )
+        rows.append(
+            f"| {MARK[c['verdict']]} | {c['metric']} {c['kind']} | {where} | "
+            f"{f4(c['estimate'])} | {interval(c['interval'])} | {c['tolerance']} | {note} |"
+        )
+    if len(checks) > limit:
+        rows.append(f"| | … {len(checks) - limit} more checks in the JSON report | | | | | |")
+    return rows
+
+
+def verify_markdown(doc: dict[str, Any]) -> str:
+    s = doc["summary"]
+    lines = [
+        f"## edgefair verify: {MARK[doc['verdict']].upper()}",
+        "",
+        f"`{doc['candidate']['path']}` against `{doc['reference']['path']}` on "
+        f"{doc['data']['rows']:,} rows of `{doc['data']['source']}` "
+        f"(sensitive: {', '.join(doc['data']['sensitive'])}).",
+        f"{s['checks']} checks: {s['pass']} pass, {s['fail']} fail, {s['inconclusive']} inconclusive; "
+        f"intervals at {doc['interval_confidence']:.4f} (adjusted: {doc['policy']['adjustment']}).",
+        "",
+    ]
+    if s["failing"]:
+        lines += ["**Failing:** " + "; ".join(s["failing"]), ""]
+    lines += check_rows(doc)
+    for scope, sec in doc["by_group"].items():
+        lines += [
+            "",
+            f"### By {scope}",
+            "",
+            "| group | rows | TPR ref → cand | selection ref → cand | accuracy ref → cand | negative flips |",
+            "|---|---|---|---|---|---|",
+        ]
+        for group, ref in sec["reference"].items():
+            cand, flips = sec["candidate"][group], sec["flips"][group]
+            lines.append(
+                f"| {group} | {int(ref['count'])} | {f4(ref['true_positive_rate'])} → "
+                f"{f4(cand['true_positive_rate'])} | {f4(ref['selection_rate'])} → "
+                f"{f4(cand['selection_rate'])} "
+                f"| {f4(ref['accuracy'])} → {f4(cand['accuracy'])} | {f4(flips['negative_flip_rate'])} |"
+            )
+    lines += [
+        "",
+        f"<sub>edgefair {doc['edgefair_version']} · reference sha256 "
+        f"`{doc['reference']['sha256'][:12]}` · candidate sha256 `{doc['candidate']['sha256'][:12]}` · "
+        f"data sha256 `{doc['data']['sha256'][:12]}`</sub>",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def compare_markdown(doc: dict[str, Any]) -> str:
+    metrics = sorted({m for c in doc["candidates"] for m in c["worst_gap"]})
+    head = [
+        "candidate",
+        "size",
+        "latency b1 / b256",
+        "accuracy",
+        *(f"worst {m} gap (Δ)" for m in metrics),
+        "worst neg. flip",
+        "verdict",
+    ]
+    lines = [
+        f"## edgefair compare against `{doc['reference']['path']}`",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for c in doc["candidates"]:
+        lat = c["latency_ratio"]
+        lat_s = f"{lat['batch_1']:.2f}x / {lat['batch_256']:.2f}x" if lat else "–"
+        gaps = [
+            f"{f4(c['worst_gap'][m]['gap'])} ({c['worst_gap'][m]['increase']:+.4f})"
+            if m in c["worst_gap"]
+            else "–"
+            for m in metrics
+        ]
+        nfr = c["worst_negative_flip_rate"]
+        lines.append(
+            f"| `{c['candidate']}` | {c['size_ratio']:.0%} | {lat_s} | {f4(c['accuracy'])} | "
+            + " | ".join(gaps)
+            + f" | {f4(nfr['value'])} ({nfr['group']}) | {MARK[c['verdict']]} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""Verify: run reference and candidates over labelled data, gate on a policy."""

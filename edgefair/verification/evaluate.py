@@ -1,0 +1,207 @@
+"""Run a reference and any number of candidates over labelled data, into paired tables.
+
+One pass over the data serves every candidate: each chunk is read once, fed to the
+reference once, and to each candidate; each candidate gets its own paired table
+(group x label x reference decision x candidate decision, plus score histograms).
+Memory stays flat in the number of rows: only tables are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgefair import data, tables
+from edgefair.errors import InputError, ModelError
+from edgefair.runtime import inputs as io
+from edgefair.tables import CountsTable
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str
+    sha256: str
+    size_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256, "size_bytes": self.size_bytes}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Paired tables, one per candidate, and what they were computed from."""
+
+    reference: ModelInfo
+    candidates: tuple[ModelInfo, ...]
+    tables: tuple[CountsTable, ...]
+    data_source: str
+    data_sha256: str
+    rows: int
+    label: str
+    sensitive: tuple[str, ...]
+    threshold: float
+    score_output: str
+    sample: dict[str, np.ndarray]  # the first rows' model feeds, for latency measurements
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluateOptions:
+    label: str
+    sensitive: Sequence[str]
+    threshold: float = 0.5
+    positive_label: str | None = None
+    score_output: str | None = None
+    feature_columns: Sequence[str] | None = None
+    chunk_rows: int = 65536
+    bins: int = tables.DEFAULT_BINS
+
+
+class _Model:
+    def __init__(self, path: str | Path, threshold: float, score_output: str | None):
+        p = Path(path)
+        if not p.exists():
+            raise InputError(f"{p}: no such model file")
+        raw = p.read_bytes()
+        self.info = ModelInfo(str(p), hashlib.sha256(raw).hexdigest(), len(raw))
+        self.session = io.open_session(raw)
+        self.sig = io.signature(self.session)
+        try:
+            self.choice = io.choose_output(self.sig, score_output)
+        except ModelError as exc:
+            raise ModelError(f"{p}: {exc}") from None
+        self.threshold = threshold
+
+    def decide(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray]:
+        out = self.session.run([self.choice.name], feeds)[0]
+        try:
+            return io.decisions(out, self.choice, self.threshold)
+        except ModelError as exc:
+            raise ModelError(f"{self.info.path}: {exc}") from None
+
+
+def _same_inputs(reference: _Model, candidate: _Model) -> None:
+    ref = [(i.name, i.type) for i in reference.sig.inputs]
+    cand = [(i.name, i.type) for i in candidate.sig.inputs]
+    if ref != cand:
+        raise InputError(
+            f"{candidate.info.path}: inputs {cand} do not match the reference's {ref}; "
+            "a candidate must be a drop-in replacement"
+        )
+
+
+def labels_of(values: np.ndarray, name: str, chunk: data.Chunk, positive: str | None) -> np.ndarray:
+    """0/1 labels: the column itself, or ``column == positive`` when a positive value is named."""
+    if positive is not None:
+        text = np.asarray(values).astype(str)
+        return (np.char.strip(text) == positive).astype(np.int64)
+    numbers = data.numeric(values, name, chunk.source, chunk.first_line, allow_missing=False)
+    bad = (numbers != 0) & (numbers != 1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        seen = sorted({str(v) for v in np.asarray(values)[:1000].tolist()})[:5]
+        raise InputError(
+            f"{chunk.source}, line {chunk.first_line + i}, column {name!r}: label "
+            f"{values[i]!r} is not 0 or 1 (values seen: {seen}); use --positive-label VALUE"
+        )
+    return numbers.astype(np.int64)
+
+
+def evaluate(
+    reference: str | Path,
+    candidates: Sequence[str | Path],
+    source: str | Path,
+    options: EvaluateOptions,
+    progress: Progress | None = None,
+) -> Evaluation:
+    """Paired counts tables of each candidate against the reference, in one pass."""
+    if not candidates:
+        raise InputError("give at least one candidate model")
+    if not options.sensitive:
+        raise InputError("name at least one sensitive column (--sensitive)")
+    if not 0.0 <= options.threshold <= 1.0:
+        raise InputError(f"threshold must be in [0, 1], got {options.threshold}")
+    ref = _Model(reference, options.threshold, options.score_output)
+    cands = [_Model(c, options.threshold, options.score_output) for c in candidates]
+    for c in cands:
+        _same_inputs(ref, c)
+    exclude = [options.label, *options.sensitive]
+    chunks, described = data.iter_source(source, None, options.chunk_rows)
+    parts: list[list[CountsTable]] = [[] for _ in cands]
+    rows = 0
+    sample: dict[str, np.ndarray] = {}
+    for chunk in chunks:
+        if chunk.rows == 0:
+            continue
+        cols = chunk.columns
+        for name in exclude:
+            data.require_column(cols, name, chunk.source)
+        y = labels_of(cols[options.label], options.label, chunk, options.positive_label)
+        sens = {s: cols[s] for s in options.sensitive}
+        for name, values in sens.items():
+            text = np.asarray(values).astype(str)
+            empty = np.char.str_len(np.char.strip(text)) == 0
+            if empty.any():
+                raise InputError(
+                    f"{chunk.source}, line {chunk.first_line + int(np.argmax(empty))}: sensitive column "
+                    f"{name!r} is empty; an empty group cannot be reported (write e.g. 'unknown')"
+                )
+        feeds = io.build_feeds(
+            ref.sig, cols, feature_columns=options.feature_columns, exclude=exclude, source=chunk.source
+        )
+        if not sample:
+            sample = {k: v[:256].copy() for k, v in feeds.items()}
+        ref_scores, ref_dec = ref.decide(feeds)
+        for i, cand in enumerate(cands):
+            cand_scores, cand_dec = cand.decide(feeds)
+            parts[i].append(
+                tables.from_arrays(
+                    sens,
+                    ref_dec,
+                    cand_dec,
+                    y,
+                    reference_score=ref_scores,
+                    candidate_score=cand_scores,
+                    bins=options.bins,
+                )
+            )
+        rows += chunk.rows
+        if progress:
+            progress(chunk.rows)
+    if rows == 0:
+        raise InputError(f"{described}: no data rows")
+    return Evaluation(
+        ref.info,
+        tuple(c.info for c in cands),
+        tuple(tables.merge(p) for p in parts),
+        described,
+        data.source_sha256(source),
+        rows,
+        options.label,
+        tuple(options.sensitive),
+        options.threshold,
+        ref.choice.name,
+        sample,
+    )
+
+
+def latency(model: str | Path, feeds: dict[str, np.ndarray], batch: int, repeats: int = 30) -> float:
+    """Median seconds per ``session.run`` at ``batch`` rows, one thread (rows cycle if short)."""
+    sess = io.open_session(model, threads=1)
+    n = len(next(iter(feeds.values())))
+    idx = np.arange(batch) % n
+    batch_feeds = {k: v[idx] for k, v in feeds.items()}
+    sess.run(None, batch_feeds)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sess.run(None, batch_feeds)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))

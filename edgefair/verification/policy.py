@@ -1,0 +1,166 @@
+"""Policies: which fairness properties a candidate must keep, read from TOML.
+
+    confidence = 0.95            # of every verdict, after adjustment for the number of checks
+    adjustment = "holm"          # holm | bh | bonferroni | none
+    min_group_size = 30          # smaller groups are reported as inconclusive, never gated
+    inconclusive_fails = false   # does an inconclusive check fail the gate?
+    gate_intersections = false   # also gate every combination of sensitive columns
+    bootstrap_replicates = 2000
+    seed = 0
+    sensitive = ["race", "sex"]  # optional: the CLI's --sensitive wins
+
+    [[checks]]
+    kind = "difference_increase"  # candidate's between-group gap minus the reference's
+    metric = "true_positive_rate"
+    tolerance = 0.02
+
+Check kinds: ``difference_increase`` (between-group gap may grow by at most tolerance),
+``group_max`` (no group's candidate rate above tolerance, e.g. negative_flip_rate),
+``group_drop`` (no group's metric may drop by more than tolerance), ``overall_drop``
+(the overall metric may drop by at most tolerance).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgefair import metrics
+from edgefair.errors import PolicyError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CHECK_KINDS = ("difference_increase", "group_max", "group_drop", "overall_drop")
+ADJUSTMENTS = ("holm", "bh", "bonferroni", "none")
+
+
+@dataclass(frozen=True)
+class Check:
+    kind: str
+    metric: str
+    tolerance: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.metric}:{self.kind}"
+
+
+@dataclass(frozen=True)
+class Policy:
+    checks: tuple[Check, ...]
+    confidence: float = 0.95
+    adjustment: str = "holm"
+    min_group_size: int = 30
+    inconclusive_fails: bool = False
+    gate_intersections: bool = False
+    bootstrap_replicates: int = 2000
+    seed: int = 0
+    sensitive: tuple[str, ...] = field(default=())
+
+    @property
+    def alpha(self) -> float:
+        return 1.0 - self.confidence
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["checks"] = [asdict(c) for c in self.checks]
+        doc["sensitive"] = list(self.sensitive)
+        return doc
+
+
+DEFAULT_CHECKS: tuple[Check, ...] = (
+    Check("difference_increase", "true_positive_rate", 0.02),
+    Check("difference_increase", "selection_rate", 0.02),
+    Check("group_max", "negative_flip_rate", 0.02),
+    Check("group_drop", "accuracy", 0.02),
+    Check("overall_drop", "accuracy", 0.01),
+)
+DEFAULT_POLICY = Policy(DEFAULT_CHECKS)
+
+_TOP_KEYS = {
+    "confidence": float,
+    "adjustment": str,
+    "min_group_size": int,
+    "inconclusive_fails": bool,
+    "gate_intersections": bool,
+    "bootstrap_replicates": int,
+    "seed": int,
+    "sensitive": list,
+    "checks": list,
+}
+
+
+def _typed(key: str, value: Any, expected: type, where: str) -> Any:
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise PolicyError(f"{where}: {key!r} must be {expected.__name__}, got {value!r}")
+    return value
+
+
+def _check(entry: Any, index: int, where: str) -> Check:
+    at = f"{where}: checks[{index}]"
+    if not isinstance(entry, dict):
+        raise PolicyError(f"{at} must be a table with kind, metric and tolerance")
+    unknown = set(entry) - {"kind", "metric", "tolerance"}
+    if unknown:
+        raise PolicyError(f"{at}: unknown key {sorted(unknown)[0]!r}; expected kind, metric, tolerance")
+    for key in ("kind", "metric", "tolerance"):
+        if key not in entry:
+            raise PolicyError(f"{at}: missing {key!r}")
+    kind = _typed("kind", entry["kind"], str, at)
+    metric = _typed("metric", entry["metric"], str, at)
+    tolerance = _typed("tolerance", entry["tolerance"], float, at)
+    if kind not in CHECK_KINDS:
+        raise PolicyError(f"{at}: kind {kind!r} is not one of {', '.join(CHECK_KINDS)}")
+    if metric not in metrics.METRICS or metric == "count":
+        raise PolicyError(f"{at}: metric {metric!r} is not one of {', '.join(list(metrics.METRICS)[1:])}")
+    if not 0.0 <= tolerance <= 1.0:
+        raise PolicyError(f"{at}: tolerance must be in [0, 1], got {tolerance}")
+    return Check(kind, metric, tolerance)
+
+
+def policy_from_dict(doc: dict[str, Any], where: str = "policy") -> Policy:
+    unknown = set(doc) - set(_TOP_KEYS)
+    if unknown:
+        raise PolicyError(f"{where}: unknown key {sorted(unknown)[0]!r}; known keys: {', '.join(_TOP_KEYS)}")
+    values: dict[str, Any] = {}
+    for key, expected in _TOP_KEYS.items():
+        if key in doc:
+            values[key] = _typed(key, doc[key], expected, where)
+    checks = DEFAULT_CHECKS
+    if "checks" in values:
+        checks = tuple(_check(c, i, where) for i, c in enumerate(values.pop("checks")))
+        if not checks:
+            raise PolicyError(f"{where}: 'checks' is empty; give at least one check")
+    if "sensitive" in values:
+        values["sensitive"] = tuple(str(s) for s in values["sensitive"])
+    policy = Policy(checks, **values)
+    if not 0.5 <= policy.confidence < 1.0:
+        raise PolicyError(f"{where}: 'confidence' must be in [0.5, 1), got {policy.confidence}")
+    if policy.adjustment not in ADJUSTMENTS:
+        raise PolicyError(f"{where}: 'adjustment' must be one of {', '.join(ADJUSTMENTS)}")
+    if policy.min_group_size < 1:
+        raise PolicyError(f"{where}: 'min_group_size' must be at least 1")
+    if not 100 <= policy.bootstrap_replicates <= 100_000:
+        raise PolicyError(f"{where}: 'bootstrap_replicates' must be between 100 and 100000")
+    return policy
+
+
+def load_policy(path: str | Path | None) -> Policy:
+    """The policy in a TOML file, or the default policy for None."""
+    if path is None:
+        return DEFAULT_POLICY
+    p = Path(path)
+    if not p.exists():
+        raise PolicyError(f"{p}: no such policy file")
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{p}: not valid TOML ({exc})") from None
+    return policy_from_dict(doc, str(p))
