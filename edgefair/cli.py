@@ -24,9 +24,6 @@ app = typer.Typer(
     help="Take a model to a CPU or edge device without letting subgroup fairness break.",
 )
 counters_app = typer.Typer(no_args_is_help=True, help="On-device fairness counters.")
-bundle_app = typer.Typer(
-    no_args_is_help=True, invoke_without_command=True, help="Build or check a deployable bundle."
-)
 app.add_typer(counters_app, name="counters")
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -370,6 +367,164 @@ def demo(
     from edgefair.demo import run_demo
 
     run_demo(out, typer.echo)
+
+
+@app.command()
+def bundle(
+    args: Annotated[list[str], typer.Argument(help="MODEL.onnx to build a bundle, or: check DIR")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Bundle directory to write.")] = None,
+    certificate: Annotated[Path | None, typer.Option(help="verify --json report of this model.")] = None,
+    sensitive: SensOpt = None,
+    threshold: Annotated[float | None, typer.Option(help="Decision threshold.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Build a deployable bundle (model, manifest, certificate), or `bundle check DIR`."""
+    from edgefair.runtime.bundle import build_bundle, load_bundle
+
+    if args and args[0] == "check":
+        if len(args) != 2:
+            raise InputError("usage: edgefair bundle check DIR")
+        loaded = load_bundle(args[1])
+        cert = loaded.manifest.get("certificate")
+        if as_json:
+            emit_json(loaded.manifest)
+            return
+        typer.echo(
+            f"ok: {args[1]}: {len(loaded.manifest['files'])} files match their SHA-256; "
+            f"sensitive {', '.join(loaded.sensitive)}; certificate: "
+            + (f"verdict {cert['verdict']}" if cert else "none (no baseline for drift)")
+        )
+        return
+    if len(args) != 1 or output is None:
+        raise InputError("usage: edgefair bundle MODEL.onnx -o DIR [--certificate REPORT.json]")
+    path = build_bundle(
+        args[0],
+        output,
+        certificate=certificate,
+        sensitive=split_columns(sensitive) or None,
+        threshold=threshold,
+    )
+    note = "" if certificate else " (no certificate: drift has no baseline)"
+    typer.echo(f"wrote bundle {path}{note}")
+
+
+def _load_table(source: Path) -> Any:
+    from edgefair import tables
+    from edgefair.runtime.store import open_store
+
+    if source.suffix == ".json":
+        if not source.exists():
+            raise InputError(f"{source}: no such file")
+        return tables.from_json(source.read_text())
+    store, table = open_store(source)
+    store.close()
+    return table
+
+
+@counters_app.command("show")
+def counters_show(
+    source: Annotated[Path, typer.Argument(help="Counters store (SQLite) or table JSON.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (exact counts, stays local).")] = False,
+) -> None:
+    """Show counters as per-group metrics."""
+    from edgefair.frame import MetricFrame, group_name
+
+    table = _load_table(source)
+    if as_json:
+        emit_json(table.to_dict())
+        return
+    labelled = int(table.counts[:, :2].sum())
+    typer.echo(f"{table.rows:,} predictions, {labelled:,} with outcomes, over {', '.join(table.attributes)}")
+    for attr in table.attributes:
+        frame = MetricFrame(
+            table.marginal([attr]), ("count", "selection_rate", "true_positive_rate", "accuracy")
+        )
+        rows = [
+            [
+                group_name((attr,), (g,) if isinstance(g, str) else g),
+                str(int(v["count"])),
+                fmt(v["selection_rate"]),
+                fmt(v["true_positive_rate"]),
+                fmt(v["accuracy"]),
+            ]
+            for g, v in frame.by_group.items()
+        ]
+        typer.echo(format_table(rows, [attr, "count", "sel", "tpr", "acc"]))
+
+
+@counters_app.command("merge")
+def counters_merge(
+    sources: Annotated[list[Path], typer.Argument(help="Table JSON files (raw exports) or stores.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Merged table JSON.")],
+) -> None:
+    """Add counters from many devices: exact, order-free."""
+    from edgefair import tables
+    from edgefair.report import write_text
+
+    merged = tables.merge(_load_table(s) for s in sources)
+    write_text(output, merged.to_json() + "\n")
+    typer.echo(f"merged {len(sources)} tables: {merged.rows:,} predictions -> {output}")
+
+
+@counters_app.command("export")
+def counters_export(
+    store: Annotated[Path, typer.Argument(help="Counters store (SQLite).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Export JSON.")],
+    min_cell: Annotated[int, typer.Option(help="Suppress cells under this count.")] = 11,
+    epsilon: Annotated[float | None, typer.Option(help="Add discrete Laplace noise at this epsilon.")] = None,
+    budget: Annotated[float | None, typer.Option(help="Refuse exports past this total epsilon.")] = None,
+    raw: Annotated[bool, typer.Option(help="Exact counts (no suppression): the owner's choice.")] = False,
+) -> None:
+    """Export counters for upload: small cells suppressed, optional noise, ledger kept."""
+    from edgefair.report import write_text
+    from edgefair.runtime.privacy import private_export
+    from edgefair.runtime.store import open_store
+
+    opened, table = open_store(store)
+    try:
+        if raw:
+            write_text(output, table.to_json() + "\n")
+            typer.echo(f"wrote exact counts to {output} (raw: no suppression, no noise)")
+            return
+        if epsilon is not None:
+            spent = opened.spend(epsilon, budget, f"export to {output}")
+            typer.echo(f"privacy ledger: {spent:.4g} epsilon spent" + (f" of {budget:.4g}" if budget else ""))
+        doc = private_export(table, min_cell, epsilon)
+        write_text(output, json.dumps(doc) + "\n")
+        typer.echo(
+            f"wrote {output}: cells under {min_cell} suppressed"
+            + (f", discrete Laplace noise at epsilon {epsilon}" if epsilon else "")
+        )
+    finally:
+        opened.close()
+
+
+@counters_app.command("drift")
+def counters_drift(
+    store: Annotated[Path, typer.Argument(help="Counters store or table JSON.")],
+    bundle_dir: Annotated[Path, typer.Option("--bundle", help="Bundle with a certificate.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Field counters against the verified baseline: exit 0 pass, 1 drift found."""
+    from edgefair.runtime.bundle import load_bundle
+    from edgefair.runtime.drift import drift
+
+    baseline = load_bundle(bundle_dir).baseline()
+    if baseline is None:
+        raise InputError(f"{bundle_dir}: the bundle has no certificate, so no baseline to compare with")
+    result = drift(_load_table(store), baseline)
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(
+            f"drift verdict: {result['verdict'].upper()} ({result['field_rows']:,} field rows vs "
+            f"{result['baseline_rows']:,} baseline rows)"
+        )
+        for r in result["rows"]:
+            if r["verdict"] != "pass":
+                detail = r.get("note") or f"interval {r['interval']}"
+                typer.echo(f"  {r['verdict']:12s} {r['metric']:20s} {r['group']}: {detail}")
+    raise typer.Exit(1 if result["verdict"] == "fail" else 0)
 
 
 def main() -> None:

@@ -79,6 +79,18 @@ def dedupe_opsets(model: onnx.ModelProto) -> bool:
     return True
 
 
+def drop_unused_opsets(model: onnx.ModelProto) -> list[str]:
+    """Remove opset imports no node uses (ORT's quantiser adds eight); returns the removed."""
+    used = {n.domain for n in model.graph.node} | {"", "ai.onnx"}
+    used |= {f.domain for f in model.functions}
+    keep = [o for o in model.opset_import if o.domain in used]
+    removed = [o.domain for o in model.opset_import if o.domain not in used]
+    if removed:
+        del model.opset_import[:]
+        model.opset_import.extend(keep)
+    return removed
+
+
 def initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     return {t.name: t for t in model.graph.initializer}
 

@@ -153,6 +153,7 @@ def quantize(
             excluded = _output_layers(prepared) if options.keep_output_layer_float else []
             _run(lambda: _static(src, out, ops, options, reader, excluded))
         quantised = onnx.load_model(str(out))
+        drop_unused_opsets(quantised)
     after = op_counts(quantised)
     added = {k: v for k, v in after.items() if k in QUANTISED_OPS}
     if not added:

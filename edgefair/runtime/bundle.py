@@ -1,0 +1,214 @@
+"""Bundles: a model, its manifest (hashes of every file) and its certificate, checked on load.
+
+Loading refuses a bundle whose files, sizes or hashes differ from the manifest, naming the
+file. Untrusted models: a size cap, no external data, only the default and ai.onnx.ml
+operator domains (checked with onnx when it is installed; on a device without onnx the
+hashes guarantee the model is the one checked when the bundle was built).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgefair.errors import BundleError
+from edgefair.runtime import inputs as io
+
+MANIFEST = "manifest.json"
+MANIFEST_HASH = "manifest.sha256"  # integrity of the manifest itself (not a signature)
+MODEL = "model.onnx"
+CERTIFICATE = "certificate.json"
+MAX_MODEL_BYTES = 512 * 1024 * 1024
+ALLOWED_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    manifest: dict[str, Any]
+    model: bytes
+    certificate: dict[str, Any] | None
+
+    @property
+    def sensitive(self) -> dict[str, list[str]]:
+        return dict(self.manifest["sensitive"])
+
+    def baseline(self) -> Any:
+        from edgefair import tables
+
+        cert = self.manifest.get("certificate")
+        if not cert or not cert.get("baseline_table"):
+            return None
+        return tables.from_dict(cert["baseline_table"])
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_model_bytes(data: bytes, where: str, deep: bool = True) -> None:
+    """Size cap always; with ``deep`` (and onnx installed) no external data, allowed domains."""
+    if len(data) > MAX_MODEL_BYTES:
+        raise BundleError(f"{where}: model is {len(data):,} bytes, over the {MAX_MODEL_BYTES:,} cap")
+    if not deep:
+        return
+    try:
+        import onnx
+    except ImportError:  # pragma: no cover - the device runtime may not ship onnx
+        return
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception:
+        raise BundleError(f"{where}: not an ONNX model") from None
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            raise BundleError(f"{where}: initializer {t.name!r} points at external data; refused")
+    for node in model.graph.node:  # what runs, not what is imported
+        if node.domain not in ALLOWED_DOMAINS:
+            raise BundleError(
+                f"{where}: node {node.name or node.op_type!r} uses operator domain "
+                f"{node.domain!r}; only the default and ai.onnx.ml are allowed"
+            )
+
+
+def build_bundle(
+    model: str | Path,
+    out: str | Path,
+    *,
+    certificate: str | Path | None = None,
+    sensitive: Sequence[str] | None = None,
+    threshold: float | None = None,
+    score_output: str | None = None,
+) -> Path:
+    """Write a bundle directory atomically (built beside ``out``, then renamed)."""
+    model_path, out_dir = Path(model), Path(out)
+    if not model_path.exists():
+        raise BundleError(f"{model_path}: no such model file")
+    data = model_path.read_bytes()
+    check_model_bytes(data, str(model_path))
+    cert = _read_certificate(certificate, _sha(data)) if certificate else None
+    sig = io.signature(io.open_session(data))
+    choice = io.choose_output(sig, score_output or (cert["data"]["score_output"] if cert else None))
+    known = _known_values(cert, sensitive)
+    if not known:
+        raise BundleError("name the sensitive attributes (--sensitive) or give a certificate")
+    if threshold is None:
+        threshold = float(cert["data"]["threshold"]) if cert else 0.5
+    files = {MODEL: data}
+    if cert:
+        files[CERTIFICATE] = (json.dumps(cert, indent=2) + "\n").encode()
+    manifest = {
+        "schema_version": 1,
+        "kind": "edgefair.bundle",
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "files": {n: {"sha256": _sha(b), "size_bytes": len(b)} for n, b in files.items()},
+        "model": MODEL,
+        "inputs": [t.to_dict() for t in sig.inputs],
+        "outputs": [t.to_dict() for t in sig.outputs],
+        "score_output": choice.name,
+        "threshold": threshold,
+        "sensitive": known,
+        "certificate": None
+        if not cert
+        else {"file": CERTIFICATE, "verdict": cert["verdict"], "baseline_table": _candidate_baseline(cert)},
+    }
+    files[MANIFEST] = (json.dumps(manifest, indent=2) + "\n").encode()
+    files[MANIFEST_HASH] = (_sha(files[MANIFEST]) + "\n").encode()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for name, blob in files.items():
+            (tmp / name).write_bytes(blob)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _read_certificate(path: str | Path, model_sha: str) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        cert: dict[str, Any] = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{p}: not a readable verify report ({exc})") from None
+    if cert.get("kind") != "edgefair.verify_report":
+        raise BundleError(f"{p}: not an edgefair verify report")
+    if cert["candidate"]["sha256"] != model_sha:
+        raise BundleError(
+            f"{p}: the certificate is for model {cert['candidate']['sha256'][:12]}, "
+            f"not this one ({model_sha[:12]})"
+        )
+    return cert
+
+
+def _candidate_baseline(cert: dict[str, Any]) -> dict[str, Any]:
+    return dict(cert["table"])
+
+
+def _known_values(cert: dict[str, Any] | None, sensitive: Sequence[str] | None) -> dict[str, list[str]]:
+    if cert is None:
+        return {s: [] for s in (sensitive or [])}
+    table = cert["table"]
+    attrs = table["attributes"]
+    known: dict[str, list[str]] = {a: [] for a in attrs}
+    for g in table["groups"]:
+        for a, v in zip(attrs, g["key"], strict=True):
+            if v not in known[a]:
+                known[a].append(v)
+    if sensitive and list(sensitive) != list(attrs):
+        raise BundleError(f"--sensitive {list(sensitive)} does not match the certificate's {attrs}")
+    return {a: sorted(v) for a, v in known.items()}
+
+
+def _read_files(path: Path) -> dict[str, bytes]:
+    if path.is_dir():
+        return {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            return {Path(n).name: z.read(n) for n in z.namelist() if not n.endswith("/")}
+    raise BundleError(f"{path}: not a bundle (expected a directory or a zip file)")
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read and verify a bundle: every file's size and SHA-256 must match the manifest."""
+    p = Path(path)
+    if not p.exists():
+        raise BundleError(f"{p}: no such bundle")
+    files = _read_files(p)
+    if MANIFEST not in files:
+        raise BundleError(f"{p}: no {MANIFEST}")
+    if MANIFEST_HASH not in files:
+        raise BundleError(f"{p}: no {MANIFEST_HASH}")
+    if files[MANIFEST_HASH].decode(errors="replace").strip() != _sha(files[MANIFEST]):
+        raise BundleError(f"{p}/{MANIFEST}: SHA-256 does not match {MANIFEST_HASH} (tampered?)")
+    try:
+        manifest = json.loads(files[MANIFEST])
+        listed = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise BundleError(f"{p}/{MANIFEST}: not a valid bundle manifest") from None
+    for name, meta in listed.items():
+        if name not in files:
+            raise BundleError(f"{p}/{name}: listed in the manifest but missing")
+        blob = files[name]
+        if len(blob) != meta["size_bytes"] or _sha(blob) != meta["sha256"]:
+            raise BundleError(f"{p}/{name}: size or SHA-256 does not match the manifest (tampered?)")
+    extra = set(files) - set(listed) - {MANIFEST, MANIFEST_HASH}
+    if extra:
+        raise BundleError(f"{p}/{sorted(extra)[0]}: file not listed in the manifest")
+    model = files[manifest.get("model", MODEL)]
+    # deep checks ran when the bundle was built; the hashes prove this is that model
+    check_model_bytes(model, f"{p}/{MODEL}", deep=False)
+    cert = json.loads(files[CERTIFICATE]) if CERTIFICATE in files else None
+    return Bundle(p, manifest, model, cert)

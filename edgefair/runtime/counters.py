@@ -1,0 +1,215 @@
+"""On-device counters: a counts table updated on the hot path, and delayed labels.
+
+Group codes come from per-attribute dictionaries (known values first, then values seen in
+the field up to a cap, then an explicit "other" group), so an update is a few dict
+lookups and one ``np.bincount`` into a preallocated array: no table building per call.
+Rows are counted with label "unknown"; ``record_outcomes`` moves a row to its label when
+it arrives, joined by prediction id (bounded memory, with a time-to-live). Late, unknown
+and expired ids are counted, not dropped silently.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgefair.errors import InputError
+from edgefair.tables import DEFAULT_BINS, UNKNOWN_LABEL, CountsTable
+
+OTHER = "other"
+MAX_VALUES_PER_ATTRIBUTE = 16  # per attribute without known values; more go to 'other'
+
+
+@dataclass
+class OutcomeStats:
+    joined: int = 0
+    unknown_id: int = 0
+    duplicate: int = 0
+    expired: int = 0
+    evicted: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class Counters:
+    """A mutable counts table over fixed attributes; thread-safe."""
+
+    def __init__(
+        self,
+        attributes: Sequence[str],
+        known_values: Mapping[str, Sequence[str]] | None = None,
+        bins: int = DEFAULT_BINS,
+        max_pending: int = 100_000,
+        ttl_seconds: float = 7 * 86400,
+        max_values: int = MAX_VALUES_PER_ATTRIBUTE,
+    ):
+        if not attributes:
+            raise InputError("at least one sensitive attribute is needed")
+        self.attributes = tuple(attributes)
+        self.bins = bins
+        self.max_values = max_values
+        self._values: list[dict[str, int]] = []
+        self._learn: list[bool] = []
+        self._sizes: list[int] = []
+        for a in self.attributes:
+            values = [str(v) for v in (known_values or {}).get(a, ()) if str(v) != OTHER]
+            self._values.append({OTHER: 0, **{v: i + 1 for i, v in enumerate(dict.fromkeys(values))}})
+            self._learn.append(not values)  # no known values: learn up to max_values, then 'other'
+            self._sizes.append(max_values + 1 if not values else len(self._values[-1]))
+        self._lock = threading.Lock()
+        groups = int(np.prod(self._sizes))
+        self.counts = np.zeros((groups, 3, 2, 2), np.int64)
+        self.hist = np.zeros((groups, 3, bins), np.int64)
+        self._flat_counts = self.counts.reshape(-1)
+        self._flat_hist = self.hist.reshape(-1)
+        self._pending: OrderedDict[str, tuple[int, int, int, float]] = OrderedDict()
+        self.max_pending = max_pending
+        self.ttl_seconds = ttl_seconds
+        self.outcomes = OutcomeStats()
+
+    def _code(self, attr: int, value: Any) -> int:
+        table = self._values[attr]
+        key = value if isinstance(value, str) else str(value)
+        code = table.get(key)
+        if code is None:
+            if self._learn[attr] and len(table) <= self.max_values:
+                code = len(table)
+                table[key] = code
+            else:
+                code = 0
+        return code
+
+    def group_codes(self, sensitive: Mapping[str, Sequence[Any]], rows: int) -> np.ndarray:
+        """Per-row group codes; checks names and lengths before anything is counted."""
+        columns = []
+        for name in self.attributes:
+            if name not in sensitive:
+                raise InputError(f"sensitive attribute {name!r} is missing; expected {list(self.attributes)}")
+            values = sensitive[name]
+            if len(values) != rows:
+                raise InputError(f"sensitive attribute {name!r} has {len(values)} values for {rows} rows")
+            columns.append(values)
+        extra = set(sensitive) - set(self.attributes)
+        if extra:
+            raise InputError(
+                f"unexpected sensitive attribute {sorted(extra)[0]!r}; expected {list(self.attributes)}"
+            )
+        with self._lock:  # learning new values mutates the dictionaries
+            if len(columns) == 1:
+                code = self._code
+                return np.fromiter((code(0, v) for v in columns[0]), np.int64, rows)
+            codes = np.zeros(rows, np.int64)
+            for a, values in enumerate(columns):
+                codes *= self._sizes[a]
+                codes += np.fromiter((self._code(a, v) for v in values), np.int64, rows)
+            return codes
+
+    def update(
+        self,
+        groups: np.ndarray,
+        decisions: np.ndarray,
+        scores: np.ndarray | None,
+        ids: Sequence[str] | None = None,
+    ) -> None:
+        """Count a batch of predictions (label unknown); remember ids for later outcomes."""
+        # flat cell of (group, unknown label, d, d): cost follows the batch, not the table
+        cells = groups * 12 + (UNKNOWN_LABEL * 4) + decisions * 3
+        bins = None
+        if scores is not None:
+            bins = np.minimum((scores * self.bins).astype(np.int64), self.bins - 1)
+            hist_cells = (groups * 3 + UNKNOWN_LABEL) * self.bins + bins
+        with self._lock:
+            np.add.at(self._flat_counts, cells, 1)
+            if bins is not None:
+                np.add.at(self._flat_hist, hist_cells, 1)
+            if ids is not None:
+                now = time.monotonic()
+                b = bins if bins is not None else np.full(len(groups), -1)
+                for i, key in enumerate(ids):
+                    self._pending[str(key)] = (int(groups[i]), int(decisions[i]), int(b[i]), now)
+                self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self._pending:
+            key, entry = next(iter(self._pending.items()))
+            if now - entry[3] > self.ttl_seconds:
+                self._pending.popitem(last=False)
+                self.outcomes.expired += 1
+            elif len(self._pending) > self.max_pending:
+                self._pending.popitem(last=False)
+                self.outcomes.evicted += 1
+            else:
+                break
+
+    def record_outcomes(self, ids: Sequence[Any], labels: Sequence[Any]) -> OutcomeStats:
+        """Move each known id's row from label 'unknown' to its label (0/1)."""
+        if len(ids) != len(labels):
+            raise InputError(f"{len(ids)} ids but {len(labels)} labels")
+        parsed = []
+        for i, y in enumerate(labels):
+            if y in (0, 1, "0", "1", True, False):
+                parsed.append(int(y))
+            else:
+                raise InputError(f"label {i} is {y!r}; expected 0 or 1")
+        result = OutcomeStats()
+        with self._lock:
+            self._trim(time.monotonic())
+            for key, y in zip(ids, parsed, strict=True):
+                entry = self._pending.pop(str(key), None)
+                if entry is None:
+                    result.unknown_id += 1
+                    continue
+                g, d, b, _ = entry
+                self.counts[g, UNKNOWN_LABEL, d, d] -= 1
+                self.counts[g, y, d, d] += 1
+                if b >= 0:
+                    self.hist[g, UNKNOWN_LABEL, b] -= 1
+                    self.hist[g, y, b] += 1
+                result.joined += 1
+            self.outcomes.joined += result.joined
+            self.outcomes.unknown_id += result.unknown_id
+        return result
+
+    def group_keys(self) -> list[tuple[str, ...]]:
+        names = [{code: value for value, code in t.items()} for t in self._values]
+        keys = []
+        for flat in range(self.counts.shape[0]):
+            key = []
+            for a in reversed(range(len(self.attributes))):
+                flat, r = divmod(flat, self._sizes[a])
+                key.append(names[a].get(r, ""))
+            keys.append(tuple(reversed(key)))
+        return keys
+
+    def table(self) -> CountsTable:
+        """The current counts as an immutable table (only groups that occurred)."""
+        with self._lock:
+            counts, hist = self.counts.copy(), self.hist.copy()
+        keys = self.group_keys()
+        present = np.flatnonzero(counts.reshape(len(keys), -1).any(axis=1))
+        order = sorted(present.tolist(), key=lambda i: keys[i])
+        full_hist = np.repeat(hist[order][:, :, None, :], 2, axis=2)
+        return CountsTable(self.attributes, tuple(keys[i] for i in order), counts[order], full_hist, False)
+
+    def load(self, table: CountsTable) -> None:
+        """Add a stored table's totals (a restart resumes where the store left off)."""
+        if table.attributes != self.attributes:
+            raise InputError(
+                f"stored counters are over {list(table.attributes)}, expected {list(self.attributes)}"
+            )
+        for key, counts, hist in zip(table.groups, table.counts, table.score_hist, strict=True):
+            codes = [self._code(a, v) for a, v in enumerate(key)]
+            flat = 0
+            for a, c in enumerate(codes):
+                flat = flat * self._sizes[a] + c
+            with self._lock:
+                self.counts[flat] += counts
+                if hist.shape[-1] == self.bins:
+                    self.hist[flat] += hist[:, 0, :]

@@ -1,0 +1,152 @@
+"""Drift of field counters against the verified baseline (the certificate's table).
+
+Per group of each sensitive attribute: the selection rate (Newcombe interval of the
+difference, field minus baseline), the score distribution (population stability index
+with a multinomial bootstrap interval) and, once labels arrive, the true positive rate.
+Each gets a verdict against its tolerance: pass, fail or inconclusive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgefair import metrics as m
+from edgefair import stats
+from edgefair.tables import CountsTable
+
+PSI_SMOOTHING = 0.5
+
+
+@dataclass(frozen=True)
+class DriftTolerances:
+    selection_rate: float = 0.05
+    true_positive_rate: float = 0.05
+    psi: float = 0.2  # the usual "significant shift" threshold
+    min_rows: int = 30
+    confidence: float = 0.95
+
+
+def _verdict(low: float, high: float, tol: float, two_sided: bool = True) -> str:
+    if two_sided:
+        if -tol <= low and high <= tol:
+            return "pass"
+        return "fail" if low > tol or high < -tol else "inconclusive"
+    return "pass" if high <= tol else "fail" if low > tol else "inconclusive"
+
+
+def psi(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Population stability index between histograms (last axis = bins), smoothed."""
+    p = (a + PSI_SMOOTHING) / (a + PSI_SMOOTHING).sum(axis=-1, keepdims=True)
+    q = (b + PSI_SMOOTHING) / (b + PSI_SMOOTHING).sum(axis=-1, keepdims=True)
+    return np.asarray(((p - q) * np.log(p / q)).sum(axis=-1))
+
+
+def _rate_row(
+    name: str, metric: str, field: np.ndarray, base: np.ndarray, tol: float, t: DriftTolerances
+) -> dict[str, Any] | None:
+    den_f = m.denominator(field, metric)
+    den_b = m.denominator(base, metric, "candidate")
+    if den_f < t.min_rows or den_b < t.min_rows:
+        return {
+            "metric": metric,
+            "group": name,
+            "verdict": "inconclusive",
+            "field_rows": int(den_f),
+            "note": f"fewer than {t.min_rows} rows",
+        }
+    f, b = float(m.compute(field, metric)), float(m.compute(base, metric, "candidate"))
+    low, high = stats.newcombe_interval(round(f * den_f), den_f, round(b * den_b), den_b, t.confidence)
+    return {
+        "metric": metric,
+        "group": name,
+        "field": f,
+        "baseline": b,
+        "difference": f - b,
+        "interval": [float(low), float(high)],
+        "tolerance": tol,
+        "field_rows": int(den_f),
+        "verdict": _verdict(float(low), float(high), tol),
+    }
+
+
+def _psi_row(
+    name: str, field_hist: np.ndarray, base_hist: np.ndarray, t: DriftTolerances, rng: np.random.Generator
+) -> dict[str, Any]:
+    nf, nb = int(field_hist.sum()), int(base_hist.sum())
+    if nf < t.min_rows or nb < t.min_rows:
+        return {
+            "metric": "score_psi",
+            "group": name,
+            "verdict": "inconclusive",
+            "field_rows": nf,
+            "note": f"fewer than {t.min_rows} scored rows",
+        }
+    # PSI of two finite samples is biased upward (about bins x (1/nf + 1/nb) even with no
+    # drift): estimate that bias from samples of the pooled histogram and take it out
+    pooled = (field_hist + base_hist) / (nf + nb)
+    bias = float(np.median(psi(rng.multinomial(nf, pooled, size=300), rng.multinomial(nb, pooled, size=300))))
+    raw = float(psi(field_hist, base_hist))
+    boot = psi(rng.multinomial(nf, field_hist / nf, size=300), rng.multinomial(nb, base_hist / nb, size=300))
+    iv = stats.percentile_interval(boot - 2 * bias, t.confidence)  # resampling adds the bias again
+    low, high = max(0.0, iv.low), max(0.0, iv.high)
+    return {
+        "metric": "score_psi",
+        "group": name,
+        "value": max(0.0, raw - bias),
+        "raw_psi": raw,
+        "interval": [low, high],
+        "tolerance": t.psi,
+        "field_rows": nf,
+        "verdict": _verdict(low, high, t.psi, False),
+    }
+
+
+def drift(
+    field: CountsTable, baseline: CountsTable, tolerances: DriftTolerances | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """Drift rows per attribute and group, and an overall verdict (fail if any row fails)."""
+    t = tolerances or DriftTolerances()
+    rng = np.random.default_rng(seed)
+    rows = []
+    for attr in field.attributes:
+        if attr not in baseline.attributes:
+            continue
+        f, b = field.marginal([attr]), baseline.marginal([attr])
+        for key in sorted(set(f.groups) & set(b.groups)):
+            fi, bi = f.groups.index(key), b.groups.index(key)
+            name = f"{attr}={key[0]}"
+            for metric, tol in (
+                ("selection_rate", t.selection_rate),
+                ("true_positive_rate", t.true_positive_rate),
+            ):
+                row = _rate_row(name, metric, f.counts[fi], b.counts[bi], tol, t)
+                if row:
+                    rows.append(row)
+            if f.bins == b.bins and f.bins:
+                rows.append(
+                    _psi_row(
+                        name,
+                        f.score_hist[fi, :, 0, :].sum(axis=0),
+                        b.score_hist[bi, :, 1, :].sum(axis=0),
+                        t,
+                        rng,
+                    )
+                )
+    verdicts = [r["verdict"] for r in rows]
+    overall = (
+        "fail"
+        if "fail" in verdicts
+        else "pass"
+        if verdicts and all(v == "pass" for v in verdicts)
+        else "inconclusive"
+    )
+    return {
+        "verdict": overall,
+        "field_rows": field.rows,
+        "baseline_rows": baseline.rows,
+        "tolerances": t.__dict__,
+        "rows": rows,
+    }

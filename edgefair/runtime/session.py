@@ -1,0 +1,199 @@
+"""FairSession: an onnxruntime session that keeps fairness counters as it serves.
+
+    with FairSession("bundle/", store="counters.db") as fs:
+        outputs = fs.run({"age": ..., "sex": ...}, sensitive={"race": [...]}, ids=[...])
+        fs.record_outcomes(ids, labels)          # when the labels arrive
+        table = fs.table()
+
+Sensitive attributes never reach the model. Inputs and sensitive values are validated
+before the model runs, so a failed call leaves the counters unchanged. Imports only
+numpy, onnxruntime and the standard library.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from edgefair.errors import EdgefairError, InputError, ModelError
+from edgefair.runtime import inputs as io
+from edgefair.runtime.bundle import Bundle, check_model_bytes, load_bundle
+from edgefair.runtime.counters import Counters, OutcomeStats
+from edgefair.runtime.store import CounterStore
+from edgefair.tables import DEFAULT_BINS, CountsTable
+
+SAFE_CASTS = {
+    ("f", "f"),
+    ("i", "f"),
+    ("u", "f"),
+    ("i", "i"),
+    ("u", "i"),
+    ("b", "b"),
+    ("U", "O"),
+    ("O", "O"),
+    ("S", "O"),
+}
+
+
+class FairSession:
+    def __init__(
+        self,
+        model: str | Path,
+        sensitive: Sequence[str] | None = None,
+        store: str | Path | None = None,
+        threads: int = 1,
+        *,
+        threshold: float | None = None,
+        score_output: str | None = None,
+        flush_rows: int = 1000,
+        flush_seconds: float = 1.0,
+        max_pending: int = 100_000,
+        ttl_seconds: float = 7 * 86400,
+    ) -> None:
+        path = Path(model)
+        self.bundle: Bundle | None = None
+        if path.is_dir() or path.suffix == ".zip":
+            self.bundle = load_bundle(path)
+            data = self.bundle.model
+            known = self.bundle.sensitive
+            if sensitive is not None and list(sensitive) != list(known):
+                raise InputError(f"sensitive {list(sensitive)} does not match the bundle's {list(known)}")
+            threshold = self.bundle.manifest["threshold"] if threshold is None else threshold
+            score_output = score_output or self.bundle.manifest["score_output"]
+        else:
+            if not path.exists():
+                raise ModelError(f"{path}: no such model or bundle")
+            data = path.read_bytes()
+            check_model_bytes(data, str(path))
+            if not sensitive:
+                raise InputError("name the sensitive attributes (sensitive=[...]) or load a bundle")
+            known = {s: [] for s in sensitive}
+        self.session = io.open_session(data, threads)
+        self.signature = io.signature(self.session)
+        self._inputs = {t.name: t for t in self.signature.inputs}
+        self._output_names = [o.name for o in self.signature.outputs]
+        self.choice = io.choose_output(self.signature, score_output)
+        self.threshold = 0.5 if threshold is None else float(threshold)
+        self.counters = Counters(list(known), known, DEFAULT_BINS, max_pending, ttl_seconds)
+        self.store: CounterStore | None = None
+        if store is not None:
+            self.store = CounterStore(store, self.counters.attributes, DEFAULT_BINS)
+            self.counters.load(self.store.load())
+        self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
+        self._since_flush = 0
+        self._flush_lock = threading.Lock()
+        self._closed = threading.Event()
+        self._timer: threading.Thread | None = None
+        if self.store is not None and flush_seconds > 0:
+            self._timer = threading.Thread(target=self._flush_loop, name="edgefair-flush", daemon=True)
+            self._timer.start()
+
+    # -- inference -------------------------------------------------------------------
+    def _feeds(self, inputs: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], int]:
+        if set(inputs) != set(self._inputs):
+            missing = sorted(set(self._inputs) - set(inputs))
+            extra = sorted(set(inputs) - set(self._inputs))
+            what = f"missing {missing}" if missing else f"unexpected {extra}"
+            raise InputError(f"model inputs {what}; expected {sorted(self._inputs)}")
+        feeds = {}
+        rows = -1
+        for name, value in inputs.items():
+            spec = self._inputs[name]
+            arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+            want = np.dtype(spec.numpy_dtype)
+            if arr.dtype != want:
+                if (arr.dtype.kind, want.kind) not in SAFE_CASTS:
+                    raise InputError(f"input {name!r} has dtype {arr.dtype}, expected {spec.type}")
+                arr = arr.astype(want)
+            if arr.ndim != len(spec.shape):
+                if arr.ndim == 1 and len(spec.shape) == 2 and spec.width == 1:
+                    arr = arr.reshape(-1, 1)
+                else:
+                    raise InputError(
+                        f"input {name!r} has shape {list(arr.shape)}, expected {list(spec.shape)}"
+                    )
+            if rows not in (-1, arr.shape[0]):
+                raise InputError(f"input {name!r} has {arr.shape[0]} rows, others have {rows}")
+            rows = arr.shape[0]
+            feeds[name] = arr
+        return feeds, rows
+
+    def run(
+        self,
+        inputs: Mapping[str, Any],
+        sensitive: Mapping[str, Sequence[Any]],
+        ids: Sequence[Any] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run the model on ``inputs``; count its decisions by the rows' sensitive groups."""
+        feeds, rows = self._feeds(inputs)
+        groups = self.counters.group_codes(sensitive, rows)
+        if ids is not None and len(ids) != rows:
+            raise InputError(f"{len(ids)} ids for {rows} rows")
+        try:
+            values = self.session.run(self._output_names, feeds)
+        except Exception as exc:
+            raise ModelError(f"onnxruntime failed: {str(exc).strip().splitlines()[0][:300]}") from None
+        outputs = dict(zip(self._output_names, values, strict=True))
+        scores, decisions = io.decisions(outputs[self.choice.name], self.choice, self.threshold)
+        self.counters.update(groups, decisions, scores, ids)
+        if self.store is not None:
+            self._since_flush += rows
+            if self._since_flush >= self.flush_rows:
+                self.flush()
+        return outputs
+
+    def record_outcomes(self, ids: Sequence[Any], labels: Sequence[Any]) -> OutcomeStats:
+        """Join labels that arrived later to their predictions, by id."""
+        return self.counters.record_outcomes(ids, labels)
+
+    def table(self) -> CountsTable:
+        return self.counters.table()
+
+    # -- persistence -----------------------------------------------------------------
+    def flush(self) -> None:
+        if self.store is None:
+            return
+        with self._flush_lock:
+            self.store.flush(self.counters.table())
+            self._since_flush = 0
+
+    def _flush_loop(self) -> None:
+        while not self._closed.wait(self.flush_seconds):
+            try:
+                self.flush()
+            except EdgefairError:
+                pass  # a failing disk must not kill inference; the next flush retries
+
+    def drift(self) -> dict[str, Any]:
+        """Field counters against the bundle certificate's baseline."""
+        from edgefair.runtime.drift import drift
+
+        baseline = self.bundle.baseline() if self.bundle else None
+        if baseline is None:
+            raise InputError(
+                "no baseline: load a bundle built with a certificate (edgefair bundle --certificate)"
+            )
+        return drift(self.table(), baseline)
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self._timer is not None:
+            self._timer.join(timeout=5)
+        if self.store is not None:
+            self.flush()
+            self.store.close()
+
+    def __enter__(self) -> FairSession:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
