@@ -25,6 +25,7 @@ import onnx
 from edgefair.convert.common import (
     ConversionResult,
     dedupe_opsets,
+    drop_unused_opsets,
     gemm_to_matmul,
     model_bytes,
     op_counts,

@@ -138,7 +138,7 @@ class Counters:
 
     def _trim(self, now: float) -> None:
         while self._pending:
-            key, entry = next(iter(self._pending.items()))
+            entry = next(iter(self._pending.values()))
             if now - entry[3] > self.ttl_seconds:
                 self._pending.popitem(last=False)
                 self.outcomes.expired += 1

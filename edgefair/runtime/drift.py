@@ -58,7 +58,7 @@ def _rate_row(
             "note": f"fewer than {t.min_rows} rows",
         }
     f, b = float(m.compute(field, metric)), float(m.compute(base, metric, "candidate"))
-    low, high = stats.newcombe_interval(round(f * den_f), den_f, round(b * den_b), den_b, t.confidence)
+    low, high = stats.newcombe_interval(np.rint(f * den_f), den_f, np.rint(b * den_b), den_b, t.confidence)
     return {
         "metric": metric,
         "group": name,

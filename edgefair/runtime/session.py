@@ -12,6 +12,7 @@ numpy, onnxruntime and the standard library.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -164,10 +165,9 @@ class FairSession:
 
     def _flush_loop(self) -> None:
         while not self._closed.wait(self.flush_seconds):
-            try:
+            # a failing disk must not kill inference; the next flush retries
+            with contextlib.suppress(EdgefairError):
                 self.flush()
-            except EdgefairError:
-                pass  # a failing disk must not kill inference; the next flush retries
 
     def drift(self) -> dict[str, Any]:
         """Field counters against the bundle certificate's baseline."""
