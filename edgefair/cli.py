@@ -392,7 +392,7 @@ def bundle(
         typer.echo(
             f"ok: {args[1]}: {len(loaded.manifest['files'])} files match their SHA-256; "
             f"sensitive {', '.join(loaded.sensitive)}; certificate: "
-            + (f"verdict {cert['verdict']}" if cert else "none (no baseline for drift)")
+            + (f"verdict {cert['verdict']}" if cert else "no certificate, so drift has no baseline")
         )
         return
     if len(args) != 1 or output is None:

@@ -191,7 +191,7 @@ def load_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"{p}: no {MANIFEST}")
     if MANIFEST_HASH not in files:
         raise BundleError(f"{p}: no {MANIFEST_HASH}")
-    if files[MANIFEST_HASH].decode(errors="replace").strip() != _sha(files[MANIFEST]):
+    if files[MANIFEST_HASH] != (_sha(files[MANIFEST]) + "\n").encode():  # exact: every byte counts
         raise BundleError(f"{p}/{MANIFEST}: SHA-256 does not match {MANIFEST_HASH} (tampered?)")
     try:
         manifest = json.loads(files[MANIFEST])
