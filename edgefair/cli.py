@@ -527,6 +527,48 @@ def counters_drift(
     raise typer.Exit(1 if result["verdict"] == "fail" else 0)
 
 
+@app.command()
+def serve(
+    bundle_dir: Annotated[Path, typer.Argument(help="Bundle directory or zip.")],
+    host: Annotated[str, typer.Option(help="Address to bind (default loopback only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8000,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads.")] = 1,
+    store: Annotated[Path | None, typer.Option(help="SQLite counters store.")] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="File with the bearer token for admin endpoints.")
+    ] = None,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 8 * 1024 * 1024,
+    require_sensitive: Annotated[
+        bool, typer.Option(help="Reject requests without sensitive inputs.")
+    ] = False,
+    name: Annotated[
+        str | None, typer.Option(help="Model name in URLs (default: bundle folder name).")
+    ] = None,
+) -> None:
+    """Serve a bundle over the Open Inference Protocol (KServe v2 REST) with fairness counters."""
+    from edgefair.serve.server import ServeConfig
+    from edgefair.serve.server import serve as run_server
+
+    token = None
+    if token_file is not None:
+        if not token_file.exists():
+            raise InputError(f"{token_file}: no such token file")
+        token = token_file.read_text().strip()
+        if not token:
+            raise InputError(f"{token_file}: the token file is empty")
+    config = ServeConfig(
+        host=host,
+        port=port,
+        threads=threads,
+        store=str(store) if store else None,
+        token=token,
+        max_body_bytes=max_body_bytes,
+        require_sensitive=require_sensitive,
+        model_name=name,
+    )
+    run_server(bundle_dir, config, typer.echo)
+
+
 def main() -> None:
     """Entry point: typer plus one-line errors and exit code 2 for bad input."""
     try:

@@ -24,8 +24,10 @@ def runtime_demo(reference: Path, out: Path, echo: Callable[[str], None]) -> Pat
     bundle = build_bundle(candidate, out / "bundle", certificate=cert)
     echo(f"\n3. Bundle {candidate.name} with its certificate ({report.gate.verdict}) -> {bundle}")
     data = load_adult("test")
-    cols = {k: data.columns[k].reshape(-1, 1).astype(np.float32 if data.columns[k].dtype.kind == "f"
-                                                     else object) for k in ADULT_FEATURES}
+    cols = {
+        k: data.columns[k].reshape(-1, 1).astype(np.float32 if data.columns[k].dtype.kind == "f" else object)
+        for k in ADULT_FEATURES
+    }
     store = out / "counters.db"
     store.unlink(missing_ok=True)
     batch = 256  # the batch the device runs: dynamic int8 scores depend on it
@@ -33,18 +35,24 @@ def runtime_demo(reference: Path, out: Path, echo: Callable[[str], None]) -> Pat
         for start in range(0, data.rows, batch):
             rows = slice(start, start + batch)
             n = min(start + batch, data.rows) - start
-            session.run({k: v[rows] for k, v in cols.items()},
-                        {"race": data.columns["race"][rows], "sex": data.columns["sex"][rows]},
-                        ids=[str(start + i) for i in range(n)])
+            session.run(
+                {k: v[rows] for k, v in cols.items()},
+                {"race": data.columns["race"][rows], "sex": data.columns["sex"][rows]},
+                ids=[str(start + i) for i in range(n)],
+            )
             if start:
                 late = range(start - batch, start)
                 session.record_outcomes([str(i) for i in late], data.columns["income"][late].tolist())
         table = session.table()
         result = session.drift()
-    echo(f"4. FairSession served {table.rows:,} rows ({int(table.counts[:, :2].sum()):,} with late labels); "
-         f"counters in {store}")
+    echo(
+        f"4. FairSession served {table.rows:,} rows ({int(table.counts[:, :2].sum()):,} with late labels); "
+        f"counters in {store}"
+    )
     not_pass = [r for r in result["rows"] if r["verdict"] != "pass"]
-    echo(f"   drift against the certificate's baseline: {result['verdict']} "
-         f"({len(result['rows']) - len(not_pass)} of {len(result['rows'])} group checks pass; the rest "
-         "need more field rows)")
+    echo(
+        f"   drift against the certificate's baseline: {result['verdict']} "
+        f"({len(result['rows']) - len(not_pass)} of {len(result['rows'])} group checks pass; the rest "
+        "need more field rows)"
+    )
     return bundle

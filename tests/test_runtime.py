@@ -30,33 +30,48 @@ WORKER = ROOT / "tests" / "edge_worker.py"
 
 
 def features(adult, s=0, e=None):
-    return {k: adult.columns[k][s:e].reshape(-1, 1).astype(np.float32 if adult.columns[k].dtype.kind == "f"
-                                                           else object) for k in ADULT_FEATURES}
+    return {
+        k: adult.columns[k][s:e]
+        .reshape(-1, 1)
+        .astype(np.float32 if adult.columns[k].dtype.kind == "f" else object)
+        for k in ADULT_FEATURES
+    }
 
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory):
-    return build_bundle(MODELS / "adult_sklearn.onnx", tmp_path_factory.mktemp("b") / "bundle",
-                        sensitive=["race", "sex"])
+    return build_bundle(
+        MODELS / "adult_sklearn.onnx", tmp_path_factory.mktemp("b") / "bundle", sensitive=["race", "sex"]
+    )
 
 
 def test_counts_equal_a_table_of_the_same_decisions(bundle_dir, adult_test):
     with FairSession(bundle_dir) as fs:
         for s in range(0, adult_test.rows, 100):
             e = min(s + 100, adult_test.rows)
-            fs.run(features(adult_test, s, e), {"race": adult_test.columns["race"][s:e],
-                                                "sex": adult_test.columns["sex"][s:e]},
-                   ids=[f"r{i}" for i in range(s, e)])
-        stats = fs.record_outcomes([f"r{i}" for i in range(adult_test.rows)] + ["nope"],
-                                   adult_test.columns["income"].tolist() + [1])
+            fs.run(
+                features(adult_test, s, e),
+                {"race": adult_test.columns["race"][s:e], "sex": adult_test.columns["sex"][s:e]},
+                ids=[f"r{i}" for i in range(s, e)],
+            )
+        stats = fs.record_outcomes(
+            [f"r{i}" for i in range(adult_test.rows)] + ["nope"], adult_test.columns["income"].tolist() + [1]
+        )
         assert stats.joined == adult_test.rows and stats.unknown_id == 1
         field = fs.table()
     sess = io.open_session(MODELS / "adult_sklearn.onnx")
     sig = io.signature(sess)
     choice = io.choose_output(sig)
-    scores, dec = io.decisions(sess.run([choice.name], io.build_feeds(sig, adult_test.columns))[0], choice, 0.5)
-    expected = tables.from_arrays({"race": adult_test.columns["race"], "sex": adult_test.columns["sex"]},
-                                  dec, None, adult_test.columns["income"], reference_score=scores)
+    scores, dec = io.decisions(
+        sess.run([choice.name], io.build_feeds(sig, adult_test.columns))[0], choice, 0.5
+    )
+    expected = tables.from_arrays(
+        {"race": adult_test.columns["race"], "sex": adult_test.columns["sex"]},
+        dec,
+        None,
+        adult_test.columns["income"],
+        reference_score=scores,
+    )
     assert np.array_equal(field.counts, expected.counts) and field.groups == expected.groups
 
 
@@ -75,8 +90,10 @@ def test_unknown_values_go_to_other():
 @pytest.mark.parametrize("case", ["names", "dtype", "sensitive_length", "missing_sensitive", "ids"])
 def test_bad_calls_raise_and_leave_counters_unchanged(bundle_dir, adult_test, case):
     with FairSession(bundle_dir) as fs:
-        fs.run(features(adult_test, 0, 5), {"race": adult_test.columns["race"][:5],
-                                            "sex": adult_test.columns["sex"][:5]})
+        fs.run(
+            features(adult_test, 0, 5),
+            {"race": adult_test.columns["race"][:5], "sex": adult_test.columns["sex"][:5]},
+        )
         before = fs.table()
         feats = features(adult_test, 0, 5)
         sens = {"race": adult_test.columns["race"][:5], "sex": adult_test.columns["sex"][:5]}
@@ -151,9 +168,9 @@ def test_tampering_with_any_byte_of_any_file_is_refused(bundle_dir, tmp_path):
 
 
 def test_foreign_operator_domain_is_refused(tmp_path):
-    from tests import models
-
     import onnx
+
+    from tests import models
 
     path = tmp_path / "evil.onnx"
     onnx.save(models.with_domain("com.evil"), path)
@@ -162,8 +179,12 @@ def test_foreign_operator_domain_is_refused(tmp_path):
 
 
 def _kill_once(bundle_dir: Path, db: Path, rng: random.Random, flush_rows: int, batch: int) -> int:
-    proc = subprocess.Popen([sys.executable, str(WORKER), str(bundle_dir), str(db), "0", "16000",
-                             str(batch), str(flush_rows)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), str(bundle_dir), str(db), "0", "16000", str(batch), str(flush_rows)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     target = rng.randint(5, 60)
     acked = 0
     assert proc.stdout is not None
@@ -218,15 +239,25 @@ def test_fleet_merge_equals_one_device(bundle_dir, tmp_path):
     exports = []
     for i, (s, e) in enumerate(shards):
         db = tmp_path / f"d{i}.db"
-        subprocess.run([sys.executable, str(WORKER), str(bundle_dir), str(db), str(s), str(e), "500", "200",
-                        "--once"], check=True, capture_output=True, cwd=ROOT, timeout=120)
+        subprocess.run(
+            [sys.executable, str(WORKER), str(bundle_dir), str(db), str(s), str(e), "500", "200", "--once"],
+            check=True,
+            capture_output=True,
+            cwd=ROOT,
+            timeout=120,
+        )
         out = tmp_path / f"d{i}.json"
         proc = run_cli("counters", "export", str(db), "-o", str(out), "--raw")
         assert proc.returncode == 0, proc.stderr
         exports.append(str(out))
     single = tmp_path / "all.db"
-    subprocess.run([sys.executable, str(WORKER), str(bundle_dir), str(single), "0", "16281", "500", "200",
-                    "--once"], check=True, capture_output=True, cwd=ROOT, timeout=120)
+    subprocess.run(
+        [sys.executable, str(WORKER), str(bundle_dir), str(single), "0", "16281", "500", "200", "--once"],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     merged = tmp_path / "merged.json"
     proc = run_cli("counters", "merge", *reversed(exports), "-o", str(merged))
     assert proc.returncode == 0, proc.stderr
@@ -237,8 +268,10 @@ def test_fleet_merge_equals_one_device(bundle_dir, tmp_path):
 
 def test_private_export_suppresses_and_noises(bundle_dir, adult_test, tmp_path):
     with FairSession(bundle_dir) as fs:
-        fs.run(features(adult_test, 0, 3000), {"race": adult_test.columns["race"][:3000],
-                                               "sex": adult_test.columns["sex"][:3000]})
+        fs.run(
+            features(adult_test, 0, 3000),
+            {"race": adult_test.columns["race"][:3000], "sex": adult_test.columns["sex"][:3000]},
+        )
         table = fs.table()
     doc = private_export(table, min_cell=11)
     shown = [v for g in doc["groups"] for v in g["counts"] + g["score_hist"] if v is not None]
@@ -274,14 +307,16 @@ def test_drift_passes_on_the_baseline_and_fails_on_a_shift(tmp_path):
     g = rng.choice(["a", "b"], n)
     y = rng.integers(0, 2, n)
     s = rng.random(n)
-    base = tables.from_arrays({"g": g}, (s > 0.5).astype(int), (s > 0.5).astype(int), y,
-                              reference_score=s, candidate_score=s)
+    base = tables.from_arrays(
+        {"g": g}, (s > 0.5).astype(int), (s > 0.5).astype(int), y, reference_score=s, candidate_score=s
+    )
     s2 = rng.random(n)
     same = tables.from_arrays({"g": g}, (s2 > 0.5).astype(int), None, y, reference_score=s2)
     assert drift(same, base)["verdict"] != "fail"
     shifted_scores = np.where(g == "a", np.clip(s2 + 0.3, 0, 1), s2)
-    shifted = tables.from_arrays({"g": g}, (shifted_scores > 0.5).astype(int), None, y,
-                                 reference_score=shifted_scores)
+    shifted = tables.from_arrays(
+        {"g": g}, (shifted_scores > 0.5).astype(int), None, y, reference_score=shifted_scores
+    )
     result = drift(shifted, base)
     assert result["verdict"] == "fail"
     failing = {(r["group"], r["metric"]) for r in result["rows"] if r["verdict"] == "fail"}
@@ -293,10 +328,14 @@ def test_cli_runtime_errors_are_one_line(tmp_path, bundle_dir):
     assert_one_line_error(run_cli("counters", "show", str(tmp_path / "nope.db")), "no such counters store")
     proc = run_cli("bundle", "check", str(bundle_dir))
     assert proc.returncode == 0 and "no certificate" in proc.stdout
-    assert json.loads(run_cli("bundle", "check", str(bundle_dir), "--json").stdout)["kind"] == "edgefair.bundle"
+    assert (
+        json.loads(run_cli("bundle", "check", str(bundle_dir), "--json").stdout)["kind"] == "edgefair.bundle"
+    )
 
 
 def test_runtime_input_types_helper_rejects_strings_for_floats(bundle_dir, adult_test):
     with FairSession(bundle_dir) as fs, pytest.raises(InputError, match="dtype"):
-        fs.run({**features(adult_test, 0, 1), "age": np.array([["old"]], dtype=object)},
-               {"race": ["White"], "sex": ["Male"]})
+        fs.run(
+            {**features(adult_test, 0, 1), "age": np.array([["old"]], dtype=object)},
+            {"race": ["White"], "sex": ["Male"]},
+        )

@@ -22,7 +22,8 @@ import numpy as np
 from edgefair.errors import InputError
 from edgefair.tables import DEFAULT_BINS, UNKNOWN_LABEL, CountsTable
 
-OTHER = "other"
+OTHER = "other"  # values outside the known (or learned) set
+UNKNOWN = "unknown"  # the attribute was not given at all
 MAX_VALUES_PER_ATTRIBUTE = 16  # per attribute without known values; more go to 'other'
 
 
@@ -59,10 +60,12 @@ class Counters:
         self._learn: list[bool] = []
         self._sizes: list[int] = []
         for a in self.attributes:
-            values = [str(v) for v in (known_values or {}).get(a, ()) if str(v) != OTHER]
-            self._values.append({OTHER: 0, **{v: i + 1 for i, v in enumerate(dict.fromkeys(values))}})
+            values = [str(v) for v in (known_values or {}).get(a, ()) if str(v) not in (OTHER, UNKNOWN)]
+            self._values.append(
+                {OTHER: 0, UNKNOWN: 1, **{v: i + 2 for i, v in enumerate(dict.fromkeys(values))}}
+            )
             self._learn.append(not values)  # no known values: learn up to max_values, then 'other'
-            self._sizes.append(max_values + 1 if not values else len(self._values[-1]))
+            self._sizes.append(max_values + 2 if not values else len(self._values[-1]))
         self._lock = threading.Lock()
         groups = int(np.prod(self._sizes))
         self.counts = np.zeros((groups, 3, 2, 2), np.int64)
@@ -79,14 +82,14 @@ class Counters:
         key = value if isinstance(value, str) else str(value)
         code = table.get(key)
         if code is None:
-            if self._learn[attr] and len(table) <= self.max_values:
+            if self._learn[attr] and len(table) < self.max_values + 2:
                 code = len(table)
                 table[key] = code
             else:
                 code = 0
         return code
 
-    def group_codes(self, sensitive: Mapping[str, Sequence[Any]], rows: int) -> np.ndarray:
+    def group_codes(self, sensitive: Mapping[str, Any], rows: int) -> np.ndarray:
         """Per-row group codes; checks names and lengths before anything is counted."""
         columns = []
         for name in self.attributes:
@@ -176,6 +179,11 @@ class Counters:
             self.outcomes.joined += result.joined
             self.outcomes.unknown_id += result.unknown_id
         return result
+
+    def known_values(self) -> dict[str, list[str]]:
+        """Every value each attribute can be counted under (bounded: safe as metric labels)."""
+        with self._lock:
+            return {a: list(t) for a, t in zip(self.attributes, self._values, strict=True)}
 
     def group_keys(self) -> list[tuple[str, ...]]:
         names = [{code: value for value, code in t.items()} for t in self._values]

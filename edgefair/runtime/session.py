@@ -127,7 +127,7 @@ class FairSession:
     def run(
         self,
         inputs: Mapping[str, Any],
-        sensitive: Mapping[str, Sequence[Any]],
+        sensitive: Mapping[str, Any],
         ids: Sequence[Any] | None = None,
     ) -> dict[str, np.ndarray]:
         """Run the model on ``inputs``; count its decisions by the rows' sensitive groups."""

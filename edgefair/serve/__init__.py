@@ -1,0 +1,1 @@
+"""Serve: the Open Inference Protocol (KServe v2) over HTTP, with fairness counters."""

@@ -1,0 +1,148 @@
+"""Prometheus exposition and the /fairness summary, both computed from the counters.
+
+Label sets are bounded: groups come from the counters' value sets (the manifest's known
+values, or at most a capped number learned, plus 'other' and 'unknown'), never from a
+client's free text. Prediction and outcome counters only ever grow.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from edgefair import metrics as m
+from edgefair import stats
+from edgefair.runtime.counters import OutcomeStats
+
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: dict[tuple[str, int], int] = {}
+        self.latency = {e: [0] * (len(BUCKETS) + 1) for e in ("infer", "other")}
+        self.latency_sum = {"infer": 0.0, "other": 0.0}
+        self.outcomes = OutcomeStats()
+
+    def request(self, endpoint: str, status: int, seconds: float) -> None:
+        with self._lock:
+            key = (endpoint, status)
+            self.requests[key] = self.requests.get(key, 0) + 1
+            i = next((j for j, b in enumerate(BUCKETS) if seconds <= b), len(BUCKETS))
+            self.latency[endpoint][i] += 1
+            self.latency_sum[endpoint] += seconds
+
+    def outcome_stats(self, result: OutcomeStats) -> None:
+        with self._lock:
+            self.outcomes.joined += result.joined
+            self.outcomes.unknown_id += result.unknown_id
+
+    def exposition(self, session: Any) -> str:
+        lines = [
+            "# HELP edgefair_requests_total HTTP requests by endpoint and status code.",
+            "# TYPE edgefair_requests_total counter",
+        ]
+        with self._lock:
+            for (endpoint, status), n in sorted(self.requests.items()):
+                lines.append(f'edgefair_requests_total{{endpoint="{endpoint}",code="{status}"}} {n}')
+            lines += [
+                "# HELP edgefair_request_duration_seconds Request latency.",
+                "# TYPE edgefair_request_duration_seconds histogram",
+            ]
+            for endpoint, counts in self.latency.items():
+                running = 0
+                for bound, hits in zip([*BUCKETS, float("inf")], counts, strict=True):
+                    running += hits
+                    le = "+Inf" if bound == float("inf") else repr(bound)
+                    lines.append(
+                        f'edgefair_request_duration_seconds_bucket{{endpoint="{endpoint}",le="{le}"}} '
+                        f"{running}"
+                    )
+                lines.append(
+                    f'edgefair_request_duration_seconds_sum{{endpoint="{endpoint}"}} '
+                    f"{self.latency_sum[endpoint]}"
+                )
+                lines.append(f'edgefair_request_duration_seconds_count{{endpoint="{endpoint}"}} {running}')
+            outcome_unknown = self.outcomes.unknown_id
+        table = session.table()
+        values = session.counters.known_values()
+        lines += [
+            "# HELP edgefair_predictions_total Predictions by sensitive attribute, group and decision.",
+            "# TYPE edgefair_predictions_total counter",
+        ]
+        outcome_lines = [
+            "# HELP edgefair_outcomes_total Joined outcomes by attribute, group, decision, label.",
+            "# TYPE edgefair_outcomes_total counter",
+        ]
+        for attr in table.attributes:
+            marginal = table.marginal([attr])
+            index = {k[0]: i for i, k in enumerate(marginal.groups)}
+            for group in values[attr]:
+                c: np.ndarray = (
+                    marginal.counts[index[group]] if group in index else np.zeros((3, 2, 2), np.int64)
+                )
+                by_decision = c.sum(axis=(0, 2))  # decisions are on the diagonal for one model
+                for d in (0, 1):
+                    lines.append(
+                        f'edgefair_predictions_total{{attribute="{_label(attr)}",group="{_label(group)}",'
+                        f'decision="{d}"}} {int(by_decision[d])}'
+                    )
+                    for y in (0, 1):
+                        outcome_lines.append(
+                            f'edgefair_outcomes_total{{attribute="{_label(attr)}",group="{_label(group)}",'
+                            f'decision="{d}",label="{y}"}} {int(c[y, d, :].sum())}'
+                        )
+        lines += outcome_lines
+        lines += [
+            "# HELP edgefair_outcomes_unknown_id_total Outcomes whose id matched no pending prediction.",
+            "# TYPE edgefair_outcomes_unknown_id_total counter",
+            f"edgefair_outcomes_unknown_id_total {outcome_unknown}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def fairness_summary(session: Any, min_cell: int, confidence: float = 0.95) -> dict[str, Any]:
+    """By-group metrics with Wilson intervals; groups under ``min_cell`` rows are withheld."""
+    table = session.table()
+    out: dict[str, Any] = {
+        "rows": table.rows,
+        "labelled_rows": int(table.counts[:, :2].sum()),
+        "min_cell": min_cell,
+        "by_attribute": {},
+    }
+    names = ("selection_rate", "true_positive_rate", "false_positive_rate", "accuracy")
+    for attr in table.attributes:
+        marginal = table.marginal([attr])
+        groups = {}
+        for i, key in enumerate(marginal.groups):
+            counts = marginal.counts[i]
+            if counts.sum() < min_cell:
+                groups[key[0]] = {"suppressed": True, "note": f"fewer than {min_cell} rows"}
+                continue
+            row: dict[str, Any] = {"count": int(counts.sum())}
+            for metric in names:
+                den = float(m.denominator(counts, metric))
+                if den < min_cell:
+                    row[metric] = None
+                    continue
+                value = float(m.compute(counts, metric))
+                low, high = stats.wilson_interval(round(value * den), den, confidence)
+                row[metric] = {"value": value, "interval": [float(low), float(high)], "rows": int(den)}
+            groups[key[0]] = row
+        out["by_attribute"][attr] = groups
+    try:
+        result = session.drift()
+        out["drift"] = {
+            "verdict": result["verdict"],
+            "rows": [r for r in result["rows"] if r.get("field_rows", 0) >= min_cell],
+        }
+    except Exception as exc:  # no certificate: say so instead of failing the endpoint
+        out["drift"] = {"verdict": None, "note": str(exc)}
+    return out

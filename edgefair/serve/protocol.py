@@ -1,0 +1,240 @@
+"""Open Inference Protocol (KServe v2) tensors: JSON and the binary tensor data extension.
+
+A request body is JSON, optionally followed by raw tensor bytes when the
+``Inference-Header-Content-Length`` header says where the JSON ends; each binary input
+names its ``binary_data_size``. BYTES elements in binary form carry a 4-byte
+little-endian length prefix. Every malformed request becomes a ClientError (HTTP 4xx).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+DATATYPES = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "BYTES": np.object_,
+}
+ORT_TO_V2 = {
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(int64)": "INT64",
+    "tensor(int32)": "INT32",
+    "tensor(int8)": "INT8",
+    "tensor(uint8)": "UINT8",
+    "tensor(bool)": "BOOL",
+    "tensor(string)": "BYTES",
+    "tensor(float16)": "FP16",
+}
+
+
+class ClientError(Exception):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class InferRequest:
+    id: str | None
+    inputs: dict[str, np.ndarray]
+    parameters: dict[str, Any]
+    outputs: list[dict[str, Any]] | None
+    binary_outputs_default: bool = False
+    order: list[str] = field(default_factory=list)
+
+
+def _bytes_from_binary(buf: bytes, count: int, name: str) -> np.ndarray:
+    out, pos = [], 0
+    for _ in range(count):
+        if pos + 4 > len(buf):
+            raise ClientError(f"input {name!r}: binary BYTES data ends early")
+        (size,) = struct.unpack_from("<I", buf, pos)
+        pos += 4
+        if pos + size > len(buf):
+            raise ClientError(f"input {name!r}: binary BYTES element runs past its data")
+        out.append(buf[pos : pos + size].decode("utf-8", errors="replace"))
+        pos += size
+    if pos != len(buf):
+        raise ClientError(f"input {name!r}: {len(buf) - pos} bytes of binary data left over")
+    return np.array(out, dtype=object)
+
+
+def _shape(value: Any, name: str, max_elements: int) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
+    ):
+        raise ClientError(f"input {name!r}: 'shape' must be a list of non-negative integers")
+    count = int(np.prod(value)) if value else 1
+    if count > max_elements:
+        raise ClientError(f"input {name!r}: {count} elements is over the cap of {max_elements}", 413)
+    return tuple(value)
+
+
+def _flatten(data: Any) -> list[Any]:
+    if isinstance(data, list) and data and isinstance(data[0], list):
+        return [x for row in data for x in _flatten(row)]
+    if not isinstance(data, list):
+        raise ClientError("'data' must be a list")
+    return data
+
+
+def parse_request(body: bytes, header_length: int | None, max_elements: int) -> InferRequest:
+    if header_length is not None:
+        if header_length < 0 or header_length > len(body):
+            raise ClientError(
+                f"Inference-Header-Content-Length {header_length} is past the body ({len(body)} bytes)"
+            )
+        head, binary = body[:header_length], body[header_length:]
+    else:
+        head, binary = body, b""
+    try:
+        doc = json.loads(head)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ClientError("request body is not valid JSON") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
+        raise ClientError("request needs a non-empty 'inputs' list")
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise ClientError("'parameters' must be an object")
+    inputs: dict[str, np.ndarray] = {}
+    pos = 0
+    for item in doc["inputs"]:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ClientError("each input needs a 'name'")
+        name = item["name"]
+        if name in inputs:
+            raise ClientError(f"input {name!r} appears twice")
+        datatype = item.get("datatype")
+        if datatype not in DATATYPES:
+            raise ClientError(f"input {name!r}: datatype {datatype!r} is not a v2 datatype")
+        shape = _shape(item.get("shape"), name, max_elements)
+        count = int(np.prod(shape)) if shape else 1
+        iparams = item.get("parameters") or {}
+        size = iparams.get("binary_data_size") if isinstance(iparams, dict) else None
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or pos + size > len(binary):
+                raise ClientError(f"input {name!r}: binary_data_size {size!r} runs past the body")
+            chunk = binary[pos : pos + size]
+            pos += size
+            if datatype == "BYTES":
+                arr = _bytes_from_binary(chunk, count, name)
+            else:
+                dtype = np.dtype(DATATYPES[datatype])
+                if size != count * dtype.itemsize:
+                    raise ClientError(f"input {name!r}: {size} bytes do not hold {count} {datatype} values")
+                arr = np.frombuffer(chunk, dtype=dtype).copy()
+        else:
+            if "data" not in item:
+                raise ClientError(f"input {name!r} has neither 'data' nor binary_data_size")
+            flat = _flatten(item["data"])
+            if len(flat) != count:
+                raise ClientError(
+                    f"input {name!r}: shape {list(shape)} needs {count} values, got {len(flat)}"
+                )
+            arr = _json_array(flat, datatype, name)
+        inputs[name] = arr.reshape(shape)
+    if pos != len(binary):
+        raise ClientError(f"{len(binary) - pos} bytes of binary data are not claimed by any input")
+    outputs = doc.get("outputs")
+    if outputs is not None and (
+        not isinstance(outputs, list)
+        or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs)
+    ):
+        raise ClientError("'outputs' must be a list of objects with a 'name'")
+    rid = doc.get("id")
+    if rid is not None and not isinstance(rid, str):
+        raise ClientError("'id' must be a string")
+    return InferRequest(
+        rid,
+        inputs,
+        params,
+        outputs,
+        bool(params.get("binary_data_output", False)),
+        [i["name"] for i in doc["inputs"]],
+    )
+
+
+def _json_array(flat: list[Any], datatype: str, name: str) -> np.ndarray:
+    if datatype == "BYTES":
+        if not all(isinstance(v, str) for v in flat):
+            raise ClientError(f"input {name!r}: BYTES data must be strings")
+        return np.array(flat, dtype=object)
+    if datatype == "BOOL":
+        if not all(isinstance(v, bool) for v in flat):
+            raise ClientError(f"input {name!r}: BOOL data must be true/false")
+        return np.array(flat, dtype=np.bool_)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in flat):
+        raise ClientError(f"input {name!r}: {datatype} data must be numbers")
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            return np.array(flat, dtype=DATATYPES[datatype])
+    except (OverflowError, FloatingPointError, ValueError):
+        raise ClientError(f"input {name!r}: values do not fit {datatype}") from None
+
+
+def _binary_bytes(arr: np.ndarray) -> bytes:
+    if arr.dtype == object or arr.dtype.kind in "US":
+        parts = []
+        for v in arr.reshape(-1).tolist():
+            b = v if isinstance(v, bytes) else str(v).encode()
+            parts.append(struct.pack("<I", len(b)) + b)
+        return b"".join(parts)
+    return np.ascontiguousarray(arr).tobytes()
+
+
+def v2_datatype(arr: np.ndarray) -> str:
+    if arr.dtype == object or arr.dtype.kind in "US":
+        return "BYTES"
+    for name, dt in DATATYPES.items():
+        if name != "BYTES" and arr.dtype == np.dtype(dt):
+            return name
+    raise ClientError(f"cannot encode dtype {arr.dtype}", 500)
+
+
+def encode_response(
+    model: str, rid: str, outputs: dict[str, np.ndarray], request: InferRequest
+) -> tuple[bytes, int | None]:
+    """Body and, when any output is binary, the JSON header's length."""
+    wanted = request.outputs or [{"name": n} for n in outputs]
+    items, blobs = [], []
+    for spec in wanted:
+        name = spec["name"]
+        if name not in outputs:
+            raise ClientError(f"unknown output {name!r}; outputs are {list(outputs)}")
+        arr = outputs[name]
+        oparams = spec.get("parameters") or {}
+        binary = (
+            oparams.get("binary_data", request.binary_outputs_default)
+            if isinstance(oparams, dict)
+            else request.binary_outputs_default
+        )
+        entry: dict[str, Any] = {"name": name, "datatype": v2_datatype(arr), "shape": list(arr.shape)}
+        if binary:
+            blob = _binary_bytes(arr)
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = arr.reshape(-1).tolist()
+        items.append(entry)
+    head = json.dumps(
+        {"model_name": model, "model_version": "1", "id": rid, "outputs": items}, separators=(",", ":")
+    ).encode()
+    if blobs:
+        return head + b"".join(blobs), len(head)
+    return head, None

@@ -1,0 +1,432 @@
+"""``edgefair serve``: the Open Inference Protocol (v2 REST) on the standard library.
+
+A small HTTP/1.1 server (keep-alive, TCP_NODELAY, a deep listen backlog, one thread per
+connection) in front of a FairSession. Sensitive attributes arrive as extra BYTES inputs
+named in the bundle manifest and are stripped before the model. Client mistakes are 4xx
+with ``{"error": "..."}``; rejected requests never move the counters. SIGTERM/SIGINT stop
+accepting, let in-flight requests finish, flush the store and exit 0.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import signal
+import socketserver
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgefair import __version__
+from edgefair.errors import EdgefairError, InputError
+from edgefair.runtime.counters import UNKNOWN
+from edgefair.runtime.session import FairSession
+from edgefair.serve import protocol as v2
+from edgefair.serve.metrics import Metrics, fairness_summary
+
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Payload Too Large",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+MAX_HEADER_BYTES = 16384
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    threads: int = 1  # onnxruntime intra-op threads
+    store: str | None = None
+    token: str | None = None
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_elements: int = 1_000_000
+    require_sensitive: bool = False
+    min_cell: int = 11
+    model_name: str | None = None
+
+
+class App:
+    """Routing and the protocol; independent of sockets so it is easy to reason about."""
+
+    def __init__(self, bundle: str | Path, config: ServeConfig):
+        self.config = config
+        self.ready = False
+        self.session = FairSession(bundle, store=config.store, threads=config.threads)
+        manifest = self.session.bundle.manifest if self.session.bundle else {}
+        self.name = config.model_name or Path(bundle).name.removesuffix(".zip")
+        self.sensitive = list(self.session.counters.attributes)
+        self.inputs = {t.name: t for t in self.session.signature.inputs}
+        self.metadata = {
+            "name": self.name,
+            "versions": ["1"],
+            "platform": "onnxruntime_onnx",
+            "inputs": [self._tensor_meta(t) for t in self.session.signature.inputs]
+            + [
+                {"name": s, "datatype": "BYTES", "shape": [-1], "parameters": {"edgefair_sensitive": True}}
+                for s in self.sensitive
+            ],
+            "outputs": [self._tensor_meta(t) for t in self.session.signature.outputs],
+            "parameters": {
+                "score_output": self.session.choice.name,
+                "threshold": self.session.threshold,
+                "sensitive": self.sensitive,
+                "certificate": bool(manifest.get("certificate")),
+            },
+        }
+        self.metrics = Metrics()
+        self.ready = True
+
+    @staticmethod
+    def _tensor_meta(t: Any) -> dict[str, Any]:
+        return {
+            "name": t.name,
+            "datatype": v2.ORT_TO_V2.get(t.type, t.type),
+            "shape": [d if isinstance(d, int) else -1 for d in t.shape],
+        }
+
+    # -- routes ---------------------------------------------------------------------------
+    def handle(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        route = path.split("?", 1)[0].rstrip("/") or "/"
+        parts = route.strip("/").split("/")
+        if route == "/metrics" and method == "GET":
+            return (
+                200,
+                self.metrics.exposition(self.session).encode(),
+                {"Content-Type": "text/plain; version=0.0.4"},
+            )
+        if parts[0] != "v2":
+            raise v2.ClientError(f"no route {route}", 404)
+        if route == "/v2":
+            return self._json(
+                200,
+                {
+                    "name": "edgefair",
+                    "version": __version__,
+                    "extensions": ["binary_tensor_data", "edgefair_fairness"],
+                },
+            )
+        if route == "/v2/health/live":
+            return self._json(200, {"live": True})
+        if route == "/v2/health/ready":
+            return self._json(200 if self.ready else 503, {"ready": self.ready})
+        if len(parts) < 3 or parts[1] != "models":
+            raise v2.ClientError(f"no route {route}", 404)
+        if parts[2] != self.name:
+            raise v2.ClientError(f"unknown model {parts[2]!r}; this server serves {self.name!r}", 404)
+        rest = parts[3:]
+        if len(rest) >= 2 and rest[0] == "versions":
+            if rest[1] != "1":
+                raise v2.ClientError(f"unknown version {rest[1]!r} of {self.name!r}; versions: ['1']", 404)
+            rest = rest[2:]
+        action = rest[0] if rest else ""
+        if action == "" and method == "GET":
+            return self._json(200, self.metadata)
+        if action == "ready" and method == "GET":
+            return self._json(200 if self.ready else 503, {"name": self.name, "ready": self.ready})
+        if action == "infer" and method == "POST":
+            return self._infer(headers, body)
+        if action == "outcomes" and method == "POST":
+            self._authorise(headers)
+            return self._outcomes(body)
+        if action == "fairness" and method == "GET":
+            return self._json(200, fairness_summary(self.session, self.config.min_cell))
+        if action == "counters" and method == "GET":
+            return self._counters(path, headers)
+        raise v2.ClientError(
+            f"no route {method} {route}", 404 if action not in ("infer", "outcomes") else 405
+        )
+
+    def _json(self, status: int, doc: Any) -> tuple[int, bytes, dict[str, str]]:
+        return status, json.dumps(doc, separators=(",", ":")).encode(), {"Content-Type": "application/json"}
+
+    def _authorise(self, headers: dict[str, str]) -> None:
+        if self.config.token is None:
+            return
+        given = headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {self.config.token}".encode()):
+            raise v2.ClientError("this endpoint needs 'Authorization: Bearer <token>'", 401)
+
+    def _infer(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        length = headers.get("inference-header-content-length")
+        try:
+            header_length = int(length) if length is not None else None
+        except ValueError:
+            raise v2.ClientError("Inference-Header-Content-Length must be an integer") from None
+        request = v2.parse_request(body, header_length, self.config.max_elements)
+        sensitive, rows = self._split_sensitive(request)
+        rid = request.id or uuid.uuid4().hex
+        ids = self._row_ids(request, rid, rows)
+        try:
+            outputs = self.session.run(request.inputs, sensitive, ids)
+        except InputError as exc:
+            raise v2.ClientError(str(exc)) from None
+        body_out, json_len = v2.encode_response(self.name, rid, outputs, request)
+        extra = {"Content-Type": "application/json"}
+        if json_len is not None:
+            extra = {
+                "Content-Type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(json_len),
+            }
+        return 200, body_out, extra
+
+    def _split_sensitive(self, request: v2.InferRequest) -> tuple[dict[str, Any], int]:
+        model_inputs = {k: v for k, v in request.inputs.items() if k in self.inputs}
+        unknown = set(request.inputs) - set(self.inputs) - set(self.sensitive)
+        if unknown:
+            raise v2.ClientError(
+                f"unknown input {sorted(unknown)[0]!r}; model inputs are "
+                f"{sorted(self.inputs)}, sensitive inputs {self.sensitive}"
+            )
+        missing = set(self.inputs) - set(model_inputs)
+        if missing:
+            raise v2.ClientError(f"missing model input {sorted(missing)[0]!r}")
+        rows = {v.shape[0] if v.ndim else 1 for v in model_inputs.values()}
+        if len(rows) != 1:
+            raise v2.ClientError("model inputs disagree on the number of rows")
+        n = rows.pop()
+        sensitive: dict[str, Any] = {}
+        for name in self.sensitive:
+            if name in request.inputs:
+                # a sensitive attribute the model also takes (e.g. Adult's race) is counted from
+                # that input and still fed to the model; any other is stripped before the model
+                values = (request.inputs[name] if name in self.inputs else request.inputs.pop(name)).reshape(
+                    -1
+                )
+                if values.dtype != object:
+                    raise v2.ClientError(f"sensitive input {name!r} must be BYTES")
+                if len(values) != n:
+                    raise v2.ClientError(f"sensitive input {name!r} has {len(values)} values for {n} rows")
+                sensitive[name] = values.tolist()
+            elif self.config.require_sensitive:
+                raise v2.ClientError(f"sensitive input {name!r} is required by this server")
+            else:
+                sensitive[name] = [UNKNOWN] * n
+        return sensitive, n
+
+    @staticmethod
+    def _row_ids(request: v2.InferRequest, rid: str, rows: int) -> list[str]:
+        given = request.parameters.get("edgefair_ids")
+        if given is not None:
+            if (
+                not isinstance(given, list)
+                or len(given) != rows
+                or not all(isinstance(i, str) for i in given)
+            ):
+                raise v2.ClientError(f"parameter edgefair_ids must be a list of {rows} strings")
+            return given
+        return [rid] if rows == 1 else [f"{rid}/{i}" for i in range(rows)]
+
+    def _outcomes(self, body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        try:
+            doc = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise v2.ClientError("request body is not valid JSON") from None
+        if (
+            not isinstance(doc, dict)
+            or not isinstance(doc.get("ids"), list)
+            or not isinstance(doc.get("labels"), list)
+        ):
+            raise v2.ClientError("outcomes need 'ids' and 'labels' lists")
+        try:
+            result = self.session.record_outcomes(doc["ids"], doc["labels"])
+        except InputError as exc:
+            raise v2.ClientError(str(exc)) from None
+        self.metrics.outcome_stats(result)
+        return self._json(200, result.to_dict())
+
+    def _counters(self, path: str, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        from edgefair.runtime.privacy import private_export
+
+        raw = "raw=1" in path.split("?", 1)[-1]
+        if raw:
+            self._authorise(headers)
+            if self.config.token is None:
+                raise v2.ClientError("raw counters need a server started with --token-file", 401)
+            return self._json(200, self.session.table().to_dict())
+        return self._json(200, private_export(self.session.table(), self.config.min_cell))
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: _Server
+    disable_nagle_algorithm = True  # TCP_NODELAY: small responses go out at once
+    timeout = 30  # an idle keep-alive connection is closed after this
+
+    def handle(self) -> None:
+        while not self.server.stopping.is_set():
+            try:
+                if not self._one_request():
+                    return
+            except (ConnectionError, TimeoutError):
+                return
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str], keep: bool) -> None:
+        head = [
+            f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
+            f"Content-Length: {len(body)}",
+            "Connection: keep-alive" if keep else "Connection: close",
+        ]
+        head += [f"{k}: {v}" for k, v in headers.items()]
+        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        self.wfile.flush()
+
+    def _error(self, status: int, message: str, keep: bool) -> None:
+        self.server.log(f"{status} {message}")
+        body = json.dumps({"error": message}).encode()
+        self._send(status, body, {"Content-Type": "application/json"}, keep)
+
+    def _one_request(self) -> bool:
+        line = self.rfile.readline(MAX_HEADER_BYTES)
+        if not line:
+            return False
+        try:
+            method, target, version = line.decode("latin-1").split()
+        except ValueError:
+            self._error(400, "malformed request line", False)
+            return False
+        headers: dict[str, str] = {}
+        size = 0
+        while True:
+            h = self.rfile.readline(MAX_HEADER_BYTES)
+            size += len(h)
+            if size > MAX_HEADER_BYTES:
+                self._error(431, "request headers too large", False)
+                return False
+            if h in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = h.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            self._error(411, "chunked bodies are not supported; send Content-Length", False)
+            return False
+        try:
+            length = int(headers.get("content-length", "0"))
+        except ValueError:
+            self._error(400, "Content-Length must be an integer", False)
+            return False
+        app = self.server.app
+        if length > app.config.max_body_bytes:
+            self._error(413, f"body of {length} bytes is over the cap of {app.config.max_body_bytes}", False)
+            return False
+        body = self.rfile.read(length) if length else b""
+        if len(body) != length:
+            return False
+        self.server.begin()
+        start = time.perf_counter()
+        endpoint = "infer" if target.endswith("/infer") else "other"
+        try:
+            status, payload, extra = app.handle(method, target, headers, body)
+            self._send(status, payload, extra, keep)
+        except v2.ClientError as exc:
+            status = exc.status
+            self._error(status, str(exc), keep and status < 413)
+            keep = keep and status < 413
+        except EdgefairError as exc:
+            status = 400
+            self._error(400, str(exc), keep)
+        except Exception as exc:  # a bug of ours, not the client's
+            status = 500
+            self._error(500, f"internal error: {type(exc).__name__}", False)
+            keep = False
+        finally:
+            self.server.end()
+        app.metrics.request(endpoint, status, time.perf_counter() - start)
+        return keep
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024  # bursts of new connections wait in the kernel, not refused
+
+    def __init__(self, address: tuple[str, int], app: App):
+        self.app = app
+        self.stopping = threading.Event()
+        self._inflight = 0
+        self._cond = threading.Condition()
+        super().__init__(address, _Handler)
+
+    def begin(self) -> None:
+        with self._cond:
+            self._inflight += 1
+
+    def end(self) -> None:
+        with self._cond:
+            self._inflight -= 1
+            self._cond.notify_all()
+
+    def drain(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._inflight == 0, timeout)
+
+    @staticmethod
+    def log(line: str) -> None:
+        # one line per error; messages name fields, never the request's sensitive values
+        print(f"edgefair serve: {line}", file=sys.stderr, flush=True)
+
+
+class Server:
+    """Start with ``serve_forever()`` (blocking) or ``start()`` (a background thread)."""
+
+    def __init__(self, bundle: str | Path, config: ServeConfig | None = None):
+        self.config = config or ServeConfig()
+        self.app = App(bundle, self.config)
+        try:
+            self._server = _Server((self.config.host, self.config.port), self.app)
+        except OSError as exc:
+            self.app.session.close()
+            raise InputError(
+                f"cannot listen on {self.config.host}:{self.config.port} ({exc.strerror})"
+            ) from None
+        self.port = self._server.server_address[1]
+        self._thread: threading.Thread | None = None
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever(poll_interval=0.2)
+
+    def start(self) -> Server:
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, finish in-flight requests, flush the store."""
+        self._server.stopping.set()
+        self._server.shutdown()
+        self._server.drain()
+        self._server.server_close()
+        self.app.session.close()
+
+    def install_signal_handlers(self) -> None:
+        def stop(signum: int, frame: Any) -> None:
+            threading.Thread(target=self._server.shutdown, daemon=True).start()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+
+def serve(bundle: str | Path, config: ServeConfig, announce: Any = print) -> None:
+    """Run until SIGTERM/SIGINT, then drain, flush and return."""
+    server = Server(bundle, config)
+    server.install_signal_handlers()
+    announce(
+        f"edgefair serve: {server.app.name} on http://{config.host}:{server.port} "
+        f"(Open Inference Protocol v2; /metrics; sensitive inputs: {', '.join(server.app.sensitive)})"
+    )
+    server.serve_forever()
+    server.stop()
+    announce("edgefair serve: stopped; counters flushed")
