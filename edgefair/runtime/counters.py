@@ -105,14 +105,16 @@ class Counters:
                 f"unexpected sensitive attribute {sorted(extra)[0]!r}; expected {list(self.attributes)}"
             )
         with self._lock:  # learning new values mutates the dictionaries
-            if len(columns) == 1:
-                code = self._code
-                return np.fromiter((code(0, v) for v in columns[0]), np.int64, rows)
-            codes = np.zeros(rows, np.int64)
+            flat: np.ndarray | None = None
             for a, values in enumerate(columns):
-                codes *= self._sizes[a]
-                codes += np.fromiter((self._code(a, v) for v in values), np.int64, rows)
-            return codes
+                items = values.tolist() if isinstance(values, np.ndarray) else list(values)
+                codes = list(map(self._values[a].get, items))  # C-speed lookups of known values
+                if None in codes:  # new, non-string or unknown values: the slow path
+                    codes = [c if c is not None else self._code(a, v) for c, v in zip(codes, items, strict=True)]
+                arr = np.array(codes, dtype=np.int64)
+                flat = arr if flat is None else flat * self._sizes[a] + arr
+            assert flat is not None
+            return flat
 
     def update(
         self,
@@ -122,16 +124,24 @@ class Counters:
         ids: Sequence[str] | None = None,
     ) -> None:
         """Count a batch of predictions (label unknown); remember ids for later outcomes."""
-        # flat cell of (group, unknown label, d, d): cost follows the batch, not the table
+        # flat cell of (group, unknown label, d, d)
         cells = groups * 12 + (UNKNOWN_LABEL * 4) + decisions * 3
         bins = None
         if scores is not None:
             bins = np.minimum((scores * self.bins).astype(np.int64), self.bins - 1)
             hist_cells = (groups * 3 + UNKNOWN_LABEL) * self.bins + bins
+        rows = len(cells)
         with self._lock:
-            np.add.at(self._flat_counts, cells, 1)
-            if bins is not None:
-                np.add.at(self._flat_hist, hist_cells, 1)
+            if rows > 16:  # a batch: numpy scatter-add, cost follows the batch, not the table
+                np.add.at(self._flat_counts, cells, 1)
+                if bins is not None:
+                    np.add.at(self._flat_hist, hist_cells, 1)
+            else:  # a few rows: scalar increments beat numpy's per-call overhead
+                for c in cells.tolist():
+                    self._flat_counts[c] += 1
+                if bins is not None:
+                    for c in hist_cells.tolist():
+                        self._flat_hist[c] += 1
             if ids is not None:
                 now = time.monotonic()
                 b = bins if bins is not None else np.full(len(groups), -1)

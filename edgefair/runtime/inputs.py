@@ -236,8 +236,8 @@ def decisions(
         return None, flat
     scores = arr[:, choice.column] if choice.column is not None else arr.reshape(-1)
     scores = scores.astype(np.float64)
-    bad = ~((scores >= 0) & (scores <= 1))
-    if bad.any():
+    if not (scores.min(initial=0.0) >= 0.0 and scores.max(initial=1.0) <= 1.0):  # NaN fails too
+        bad = ~((scores >= 0) & (scores <= 1))
         raise ModelError(
             f"output {choice.name!r} has values outside [0, 1] (e.g. "
             f"{scores[bad][0]:.4g}); it is not a probability (logits?)"

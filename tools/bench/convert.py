@@ -1,0 +1,113 @@
+"""Latency of models/adult_mlp.onnx's variants as ratios to fp32, one thread.
+
+    python tools/bench/convert.py
+Whole model and its MLP core alone (the subgraph after the preprocessing), at batch 1
+and 256. Targets on the core: int8 >= 2.5x fp32 at batch 256; structured 50% + int8
+>= 3x at batch 1. Ratios are speed-ups (fp32 time / variant time), measured in one run.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.utils
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from edgefair.convert import check as conv  # noqa: E402
+from edgefair.convert.common import load_model, model_bytes  # noqa: E402
+from edgefair.convert.quantize import QuantizeOptions, QuantMode  # noqa: E402
+from edgefair.data import load_adult  # noqa: E402
+from edgefair.runtime import inputs as io  # noqa: E402
+
+
+def timed(session, feeds, repeats):
+    session.run(None, feeds)
+    best = []
+    for _ in range(5):  # median of 5 rounds of `repeats` calls: robust to a noisy neighbour
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            session.run(None, feeds)
+        best.append((time.perf_counter() - t0) / repeats)
+    return float(np.median(best))
+
+
+def declare(model: onnx.ModelProto, tensor: str, width: int) -> onnx.ModelProto:
+    """Give the cut tensor a value_info (ML-domain ops leave it uninferred)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    if not any(v.name == tensor for v in copy.graph.value_info):
+        copy.graph.value_info.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT,
+                                                                        ["N", width]))
+    return copy
+
+
+def core_of(model: onnx.ModelProto, core_input: str, tmp: Path, name: str, width: int) -> onnx.ModelProto:
+    src, dst = tmp / f"{name}.full.onnx", tmp / f"{name}.core.onnx"
+    onnx.save(declare(model, core_input, width), src)
+    onnx.utils.extract_model(str(src), str(dst), [core_input], ["probabilities"], check_model=False)
+    return onnx.load(dst)
+
+
+def main() -> None:
+    source = load_model(ROOT / "models" / "adult_mlp.onnx")
+    train, test = load_adult("train"), load_adult("test")
+    calibration = conv.calibration_sample(train.columns, 2000, None, "adult:train")
+    q = QuantizeOptions
+    variants = {
+        "fp32": None,
+        "dynamic int8": conv.ConvertOptions(quantize=q(mode=QuantMode.DYNAMIC_INT8)),
+        "static int8": conv.ConvertOptions(quantize=q(mode=QuantMode.STATIC_INT8)),
+        "fp16": conv.ConvertOptions(quantize=q(mode=QuantMode.FP16)),
+        "structured 50%": conv.ConvertOptions(prune_structured=0.5),
+        "structured 50% + int8": conv.ConvertOptions(prune_structured=0.5, quantize=q(mode=QuantMode.DYNAMIC_INT8)),
+    }
+    models = {name: source if opts is None else conv.convert(source, opts, None, calibration).model
+              for name, opts in variants.items()}
+    first = next(n for n in source.graph.node if n.op_type in ("Gemm", "MatMul"))
+    core_input = first.input[0]
+    weight = next(t for t in source.graph.initializer if t.name == first.input[1])
+    transposed = any(a.name == "transB" and a.i == 1 for a in first.attribute)
+    width = int(weight.dims[1] if transposed else weight.dims[0])
+    whole_feeds = {b: io.build_feeds(io.signature(io.open_session(model_bytes(source))),
+                                     {k: v[:b] for k, v in test.columns.items()}) for b in (1, 256)}
+    pre = io.open_session(model_bytes(source))
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        pre_only = tmp / "pre.onnx"
+        onnx.save(declare(source, core_input, width), tmp / "src.onnx")
+        onnx.utils.extract_model(str(tmp / "src.onnx"), str(pre_only), [i.name for i in source.graph.input],
+                                 [core_input], check_model=False)
+        pre = io.open_session(pre_only.read_bytes())
+        core_feeds = {b: {core_input: pre.run(None, whole_feeds[b])[0].astype(np.float32)} for b in (1, 256)}
+        cores = {name: core_of(m, core_input, tmp, name.replace(" ", "_").replace("%", ""), width)
+                 for name, m in models.items()}
+        rows = []
+        for name in variants:
+            whole = io.open_session(model_bytes(models[name]), threads=1)
+            core = io.open_session(model_bytes(cores[name]), threads=1)
+            dtype = io.signature(core).inputs[0].numpy_dtype  # fp16 cores take float16 at the cut
+            feeds = {b: {k: v.astype(dtype) for k, v in core_feeds[b].items()} for b in (1, 256)}
+            rows.append((name, len(model_bytes(models[name])),
+                         timed(whole, whole_feeds[1], 300), timed(whole, whole_feeds[256], 30),
+                         timed(core, feeds[1], 1000), timed(core, feeds[256], 100)))
+    base = rows[0]
+    print(f"{'variant':24s} {'size':>9s}  {'whole b1':>9s} {'whole b256':>10s}  {'core b1':>8s} {'core b256':>9s}"
+          "   (speed-up vs fp32; fp32 times in us)")
+    for name, size, w1, w256, c1, c256 in rows:
+        if name == "fp32":
+            print(f"{name:24s} {size:9,d}  {w1 * 1e6:7.0f}us {w256 * 1e6:8.0f}us  {c1 * 1e6:6.1f}us {c256 * 1e6:7.0f}us")
+        else:
+            print(f"{name:24s} {size:9,d}  {base[2] / w1:8.2f}x {base[3] / w256:9.2f}x  "
+                  f"{base[4] / c1:7.2f}x {base[5] / c256:8.2f}x")
+    print("targets (core): dynamic int8 >= 2.5x at b256; structured 50% + int8 >= 3x at b1")
+
+
+if __name__ == "__main__":
+    main()

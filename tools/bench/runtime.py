@@ -1,0 +1,117 @@
+"""FairSession against bare onnxruntime on models/adult_mlp.onnx, one thread, one run.
+
+    python tools/bench/runtime.py
+Targets: run() <= 1.10x bare at batch 1 and <= 1.02x at batch 256; `import edgefair.runtime`
+(with FairSession) <= 1.2x `import onnxruntime`; counter update <= 1 us per row;
+resident memory of a FairSession <= +10 MB over a bare session.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+MODEL = ROOT / "models" / "adult_mlp.onnx"
+
+from edgefair.data import ADULT_FEATURES, load_adult  # noqa: E402
+from edgefair.runtime import inputs as io  # noqa: E402
+from edgefair.runtime.counters import Counters  # noqa: E402
+from edgefair.runtime.session import FairSession  # noqa: E402
+
+
+def feeds_for(rows: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    d = load_adult("test")
+    feeds = {k: d.columns[k][:rows].reshape(-1, 1).astype(np.float32 if d.columns[k].dtype.kind == "f" else object)
+             for k in ADULT_FEATURES}
+    return feeds, {"race": d.columns["race"][:rows], "sex": d.columns["sex"][:rows]}
+
+
+def interleaved(a, b, calls: int, rounds: int = 7) -> tuple[float, float]:
+    """Median per-call time of a and b, alternating rounds so drift hits both alike."""
+    ta, tb = [], []
+    for _ in range(rounds):
+        for fn, out in ((a, ta), (b, tb)):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            out.append((time.perf_counter() - t0) / calls)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def fresh(code: str, repeats: int = 7) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+RSS = """
+import sys, numpy as np
+sys.path.insert(0, {root!r})
+from edgefair.data import ADULT_FEATURES, load_adult
+d = load_adult("test")
+feeds = {{k: d.columns[k][:256].reshape(-1, 1).astype(np.float32 if d.columns[k].dtype.kind == "f" else object)
+         for k in ADULT_FEATURES}}
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4  # resident pages -> KiB
+before = rss()
+if {fair}:
+    from edgefair.runtime.session import FairSession
+    s = FairSession({model!r}, sensitive=["race", "sex"])
+    for _ in range(20):
+        s.run(feeds, {{"race": d.columns["race"][:256], "sex": d.columns["sex"][:256]}})
+else:
+    from edgefair.runtime import inputs as io
+    s = io.open_session({model!r})
+    for _ in range(20):
+        s.run(None, feeds)
+print(rss() - before)
+"""
+
+
+def main() -> None:
+    fair = FairSession(MODEL, sensitive=["race", "sex"])
+    bare = io.open_session(MODEL, threads=1)
+    for batch, calls in ((1, 400), (256, 40)):
+        feeds, sens = feeds_for(batch)
+        t_fair, t_bare = interleaved(lambda: fair.run(feeds, sens), lambda: bare.run(None, feeds), calls)
+        target = 1.10 if batch == 1 else 1.02
+        print(f"FairSession.run / InferenceSession.run, batch {batch}: {t_fair / t_bare:.3f}x "
+              f"({t_fair * 1e6:.0f} vs {t_bare * 1e6:.0f} us; target <= {target}x)")
+    t_ort = fresh("import onnxruntime")
+    t_ef = fresh("import onnxruntime; from edgefair.runtime import FairSession")
+    print(f"import edgefair.runtime (FairSession) / import onnxruntime: {t_ef / t_ort:.3f}x "
+          f"({t_ef * 1e3:.0f} vs {t_ort * 1e3:.0f} ms, fresh interpreters; target <= 1.2x)")
+    counters = Counters(["race", "sex"], {"race": ["White", "Black"], "sex": ["Female", "Male"]})
+    _, sens = feeds_for(256)
+    rng = np.random.default_rng(0)
+    decisions, scores = rng.integers(0, 2, 256), rng.random(256)
+    t0 = time.perf_counter()
+    for _ in range(2000):
+        groups = counters.group_codes(sens, 256)
+        counters.update(groups, decisions, scores)
+    per_row = (time.perf_counter() - t0) / (2000 * 256)
+    print(f"counter update (group codes + counts + histogram): {per_row * 1e9:.0f} ns per row "
+          "(target <= 1000 ns)")
+    rss = {}
+    for name, flag in (("bare", False), ("fair", True)):
+        code = RSS.format(root=str(ROOT), fair=flag, model=str(MODEL))
+        rss[name] = statistics.median(int(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                                         text=True, check=True).stdout) for _ in range(3))
+    print(f"resident memory: FairSession +{rss['fair'] / 1024:.1f} MB vs bare session +{rss['bare'] / 1024:.1f} MB "
+          f"-> {(rss['fair'] - rss['bare']) / 1024:+.1f} MB (target <= +10 MB)")
+    fair.close()
+
+
+if __name__ == "__main__":
+    main()
