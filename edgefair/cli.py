@@ -77,13 +77,8 @@ def metrics(
         emit_json(doc)
         return
     names = list(frame.metrics)
-    rows = [
-        [g, *(fmt(v[m]) if m != "count" else str(int(v[m])) for m in names)]
-        for g, v in doc["by_group"].items()
-    ]
-    rows.append(
-        ["overall", *(fmt(doc["overall"][m]) if m != "count" else str(int(doc["overall"][m])) for m in names)]
-    )
+    rows = [[g, *(fmt(v[m]) if m != "count" else str(int(v[m])) for m in names)] for g, v in doc["by_group"].items()]
+    rows.append(["overall", *(fmt(doc["overall"][m]) if m != "count" else str(int(doc["overall"][m])) for m in names)])
     typer.echo(format_table(rows, ["group", *(SHORT.get(m, m) for m in names)]))
     typer.echo("")
     gaps = doc["difference"]
@@ -93,8 +88,7 @@ def metrics(
         typer.echo(f"{m:28s} difference {fmt(gaps[m])}  [{fmt(lo)}, {fmt(hi)}]  ratio {fmt(doc['ratio'][m])}")
     for group, which in doc["undefined"]["by_group"].items():
         typer.echo(
-            f"note: {group}: {', '.join(which)} undefined (no rows in the denominator; "
-            "shown as 0.0, as fairlearn does)"
+            f"note: {group}: {', '.join(which)} undefined (no rows in the denominator; shown as 0.0, as fairlearn does)"
         )
 
 
@@ -131,8 +125,7 @@ def export(
         emit_json(doc)
     else:
         typer.echo(
-            f"wrote {output} ({report.size_bytes:,} bytes); checked: onnx.checker full check, "
-            "onnxruntime loads it"
+            f"wrote {output} ({report.size_bytes:,} bytes); checked: onnx.checker full check, onnxruntime loads it"
         )
 
 
@@ -147,9 +140,7 @@ def convert(
     per_channel: Annotated[bool, typer.Option(help="Per-channel weight scales.")] = False,
     balance_by: Annotated[str | None, typer.Option(help="Calibrate on equal rows per group of COL.")] = None,
     prune: Annotated[float | None, typer.Option(help="Unstructured magnitude sparsity, e.g. 0.5.")] = None,
-    prune_structured: Annotated[
-        float | None, typer.Option(help="Fraction of hidden units to remove.")
-    ] = None,
+    prune_structured: Annotated[float | None, typer.Option(help="Fraction of hidden units to remove.")] = None,
     sample_data: Annotated[str | None, typer.Option(help="CSV (or 'adult') to compare outputs on.")] = None,
     threshold: Annotated[float, typer.Option(help="Decision threshold for agreement.")] = 0.5,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -166,9 +157,7 @@ def convert(
         if quantize not in modes:
             raise InputError(f"--quantize must be one of {', '.join(modes)}, got {quantize!r}")
         if calibration_method not in methods:
-            raise InputError(
-                f"--calibration-method must be one of {', '.join(methods)}, got {calibration_method!r}"
-            )
+            raise InputError(f"--calibration-method must be one of {', '.join(methods)}, got {calibration_method!r}")
         qopts = QuantizeOptions(
             mode=modes[quantize],
             per_channel=per_channel,
@@ -187,9 +176,7 @@ def convert(
             _load_columns(calibration_data) or {}, calibration_rows, balance_by, calibration_data
         )
     sample = _load_columns(sample_data or calibration_data, 5000)
-    options = conv.ConvertOptions(
-        quantize=qopts, prune=prune, prune_structured=prune_structured, threshold=threshold
-    )
+    options = conv.ConvertOptions(quantize=qopts, prune=prune, prune_structured=prune_structured, threshold=threshold)
     with typer.progressbar(
         length=calibration_rows,
         label="calibrating",
@@ -225,9 +212,7 @@ def format_conversion(doc: dict[str, Any]) -> str:
         for layer, units in step.get("units_by_layer", {}).items():
             lines.append(f"  pruned {layer}: {units['hidden_before']} -> {units['hidden_after']} units")
         if "compressed_size_after" in step:
-            lines.append(
-                f"  gzip size {step['compressed_size_before']:,} -> {step['compressed_size_after']:,}"
-            )
+            lines.append(f"  gzip size {step['compressed_size_before']:,} -> {step['compressed_size_after']:,}")
     check = doc["check"]
     if check and check["rows_compared"]:
         diffs = ", ".join(f"{k} {v:.4g}" for k, v in check["max_abs_difference"].items())
@@ -259,9 +244,7 @@ PolicyOpt = Annotated[Path | None, typer.Option(help="Policy TOML (default polic
 
 
 def _progress_bar(label: str) -> Any:
-    return typer.progressbar(
-        length=0, label=label, file=sys.stderr, hidden=not sys.stderr.isatty(), show_pos=True
-    )
+    return typer.progressbar(length=0, label=label, file=sys.stderr, hidden=not sys.stderr.isatty(), show_pos=True)
 
 
 @app.command()
@@ -436,9 +419,7 @@ def counters_show(
     labelled = int(table.counts[:, :2].sum())
     typer.echo(f"{table.rows:,} predictions, {labelled:,} with outcomes, over {', '.join(table.attributes)}")
     for attr in table.attributes:
-        frame = MetricFrame(
-            table.marginal([attr]), ("count", "selection_rate", "true_positive_rate", "accuracy")
-        )
+        frame = MetricFrame(table.marginal([attr]), ("count", "selection_rate", "true_positive_rate", "accuracy"))
         rows = [
             [
                 group_name((attr,), (g,) if isinstance(g, str) else g),
@@ -534,16 +515,10 @@ def serve(
     port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8000,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads.")] = 1,
     store: Annotated[Path | None, typer.Option(help="SQLite counters store.")] = None,
-    token_file: Annotated[
-        Path | None, typer.Option(help="File with the bearer token for admin endpoints.")
-    ] = None,
+    token_file: Annotated[Path | None, typer.Option(help="File with the bearer token for admin endpoints.")] = None,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 8 * 1024 * 1024,
-    require_sensitive: Annotated[
-        bool, typer.Option(help="Reject requests without sensitive inputs.")
-    ] = False,
-    name: Annotated[
-        str | None, typer.Option(help="Model name in URLs (default: bundle folder name).")
-    ] = None,
+    require_sensitive: Annotated[bool, typer.Option(help="Reject requests without sensitive inputs.")] = False,
+    name: Annotated[str | None, typer.Option(help="Model name in URLs (default: bundle folder name).")] = None,
 ) -> None:
     """Serve a bundle over the Open Inference Protocol (KServe v2 REST) with fairness counters."""
     from edgefair.serve.server import ServeConfig

@@ -45,9 +45,7 @@ def format_compare(doc: dict[str, Any]) -> str:
     for c in doc["candidates"]:
         lat = c["latency_ratio"] or {}
         gaps = [
-            f"{c['worst_gap'][m]['gap']:.3f} ({c['worst_gap'][m]['increase']:+.3f})"
-            if m in c["worst_gap"]
-            else "-"
+            f"{c['worst_gap'][m]['gap']:.3f} ({c['worst_gap'][m]['increase']:+.3f})" if m in c["worst_gap"] else "-"
             for m in metrics_
         ]
         nfr = c["worst_negative_flip_rate"]

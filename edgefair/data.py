@@ -157,9 +157,7 @@ def iter_csv(
                 if len(row) != len(header):
                     if not row:
                         continue
-                    raise InputError(
-                        f"{source}, line {reader.line_num}: {len(row)} fields, expected {len(header)}"
-                    )
+                    raise InputError(f"{source}, line {reader.line_num}: {len(row)} fields, expected {len(header)}")
                 rows.append([row[i] for i in positions])
                 if len(rows) == chunk_rows:
                     yield _chunk(wanted, rows, first_line, source)
@@ -231,9 +229,13 @@ def load(source: str | Path) -> Dataset:
 
 
 def iter_source(
-    source: str | Path, columns: Sequence[str] | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS
+    source: str | Path | Dataset, columns: Sequence[str] | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS
 ) -> tuple[Iterator[Chunk], str]:
-    """Chunks of a named data set or a CSV, plus a description for reports."""
+    """Chunks of an in-memory Dataset, a named data set or a CSV, plus a description."""
+    if isinstance(source, Dataset):
+        for name in columns or ():
+            source.column(name)
+        return source.chunks(chunk_rows), source.source
     s = str(source)
     if s.startswith("adult"):
         ds = load(s)
@@ -243,7 +245,9 @@ def iter_source(
     return iter_csv(s, columns, chunk_rows), s
 
 
-def source_sha256(source: str | Path) -> str:
+def source_sha256(source: str | Path | Dataset) -> str:
+    if isinstance(source, Dataset):
+        return source.sha256
     s = str(source)
     if s.startswith("adult"):
         return hashlib.sha256(_adult_raw("train" if s == "adult:train" else "test")).hexdigest()

@@ -162,9 +162,7 @@ def metric_frame(
     """Per-group metrics of one model's 0/1 decisions; equal to fairlearn's MetricFrame."""
     for metric in metrics:
         m.check_metric(metric)
-    table = tables.from_arrays(
-        sensitive_columns(sensitive_features), y_pred, None, y_true, reference_score=y_score
-    )
+    table = tables.from_arrays(sensitive_columns(sensitive_features), y_pred, None, y_true, reference_score=y_score)
     if table.rows == 0:
         raise InputError("no rows: metric_frame needs at least one prediction")
     return MetricFrame(table, tuple(metrics))

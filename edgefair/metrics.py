@@ -167,9 +167,7 @@ def by_group(
     return {k: {m: float(values[m][i]) for m in metrics} for i, k in enumerate(table.groups)}
 
 
-def overall(
-    table: CountsTable, metrics: Sequence[str] = BASE_METRICS, model: Model = "reference"
-) -> dict[str, float]:
+def overall(table: CountsTable, metrics: Sequence[str] = BASE_METRICS, model: Model = "reference") -> dict[str, float]:
     total = table.counts.sum(axis=0)
     return {m: float(compute(total, m, model)) for m in metrics}
 
@@ -213,18 +211,14 @@ def aggregate_ratio(group_values: FloatArray, overall_value: FloatArray, method:
     raise InputError(f"method must be 'between_groups' or 'to_overall', got {method!r}")
 
 
-def difference(
-    table: CountsTable, metric: str, method: Method = "between_groups", model: Model = "reference"
-) -> float:
+def difference(table: CountsTable, metric: str, method: Method = "between_groups", model: Model = "reference") -> float:
     """``<metric>_difference`` of fairlearn: largest gap between groups or to overall."""
     values = compute(table.counts, metric, model)
     whole = compute(table.counts.sum(axis=0), metric, model)
     return float(aggregate_difference(values, whole, method))
 
 
-def ratio(
-    table: CountsTable, metric: str, method: Method = "between_groups", model: Model = "reference"
-) -> float:
+def ratio(table: CountsTable, metric: str, method: Method = "between_groups", model: Model = "reference") -> float:
     """``<metric>_ratio`` of fairlearn: smallest ratio between groups or to overall."""
     values = compute(table.counts, metric, model)
     whole = compute(table.counts.sum(axis=0), metric, model)

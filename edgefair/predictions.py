@@ -44,9 +44,7 @@ def metrics_from_csv(
             bad = (scores < 0) | (scores > 1)
             if bad.any():
                 i = int(np.argmax(bad))
-                raise InputError(
-                    f"{src}, line {line + i}, column {score!r}: score {scores[i]!r} is outside [0, 1]"
-                )
+                raise InputError(f"{src}, line {line + i}, column {score!r}: score {scores[i]!r} is outside [0, 1]")
             decisions = (scores >= threshold).astype(np.int64)
         else:
             decisions = _binary_column(cols[decision_col], decision_col, src, line)

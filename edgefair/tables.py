@@ -155,9 +155,7 @@ def from_dict(doc: Mapping[str, Any]) -> CountsTable:
         if doc.get("kind") != "edgefair.counts_table":
             raise InputError("document is not an edgefair counts table (kind mismatch)")
         if doc.get("schema_version") != SCHEMA_VERSION:
-            raise InputError(
-                f"counts table schema_version {doc.get('schema_version')!r}, expected {SCHEMA_VERSION}"
-            )
+            raise InputError(f"counts table schema_version {doc.get('schema_version')!r}, expected {SCHEMA_VERSION}")
         attributes = tuple(str(a) for a in doc["attributes"])
         bins = int(doc["bins"])
         entries = doc["groups"]

@@ -41,29 +41,37 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="edge-app-"))
     bundle = Path(sys.argv[1]) if len(sys.argv) > 1 else make_bundle(work)
     data = load_adult("test")
-    columns = {k: data.columns[k].reshape(-1, 1).astype(np.float32 if data.columns[k].dtype.kind == "f"
-                                                        else object) for k in ADULT_FEATURES}
+    columns = {
+        k: data.columns[k].reshape(-1, 1).astype(np.float32 if data.columns[k].dtype.kind == "f" else object)
+        for k in ADULT_FEATURES
+    }
     with FairSession(bundle, store=work / "counters.db") as session:
         batch = 32
         for start in range(0, data.rows, batch):
             rows = slice(start, start + batch)
             ids = [f"row-{i}" for i in range(start, min(start + batch, data.rows))]
-            session.run({k: v[rows] for k, v in columns.items()},
-                        sensitive={"race": data.columns["race"][rows], "sex": data.columns["sex"][rows]},
-                        ids=ids)
+            session.run(
+                {k: v[rows] for k, v in columns.items()},
+                sensitive={"race": data.columns["race"][rows], "sex": data.columns["sex"][rows]},
+                ids=ids,
+            )
             # labels arrive later: here, one batch behind
             if start >= batch:
                 late = range(start - batch, start)
                 session.record_outcomes([f"row-{i}" for i in late], data.columns["income"][late].tolist())
         table = session.table()
-        print(f"{table.rows:,} predictions, {int(table.counts[:, :2].sum()):,} with outcomes; "
-              f"outcomes joined: {session.counters.outcomes.joined:,}")
+        print(
+            f"{table.rows:,} predictions, {int(table.counts[:, :2].sum()):,} with outcomes; "
+            f"outcomes joined: {session.counters.outcomes.joined:,}"
+        )
         from edgefair.frame import MetricFrame
 
         frame = MetricFrame(table.marginal(["race"]), ("count", "selection_rate", "true_positive_rate"))
         for group, row in frame.by_group.items():
-            print(f"  {group:20s} {int(row['count']):6d}  selection {row['selection_rate']:.3f}  "
-                  f"TPR {row['true_positive_rate']:.3f}")
+            print(
+                f"  {group:20s} {int(row['count']):6d}  selection {row['selection_rate']:.3f}  "
+                f"TPR {row['true_positive_rate']:.3f}"
+            )
         result = session.drift()
         print(f"drift against the verified baseline: {result['verdict']}")
         for row in result["rows"]:

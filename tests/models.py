@@ -24,9 +24,7 @@ def mlp(inputs: int = 4, hidden: int = 16, seed: int = 0, gemm: bool = False) ->
     score = Sigmoid (z)
     }}""")
     w1_init = numpy_helper.from_array(np.ascontiguousarray(w1.T) if gemm else w1, "w1t" if gemm else "w1")
-    model.graph.initializer.extend(
-        [w1_init, numpy_helper.from_array(b1, "b1"), numpy_helper.from_array(w2, "w2")]
-    )
+    model.graph.initializer.extend([w1_init, numpy_helper.from_array(b1, "b1"), numpy_helper.from_array(w2, "w2")])
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -46,6 +44,4 @@ def with_domain(domain: str) -> onnx.ModelProto:
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 1])],
         [helper.make_tensor_value_info("score", onnx.TensorProto.FLOAT, ["N", 1])],
     )
-    return helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(domain, 1)]
-    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(domain, 1)])

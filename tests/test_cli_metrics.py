@@ -28,9 +28,7 @@ def predictions_csv(tmp_path, adult_test):
 
 def test_json_output_equals_library(predictions_csv):
     path, y, p, race, _sex = predictions_csv
-    proc = run_cli(
-        "metrics", str(path), "--label", "label", "--prediction", "pred", "--sensitive", "race", "--json"
-    )
+    proc = run_cli("metrics", str(path), "--label", "label", "--prediction", "pred", "--sensitive", "race", "--json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     frame = edgefair.metric_frame(y, p, sensitive_features={"race": race})

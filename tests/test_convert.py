@@ -83,9 +83,7 @@ def test_balanced_sample_gives_minorities_equal_rows():
 
 def test_torch_export_has_dynamic_batch_and_no_sidecar(tmp_path):
     torch = pytest.importorskip("torch")
-    net = torch.nn.Sequential(
-        torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2), torch.nn.Softmax(dim=1)
-    )
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2), torch.nn.Softmax(dim=1))
     model = export_torch(net, torch.zeros(2, 3))
     sess = conv.session(model)
     x = np.random.default_rng(1).normal(size=(7, 3)).astype(np.float32)

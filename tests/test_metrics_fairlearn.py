@@ -34,9 +34,7 @@ def close(a: float, b: float) -> bool:
 def assert_equal_to_fairlearn(y_true, y_pred, sensitive) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        oracle = flm.MetricFrame(
-            metrics=FAIRLEARN, y_true=y_true, y_pred=y_pred, sensitive_features=sensitive
-        )
+        oracle = flm.MetricFrame(metrics=FAIRLEARN, y_true=y_true, y_pred=y_pred, sensitive_features=sensitive)
         ours = edgefair.metric_frame(y_true, y_pred, sensitive_features=sensitive)
         for metric in FAIRLEARN:
             assert close(ours.overall[metric], float(oracle.overall[metric])), metric
@@ -44,9 +42,10 @@ def assert_equal_to_fairlearn(y_true, y_pred, sensitive) -> None:
                 k = tuple(str(v) for v in key) if isinstance(key, tuple) else str(key)
                 assert close(ours.by_group[k][metric], float(row[metric])), (metric, key)
             for method in ("between_groups", "to_overall"):
-                assert close(
-                    ours.difference(method)[metric], float(oracle.difference(method=method)[metric])
-                ), (metric, method)
+                assert close(ours.difference(method)[metric], float(oracle.difference(method=method)[metric])), (
+                    metric,
+                    method,
+                )
                 assert close(ours.ratio(method)[metric], float(oracle.ratio(method=method)[metric])), (
                     metric,
                     method,
@@ -65,9 +64,7 @@ def assert_equal_to_fairlearn(y_true, y_pred, sensitive) -> None:
             for agg in ("worst_case", "mean"):
                 assert close(
                     m.equalized_odds_difference(t, method, agg),
-                    flm.equalized_odds_difference(
-                        y_true, y_pred, sensitive_features=sf, method=method, agg=agg
-                    ),
+                    flm.equalized_odds_difference(y_true, y_pred, sensitive_features=sf, method=method, agg=agg),
                 )
                 assert close(
                     m.equalized_odds_ratio(t, method, agg),

@@ -31,9 +31,7 @@ WORKER = ROOT / "tests" / "edge_worker.py"
 
 def features(adult, s=0, e=None):
     return {
-        k: adult.columns[k][s:e]
-        .reshape(-1, 1)
-        .astype(np.float32 if adult.columns[k].dtype.kind == "f" else object)
+        k: adult.columns[k][s:e].reshape(-1, 1).astype(np.float32 if adult.columns[k].dtype.kind == "f" else object)
         for k in ADULT_FEATURES
     }
 
@@ -55,16 +53,14 @@ def test_counts_equal_a_table_of_the_same_decisions(bundle_dir, adult_test):
                 ids=[f"r{i}" for i in range(s, e)],
             )
         stats = fs.record_outcomes(
-            [f"r{i}" for i in range(adult_test.rows)] + ["nope"], adult_test.columns["income"].tolist() + [1]
+            [f"r{i}" for i in range(adult_test.rows)] + ["nope"], [*adult_test.columns["income"].tolist(), 1]
         )
         assert stats.joined == adult_test.rows and stats.unknown_id == 1
         field = fs.table()
     sess = io.open_session(MODELS / "adult_sklearn.onnx")
     sig = io.signature(sess)
     choice = io.choose_output(sig)
-    scores, dec = io.decisions(
-        sess.run([choice.name], io.build_feeds(sig, adult_test.columns))[0], choice, 0.5
-    )
+    scores, dec = io.decisions(sess.run([choice.name], io.build_feeds(sig, adult_test.columns))[0], choice, 0.5)
     expected = tables.from_arrays(
         {"race": adult_test.columns["race"], "sex": adult_test.columns["sex"]},
         dec,
@@ -163,7 +159,7 @@ def test_tampering_with_any_byte_of_any_file_is_refused(bundle_dir, tmp_path):
     missing = tmp_path / "missing"
     shutil.copytree(bundle_dir, missing)
     (missing / "model.onnx").unlink()
-    with pytest.raises(BundleError, match="model.onnx"):
+    with pytest.raises(BundleError, match=r"model\.onnx"):
         FairSession(missing)
 
 
@@ -174,7 +170,7 @@ def test_foreign_operator_domain_is_refused(tmp_path):
 
     path = tmp_path / "evil.onnx"
     onnx.save(models.with_domain("com.evil"), path)
-    with pytest.raises(EdgefairError, match="com.evil"):
+    with pytest.raises(EdgefairError, match=r"com\.evil"):
         build_bundle(path, tmp_path / "b", sensitive=["g"])
 
 
@@ -314,9 +310,7 @@ def test_drift_passes_on_the_baseline_and_fails_on_a_shift(tmp_path):
     same = tables.from_arrays({"g": g}, (s2 > 0.5).astype(int), None, y, reference_score=s2)
     assert drift(same, base)["verdict"] != "fail"
     shifted_scores = np.where(g == "a", np.clip(s2 + 0.3, 0, 1), s2)
-    shifted = tables.from_arrays(
-        {"g": g}, (shifted_scores > 0.5).astype(int), None, y, reference_score=shifted_scores
-    )
+    shifted = tables.from_arrays({"g": g}, (shifted_scores > 0.5).astype(int), None, y, reference_score=shifted_scores)
     result = drift(shifted, base)
     assert result["verdict"] == "fail"
     failing = {(r["group"], r["metric"]) for r in result["rows"] if r["verdict"] == "fail"}
@@ -328,9 +322,7 @@ def test_cli_runtime_errors_are_one_line(tmp_path, bundle_dir):
     assert_one_line_error(run_cli("counters", "show", str(tmp_path / "nope.db")), "no such counters store")
     proc = run_cli("bundle", "check", str(bundle_dir))
     assert proc.returncode == 0 and "no certificate" in proc.stdout
-    assert (
-        json.loads(run_cli("bundle", "check", str(bundle_dir), "--json").stdout)["kind"] == "edgefair.bundle"
-    )
+    assert json.loads(run_cli("bundle", "check", str(bundle_dir), "--json").stdout)["kind"] == "edgefair.bundle"
 
 
 def test_runtime_input_types_helper_rejects_strings_for_floats(bundle_dir, adult_test):

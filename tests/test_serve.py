@@ -144,7 +144,7 @@ def test_metrics_count_rows_by_group_and_outcomes_join(server, adult_test):
     body = json.dumps(
         {
             "ids": [f"b0/{i}" for i in range(50)] + ["nope"],
-            "labels": adult_test.columns["income"][:50].tolist() + [1],
+            "labels": [*adult_test.columns["income"][:50].tolist(), 1],
         }
     )
     assert http_post(server.port, "/v2/models/adult_sklearn/outcomes", body)[0] == 401
@@ -351,9 +351,7 @@ def start_process(bundle, store, *extra):
 def _load_test(bundles, adult_test, tmp_path, seconds):
     proc, port = start_process(bundles["adult_mlp"], tmp_path / "load.db")
     try:
-        errors, accepted = _load(
-            port, seconds, 64, one_row_body(adult_test), {"Content-Type": "application/json"}
-        )
+        errors, accepted = _load(port, seconds, 64, one_row_body(adult_test), {"Content-Type": "application/json"})
         assert errors == []
         assert accepted > 0
         proc.send_signal(signal.SIGTERM)
@@ -388,7 +386,7 @@ def test_kill_9_under_load_then_restart(bundles, adult_test, tmp_path):
     proc.kill()
     proc.wait(timeout=10)
     t.join(60)
-    errors, acknowledged = result["load"]
+    _errors, acknowledged = result["load"]
     with sqlite3.connect(store) as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     s = CounterStore(store, ("race", "sex"), DEFAULT_BINS)

@@ -46,9 +46,7 @@ def adult_csv(tmp_path_factory):
     for i in range(ds.rows):
         lines.append(
             ",".join(
-                str(ds.columns[n][i])
-                if not isinstance(ds.columns[n][i], float)
-                else repr(float(ds.columns[n][i]))
+                str(ds.columns[n][i]) if not isinstance(ds.columns[n][i], float) else repr(float(ds.columns[n][i]))
                 for n in names
             )
         )
@@ -70,9 +68,7 @@ def test_structured_pruning_fails_on_race_tpr_and_int8_passes(variants):
     assert any(r.check.metric == "true_positive_rate" and r.scope == "race" for r in failing)
     doc = structured.to_dict()
     tpr = next(
-        c
-        for c in doc["checks"]
-        if c["metric"] == "true_positive_rate" and c["scope"] == "race" and c["group"] is None
+        c for c in doc["checks"] if c["metric"] == "true_positive_rate" and c["scope"] == "race" and c["group"] is None
     )
     assert "Asian-Pac-Islander" in tpr["note"] or "Black" in tpr["note"]
     overall = doc["by_group"]["race"]["overall"]
@@ -90,9 +86,7 @@ def test_report_by_group_equals_fairlearn(variants, adult_test):
         sess = io.open_session(path)
         sig = io.signature(sess)
         choice = io.choose_output(sig)
-        _, pred = io.decisions(
-            sess.run([choice.name], io.build_feeds(sig, adult_test.columns))[0], choice, 0.5
-        )
+        _, pred = io.decisions(sess.run([choice.name], io.build_feeds(sig, adult_test.columns))[0], choice, 0.5)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             oracle = flm.MetricFrame(

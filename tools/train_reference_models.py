@@ -135,8 +135,7 @@ def card(name: str, path: Path, test, description: str) -> str:  # type: ignore[
         lines += [f"| {attr} | rows | selection rate | true positive rate |", "|---|---|---|---|"]
         for group, row in mf.by_group.items():
             lines.append(
-                f"| {group} | {int(row['count'])} | {row['selection_rate']:.4f} | "
-                f"{row['true_positive_rate']:.4f} |"
+                f"| {group} | {int(row['count'])} | {row['selection_rate']:.4f} | {row['true_positive_rate']:.4f} |"
             )
         lines.append("")
     return "\n".join(lines)

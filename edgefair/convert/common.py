@@ -124,15 +124,11 @@ def gemm_to_matmul(model: onnx.ModelProto) -> int:
         has_bias = len(node.input) > 2 and node.input[2]
         mm_out = node.output[0] + "_mm" if has_bias else node.output[0]
         new_nodes.append(
-            helper.make_node(
-                "MatMul", [node.input[0], name], [mm_out], name=(node.name or mm_out) + "_matmul"
-            )
+            helper.make_node("MatMul", [node.input[0], name], [mm_out], name=(node.name or mm_out) + "_matmul")
         )
         if has_bias:
             new_nodes.append(
-                helper.make_node(
-                    "Add", [mm_out, node.input[2]], [node.output[0]], name=(node.name or mm_out) + "_bias"
-                )
+                helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]], name=(node.name or mm_out) + "_bias")
             )
         rewritten += 1
     if rewritten:

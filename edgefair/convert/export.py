@@ -145,9 +145,7 @@ def export_sklearn(
     except ImportError:
         raise ModelError("exporting scikit-learn needs skl2onnx: pip install 'edgefair[sklearn]'") from None
     if hasattr(sample, "columns") or isinstance(sample, Mapping):
-        cols = {
-            str(c): np.asarray(sample[c]) for c in (sample.columns if hasattr(sample, "columns") else sample)
-        }
+        cols = {str(c): np.asarray(sample[c]) for c in (sample.columns if hasattr(sample, "columns") else sample)}
         initial = sklearn_initial_types(cols)
     else:
         arr = np.asarray(sample)

@@ -86,9 +86,7 @@ def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     return out
 
 
-def _single_next(
-    tensor: str, consumers: dict[str, list[onnx.NodeProto]], outputs: set[str]
-) -> onnx.NodeProto | None:
+def _single_next(tensor: str, consumers: dict[str, list[onnx.NodeProto]], outputs: set[str]) -> onnx.NodeProto | None:
     nxt = consumers.get(tensor, [])
     return nxt[0] if len(nxt) == 1 and tensor not in outputs else None
 
@@ -124,9 +122,7 @@ def prune_structured(model: onnx.ModelProto, fraction: float) -> ConversionResul
             inits[bias_name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(nb), bias_name))
         layers[w1_name] = {"hidden_before": int(hidden), "hidden_after": int(keep_n)}
     if not layers:
-        raise ModelError(
-            "nothing to prune structurally: no MatMul -> activation -> MatMul chain with constant weights"
-        )
+        raise ModelError("nothing to prune structurally: no MatMul -> activation -> MatMul chain with constant weights")
     del graph.value_info[:]  # shapes along the chains changed; ORT re-infers them
     report = {
         "kind": "structured",
@@ -149,9 +145,7 @@ def _chain_from(
 
     def const2d(name: str) -> bool:
         t = inits.get(name)
-        return (
-            t is not None and len(t.dims) == 2 and t.data_type == onnx.TensorProto.FLOAT and uses[name] == 1
-        )
+        return t is not None and len(t.dims) == 2 and t.data_type == onnx.TensorProto.FLOAT and uses[name] == 1
 
     if node.op_type != "MatMul" or not const2d(node.input[1]):
         return None
@@ -161,12 +155,7 @@ def _chain_from(
     if nxt is not None and nxt.op_type == "Add":
         other = nxt.input[1] if nxt.input[0] == node.output[0] else nxt.input[0]
         t = inits.get(other)
-        if (
-            t is None
-            or uses[other] != 1
-            or int(np.prod(t.dims)) != hidden
-            or (t.dims and t.dims[-1] != hidden)
-        ):
+        if t is None or uses[other] != 1 or int(np.prod(t.dims)) != hidden or (t.dims and t.dims[-1] != hidden):
             return None
         bias = other
         nxt = _single_next(nxt.output[0], consumers, outputs)

@@ -183,9 +183,7 @@ def _nothing_message(before: dict[str, int], mode: str, ops: Sequence[str]) -> s
     )
 
 
-def _quantised_by_type(
-    before: dict[str, int], quantised: onnx.ModelProto, ops: Sequence[str]
-) -> dict[str, int]:
+def _quantised_by_type(before: dict[str, int], quantised: onnx.ModelProto, ops: Sequence[str]) -> dict[str, int]:
     """Nodes per op type that now run in int8: replaced (dynamic) or fed by
     DequantizeLinear (QDQ)."""
     after = op_counts(quantised)
@@ -233,9 +231,7 @@ def _dynamic(src: Path, out: Path, ops: list[str], options: QuantizeOptions) -> 
     model = onnx.load_model(str(src))
     # only nodes whose weight is a constant: activations x activations stay float
     constants = {t.name for t in model.graph.initializer}
-    nodes = [
-        n.name for n in model.graph.node if n.op_type in ops and len(n.input) > 1 and n.input[1] in constants
-    ]
+    nodes = [n.name for n in model.graph.node if n.op_type in ops and len(n.input) > 1 and n.input[1] in constants]
     if not nodes:
         raise ModelError(_nothing_message(op_counts(model), "dynamic int8", ops))
     quantize_dynamic(
@@ -272,9 +268,7 @@ def _output_layers(model: onnx.ModelProto) -> list[str]:
     return found
 
 
-def _static(
-    src: Path, out: Path, ops: list[str], options: QuantizeOptions, reader: Any, excluded: list[str]
-) -> None:
+def _static(src: Path, out: Path, ops: list[str], options: QuantizeOptions, reader: Any, excluded: list[str]) -> None:
     from onnxruntime.quantization import CalibrationMethod as OrtMethod
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 

@@ -124,9 +124,7 @@ def compare_row(doc: dict[str, Any]) -> dict[str, Any]:
                 "increase_interval": worst["interval"],
             }
     nfr = [
-        (v["negative_flip_rate"], scope, g)
-        for scope, sec in doc["by_group"].items()
-        for g, v in sec["flips"].items()
+        (v["negative_flip_rate"], scope, g) for scope, sec in doc["by_group"].items() for g, v in sec["flips"].items()
     ]
     worst_nfr = max(nfr) if nfr else (None, None, None)
     overall = doc["by_group"][doc["data"]["sensitive"][0]]["overall"]

@@ -60,8 +60,7 @@ def dot_plot(section: dict[str, Any], metric: str) -> str:
         return left + (v - lo) / max(hi - lo, 1e-9) * width
 
     parts = [
-        f'<svg width="{left + width + 20}" height="{height}" role="img" '
-        f'aria-label="{escape(metric)} by group">',
+        f'<svg width="{left + width + 20}" height="{height}" role="img" aria-label="{escape(metric)} by group">',
         f'<text x="{left}" y="14" font-weight="600">{escape(metric)}</text>',
     ]
     for tick in (lo, (lo + hi) / 2, hi):
@@ -94,8 +93,7 @@ def flip_bars(section: dict[str, Any]) -> str:
     """Negative (harmful) and positive flip rates per group."""
     groups = list(section["flips"])
     top = max(
-        [section["flips"][g][k] or 0.0 for g in groups for k in ("negative_flip_rate", "positive_flip_rate")]
-        + [0.01]
+        [section["flips"][g][k] or 0.0 for g in groups for k in ("negative_flip_rate", "positive_flip_rate")] + [0.01]
     )
     left, width, row = 170, 330, 24
     height = 40 + row * len(groups)

@@ -24,9 +24,7 @@ def check_rows(doc: dict[str, Any], limit: int = 40) -> list[str]:
     checks = sorted(doc["checks"], key=lambda c: order[c["verdict"]])
     for c in checks[:limit]:
         where = c["scope"] + (f" / {c['group']}" if c["group"] else "")
-        note = c["note"] + (
-            f" (~{c['rows_needed']} rows would settle it)" if c["rows_needed"] and c["gated"] else ""
-        )
+        note = c["note"] + (f" (~{c['rows_needed']} rows would settle it)" if c["rows_needed"] and c["gated"] else "")
         rows.append(
             f"| {MARK[c['verdict']]} | {c['metric']} {c['kind']} | {where} | "
             f"{f4(c['estimate'])} | {interval(c['interval'])} | {c['tolerance']} | {note} |"
@@ -97,9 +95,7 @@ def compare_markdown(doc: dict[str, Any]) -> str:
         lat = c["latency_ratio"]
         lat_s = f"{lat['batch_1']:.2f}x / {lat['batch_256']:.2f}x" if lat else "–"
         gaps = [
-            f"{f4(c['worst_gap'][m]['gap'])} ({c['worst_gap'][m]['increase']:+.4f})"
-            if m in c["worst_gap"]
-            else "–"
+            f"{f4(c['worst_gap'][m]['gap'])} ({c['worst_gap'][m]['increase']:+.4f})" if m in c["worst_gap"] else "–"
             for m in metrics
         ]
         nfr = c["worst_negative_flip_rate"]

@@ -147,8 +147,7 @@ def _read_certificate(path: str | Path, model_sha: str) -> dict[str, Any]:
         raise BundleError(f"{p}: not an edgefair verify report")
     if cert["candidate"]["sha256"] != model_sha:
         raise BundleError(
-            f"{p}: the certificate is for model {cert['candidate']['sha256'][:12]}, "
-            f"not this one ({model_sha[:12]})"
+            f"{p}: the certificate is for model {cert['candidate']['sha256'][:12]}, not this one ({model_sha[:12]})"
         )
     return cert
 

@@ -61,9 +61,7 @@ class Counters:
         self._sizes: list[int] = []
         for a in self.attributes:
             values = [str(v) for v in (known_values or {}).get(a, ()) if str(v) not in (OTHER, UNKNOWN)]
-            self._values.append(
-                {OTHER: 0, UNKNOWN: 1, **{v: i + 2 for i, v in enumerate(dict.fromkeys(values))}}
-            )
+            self._values.append({OTHER: 0, UNKNOWN: 1, **{v: i + 2 for i, v in enumerate(dict.fromkeys(values))}})
             self._learn.append(not values)  # no known values: learn up to max_values, then 'other'
             self._sizes.append(max_values + 2 if not values else len(self._values[-1]))
         self._lock = threading.Lock()
@@ -101,9 +99,7 @@ class Counters:
             columns.append(values)
         extra = set(sensitive) - set(self.attributes)
         if extra:
-            raise InputError(
-                f"unexpected sensitive attribute {sorted(extra)[0]!r}; expected {list(self.attributes)}"
-            )
+            raise InputError(f"unexpected sensitive attribute {sorted(extra)[0]!r}; expected {list(self.attributes)}")
         with self._lock:  # learning new values mutates the dictionaries
             flat: np.ndarray | None = None
             for a, values in enumerate(columns):
@@ -219,9 +215,7 @@ class Counters:
     def load(self, table: CountsTable) -> None:
         """Add a stored table's totals (a restart resumes where the store left off)."""
         if table.attributes != self.attributes:
-            raise InputError(
-                f"stored counters are over {list(table.attributes)}, expected {list(self.attributes)}"
-            )
+            raise InputError(f"stored counters are over {list(table.attributes)}, expected {list(self.attributes)}")
         for key, counts, hist in zip(table.groups, table.counts, table.score_hist, strict=True):
             codes = [self._code(a, v) for a, v in enumerate(key)]
             flat = 0

@@ -137,11 +137,7 @@ def drift(
                 )
     verdicts = [r["verdict"] for r in rows]
     overall = (
-        "fail"
-        if "fail" in verdicts
-        else "pass"
-        if verdicts and all(v == "pass" for v in verdicts)
-        else "inconclusive"
+        "fail" if "fail" in verdicts else "pass" if verdicts and all(v == "pass" for v in verdicts) else "inconclusive"
     )
     return {
         "verdict": overall,

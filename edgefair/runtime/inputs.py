@@ -100,13 +100,12 @@ def signature(session: Any) -> Signature:
 
 def _as_dtype(values: np.ndarray, spec: TensorSpec, column: str, source: str) -> np.ndarray:
     dtype = spec.numpy_dtype
+    if dtype is np.object_ and values.dtype == object:
+        return values  # already Python objects (strings): onnxruntime checks each one
     if dtype is np.object_:
         if values.dtype.kind == "f":  # numbers given to a string input: no '.0' surprises
             return np.array(
-                [
-                    ("" if v != v else (str(int(v)) if float(v).is_integer() else str(v)))
-                    for v in values.tolist()
-                ],
+                [("" if v != v else (str(int(v)) if float(v).is_integer() else str(v))) for v in values.tolist()],
                 dtype=object,
             )
         return values.astype(str).astype(object)
@@ -123,9 +122,7 @@ def _as_dtype(values: np.ndarray, spec: TensorSpec, column: str, source: str) ->
     else:
         numbers = values
     if np.dtype(dtype).kind in "iub" and np.isnan(np.asarray(numbers, np.float64)).any():
-        raise InputError(
-            f"{source}: column {column!r} has missing values but model input {spec.name!r} is {spec.type}"
-        )
+        raise InputError(f"{source}: column {column!r} has missing values but model input {spec.name!r} is {spec.type}")
     return np.asarray(numbers).astype(dtype)
 
 
@@ -217,22 +214,16 @@ def _describe(o: TensorSpec) -> OutputChoice:
         return OutputChoice(o.name, 1, "probabilities")
     if o.width == 1:
         return OutputChoice(o.name, None, "score")
-    raise ModelError(
-        f"output {o.name!r} has shape {list(o.shape)}; a binary classifier gives [N], [N, 1] or [N, 2]"
-    )
+    raise ModelError(f"output {o.name!r} has shape {list(o.shape)}; a binary classifier gives [N], [N, 1] or [N, 2]")
 
 
-def decisions(
-    value: np.ndarray, choice: OutputChoice, threshold: float
-) -> tuple[np.ndarray | None, np.ndarray]:
+def decisions(value: np.ndarray, choice: OutputChoice, threshold: float) -> tuple[np.ndarray | None, np.ndarray]:
     """(scores in [0, 1] or None, 0/1 decisions) from one output array."""
     arr = np.asarray(value)
     if choice.kind == "label":
         flat = arr.reshape(-1).astype(np.int64)
         if ((flat != 0) & (flat != 1)).any():
-            raise ModelError(
-                f"output {choice.name!r} has labels other than 0 and 1: {np.unique(flat)[:5].tolist()}"
-            )
+            raise ModelError(f"output {choice.name!r} has labels other than 0 and 1: {np.unique(flat)[:5].tolist()}")
         return None, flat
     scores = arr[:, choice.column] if choice.column is not None else arr.reshape(-1)
     scores = scores.astype(np.float64)

@@ -126,9 +126,7 @@ class FairSession:
                 if arr.ndim == 1 and len(spec.shape) == 2 and spec.width == 1:
                     arr = arr.reshape(-1, 1)
                 else:
-                    raise InputError(
-                        f"input {name!r} has shape {list(arr.shape)}, expected {list(spec.shape)}"
-                    )
+                    raise InputError(f"input {name!r} has shape {list(arr.shape)}, expected {list(spec.shape)}")
             if rows not in (-1, arr.shape[0]):
                 raise InputError(f"input {name!r} has {arr.shape[0]} rows, others have {rows}")
             rows = arr.shape[0]
@@ -186,9 +184,7 @@ class FairSession:
 
         baseline = self.bundle.baseline() if self.bundle else None
         if baseline is None:
-            raise InputError(
-                "no baseline: load a bundle built with a certificate (edgefair bundle --certificate)"
-            )
+            raise InputError("no baseline: load a bundle built with a certificate (edgefair bundle --certificate)")
         return drift(self.table(), baseline)
 
     def close(self) -> None:
@@ -204,7 +200,5 @@ class FairSession:
     def __enter__(self) -> FairSession:
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()

@@ -122,9 +122,7 @@ class CounterStore:
                     f"{self.path}: exporting with epsilon {epsilon} would spend "
                     f"{spent + epsilon:.4g} of a budget of {budget:.4g}"
                 )
-            self._db.execute(
-                "INSERT INTO ledger (at, epsilon, note) VALUES (?, ?, ?)", (time.time(), epsilon, note)
-            )
+            self._db.execute("INSERT INTO ledger (at, epsilon, note) VALUES (?, ?, ?)", (time.time(), epsilon, note))
             self._db.execute("COMMIT")
             return spent + epsilon
 

@@ -62,12 +62,10 @@ class Metrics:
                     running += hits
                     le = "+Inf" if bound == float("inf") else repr(bound)
                     lines.append(
-                        f'edgefair_request_duration_seconds_bucket{{endpoint="{endpoint}",le="{le}"}} '
-                        f"{running}"
+                        f'edgefair_request_duration_seconds_bucket{{endpoint="{endpoint}",le="{le}"}} {running}'
                     )
                 lines.append(
-                    f'edgefair_request_duration_seconds_sum{{endpoint="{endpoint}"}} '
-                    f"{self.latency_sum[endpoint]}"
+                    f'edgefair_request_duration_seconds_sum{{endpoint="{endpoint}"}} {self.latency_sum[endpoint]}'
                 )
                 lines.append(f'edgefair_request_duration_seconds_count{{endpoint="{endpoint}"}} {running}')
             outcome_unknown = self.outcomes.unknown_id
@@ -85,9 +83,7 @@ class Metrics:
             marginal = table.marginal([attr])
             index = {k[0]: i for i, k in enumerate(marginal.groups)}
             for group in values[attr]:
-                c: np.ndarray = (
-                    marginal.counts[index[group]] if group in index else np.zeros((3, 2, 2), np.int64)
-                )
+                c: np.ndarray = marginal.counts[index[group]] if group in index else np.zeros((3, 2, 2), np.int64)
                 by_decision = c.sum(axis=(0, 2))  # decisions are on the diagonal for one model
                 for d in (0, 1):
                     lines.append(

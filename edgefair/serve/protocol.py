@@ -76,9 +76,7 @@ def _bytes_from_binary(buf: bytes, count: int, name: str) -> np.ndarray:
 
 
 def _shape(value: Any, name: str, max_elements: int) -> tuple[int, ...]:
-    if not isinstance(value, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
-    ):
+    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
         raise ClientError(f"input {name!r}: 'shape' must be a list of non-negative integers")
     count = int(np.prod(value)) if value else 1
     if count > max_elements:
@@ -97,9 +95,7 @@ def _flatten(data: Any) -> list[Any]:
 def parse_request(body: bytes, header_length: int | None, max_elements: int) -> InferRequest:
     if header_length is not None:
         if header_length < 0 or header_length > len(body):
-            raise ClientError(
-                f"Inference-Header-Content-Length {header_length} is past the body ({len(body)} bytes)"
-            )
+            raise ClientError(f"Inference-Header-Content-Length {header_length} is past the body ({len(body)} bytes)")
         head, binary = body[:header_length], body[header_length:]
     else:
         head, binary = body, b""
@@ -144,9 +140,7 @@ def parse_request(body: bytes, header_length: int | None, max_elements: int) -> 
                 raise ClientError(f"input {name!r} has neither 'data' nor binary_data_size")
             flat = _flatten(item["data"])
             if len(flat) != count:
-                raise ClientError(
-                    f"input {name!r}: shape {list(shape)} needs {count} values, got {len(flat)}"
-                )
+                raise ClientError(f"input {name!r}: shape {list(shape)} needs {count} values, got {len(flat)}")
             arr = _json_array(flat, datatype, name)
         inputs[name] = arr.reshape(shape)
     if pos != len(binary):

@@ -97,9 +97,7 @@ class App:
         }
 
     # -- routes ---------------------------------------------------------------------------
-    def handle(
-        self, method: str, path: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, bytes, dict[str, str]]:
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, dict[str, str]]:
         route = path.split("?", 1)[0].rstrip("/") or "/"
         parts = route.strip("/").split("/")
         if route == "/metrics" and method == "GET":
@@ -146,9 +144,7 @@ class App:
             return self._json(200, fairness_summary(self.session, self.config.min_cell))
         if action == "counters" and method == "GET":
             return self._counters(path, headers)
-        raise v2.ClientError(
-            f"no route {method} {route}", 404 if action not in ("infer", "outcomes") else 405
-        )
+        raise v2.ClientError(f"no route {method} {route}", 404 if action not in ("infer", "outcomes") else 405)
 
     def _json(self, status: int, doc: Any) -> tuple[int, bytes, dict[str, str]]:
         return status, json.dumps(doc, separators=(",", ":")).encode(), {"Content-Type": "application/json"}
@@ -203,9 +199,7 @@ class App:
             if name in request.inputs:
                 # a sensitive attribute the model also takes (e.g. Adult's race) is counted from
                 # that input and still fed to the model; any other is stripped before the model
-                values = (request.inputs[name] if name in self.inputs else request.inputs.pop(name)).reshape(
-                    -1
-                )
+                values = (request.inputs[name] if name in self.inputs else request.inputs.pop(name)).reshape(-1)
                 if values.dtype != object:
                     raise v2.ClientError(f"sensitive input {name!r} must be BYTES")
                 if len(values) != n:
@@ -221,11 +215,7 @@ class App:
     def _row_ids(request: v2.InferRequest, rid: str, rows: int) -> list[str]:
         given = request.parameters.get("edgefair_ids")
         if given is not None:
-            if (
-                not isinstance(given, list)
-                or len(given) != rows
-                or not all(isinstance(i, str) for i in given)
-            ):
+            if not isinstance(given, list) or len(given) != rows or not all(isinstance(i, str) for i in given):
                 raise v2.ClientError(f"parameter edgefair_ids must be a list of {rows} strings")
             return given
         return [rid] if rows == 1 else [f"{rid}/{i}" for i in range(rows)]
@@ -235,11 +225,7 @@ class App:
             doc = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise v2.ClientError("request body is not valid JSON") from None
-        if (
-            not isinstance(doc, dict)
-            or not isinstance(doc.get("ids"), list)
-            or not isinstance(doc.get("labels"), list)
-        ):
+        if not isinstance(doc, dict) or not isinstance(doc.get("ids"), list) or not isinstance(doc.get("labels"), list):
             raise v2.ClientError("outcomes need 'ids' and 'labels' lists")
         try:
             result = self.session.record_outcomes(doc["ids"], doc["labels"])
@@ -389,9 +375,7 @@ class Server:
             self._server = _Server((self.config.host, self.config.port), self.app)
         except OSError as exc:
             self.app.session.close()
-            raise InputError(
-                f"cannot listen on {self.config.host}:{self.config.port} ({exc.strerror})"
-            ) from None
+            raise InputError(f"cannot listen on {self.config.host}:{self.config.port} ({exc.strerror})") from None
         self.port = self._server.server_address[1]
         self._thread: threading.Thread | None = None
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgefair.data import Dataset
 from edgefair.errors import InputError
 from edgefair.verification import evaluate as ev
 from edgefair.verification.gate import GateResult, gate
@@ -88,9 +89,9 @@ class CompareReport:
 
 
 def _options(
-    data: str | Path, policy: Policy, label: str | None, sensitive: Sequence[str] | None, **kw: Any
+    data: str | Path | Dataset, policy: Policy, label: str | None, sensitive: Sequence[str] | None, **kw: Any
 ) -> ev.EvaluateOptions:
-    adult = str(data).startswith("adult")
+    adult = not isinstance(data, Dataset) and str(data).startswith("adult")
     label = label or (ADULT_DEFAULTS["label"] if adult else None)  # type: ignore[assignment]
     if not label:
         raise InputError("name the label column (--label)")
@@ -103,7 +104,7 @@ def _options(
 def compare(
     reference: str | Path,
     candidates: Sequence[str | Path],
-    data: str | Path = "adult",
+    data: str | Path | Dataset = "adult",
     policy: Policy | str | Path | None = None,
     *,
     label: str | None = None,
@@ -143,7 +144,7 @@ def compare(
 def verify(
     reference: str | Path,
     candidate: str | Path,
-    data: str | Path = "adult",
+    data: str | Path | Dataset = "adult",
     policy: Policy | str | Path | None = None,
     **kwargs: Any,
 ) -> VerifyReport:

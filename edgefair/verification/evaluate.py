@@ -117,7 +117,7 @@ def labels_of(values: np.ndarray, name: str, chunk: data.Chunk, positive: str | 
 def evaluate(
     reference: str | Path,
     candidates: Sequence[str | Path],
-    source: str | Path,
+    source: str | Path | data.Dataset,
     options: EvaluateOptions,
     progress: Progress | None = None,
 ) -> Evaluation:
@@ -146,9 +146,9 @@ def evaluate(
         y = labels_of(cols[options.label], options.label, chunk, options.positive_label)
         sens = {s: cols[s] for s in options.sensitive}
         for name, values in sens.items():
-            text = np.asarray(values).astype(str)
-            empty = np.char.str_len(np.char.strip(text)) == 0
-            if empty.any():
+            # check the distinct values (few), not every row
+            if any(not str(v).strip() for v in set(np.asarray(values).tolist())):
+                empty = np.array([not str(v).strip() for v in np.asarray(values).tolist()])
                 raise InputError(
                     f"{chunk.source}, line {chunk.first_line + int(np.argmax(empty))}: sensitive column "
                     f"{name!r} is empty; an empty group cannot be reported (write e.g. 'unknown')"

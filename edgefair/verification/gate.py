@@ -103,9 +103,7 @@ def scopes(table: CountsTable, policy: Policy) -> list[tuple[str, ...]]:
     return out
 
 
-def _marginal_replicates(
-    table: CountsTable, reps: Counts, attrs: tuple[str, ...]
-) -> tuple[CountsTable, Counts]:
+def _marginal_replicates(table: CountsTable, reps: Counts, attrs: tuple[str, ...]) -> tuple[CountsTable, Counts]:
     marginal = table.marginal(list(attrs))
     pos = [table.attributes.index(a) for a in attrs]
     index = {k: i for i, k in enumerate(marginal.groups)}
@@ -140,9 +138,7 @@ def _bootstrap_result(
     return CheckResult(check, scope, group, estimate, (iv.low, iv.high), ref, cand, rows, p_fail, p_pass)
 
 
-def _too_small(
-    check: Check, scope: str, group: str, rows: int, ref: float, cand: float, policy: Policy
-) -> CheckResult:
+def _too_small(check: Check, scope: str, group: str, rows: int, ref: float, cand: float, policy: Policy) -> CheckResult:
     return CheckResult(
         check,
         scope,
@@ -156,8 +152,7 @@ def _too_small(
         1.0,
         "inconclusive",
         policy.min_group_size,
-        f"{rows} rows under the rate's denominator; groups under "
-        f"{policy.min_group_size} are reported, not gated",
+        f"{rows} rows under the rate's denominator; groups under {policy.min_group_size} are reported, not gated",
         gated=False,
     )
 
@@ -170,17 +165,13 @@ def _run_check(
     ref_model: m.Model = "candidate" if metric in m.PAIRED_METRICS else "reference"
     ref_v = m.compute(table.counts, metric, ref_model)
     cand_v = m.compute(table.counts, metric, "candidate")
-    den = np.minimum(
-        m.denominator(table.counts, metric, "reference"), m.denominator(table.counts, metric, "candidate")
-    )
+    den = np.minimum(m.denominator(table.counts, metric, "reference"), m.denominator(table.counts, metric, "candidate"))
     names = [", ".join(k) for k in table.groups]
     results: list[CheckResult] = []
     if check.kind == "difference_increase":
         gated = den >= policy.min_group_size
         for i in np.flatnonzero(~gated).tolist():
-            results.append(
-                _too_small(check, scope, names[i], int(den[i]), float(ref_v[i]), float(cand_v[i]), policy)
-            )
+            results.append(_too_small(check, scope, names[i], int(den[i]), float(ref_v[i]), float(cand_v[i]), policy))
         if gated.sum() < 2:
             return results
         idx = np.flatnonzero(gated)
@@ -193,9 +184,7 @@ def _run_check(
 
         observed = widening(cand_v, ref_v)
         worst = int(np.argmax(observed))
-        samples = widening(m.compute(reps, metric, "candidate"), m.compute(reps, metric, ref_model)).max(
-            axis=-1
-        )
+        samples = widening(m.compute(reps, metric, "candidate"), m.compute(reps, metric, ref_model)).max(axis=-1)
         r_gap = float(np.max(ref_v[gated]) - np.min(ref_v[gated]))
         c_gap = float(np.max(cand_v[gated]) - np.min(cand_v[gated]))
         g, h = idx[i_pair[worst]], idx[j_pair[worst]]
@@ -210,9 +199,7 @@ def _run_check(
         return results
     for i, name in enumerate(names):
         if den[i] < policy.min_group_size:
-            results.append(
-                _too_small(check, scope, name, int(den[i]), float(ref_v[i]), float(cand_v[i]), policy)
-            )
+            results.append(_too_small(check, scope, name, int(den[i]), float(ref_v[i]), float(cand_v[i]), policy))
             continue
         if check.kind == "group_max":
             successes = float(np.rint(cand_v[i] * den[i]))
@@ -261,9 +248,7 @@ def _overall(check: Check, table: CountsTable, reps: Counts, level: float) -> Ch
     total, total_reps = table.counts.sum(axis=0), reps.sum(axis=1)
     ref_v, cand_v = float(m.compute(total, metric, ref_model)), float(m.compute(total, metric, "candidate"))
     samples = m.compute(total_reps, metric, ref_model) - m.compute(total_reps, metric, "candidate")
-    return _bootstrap_result(
-        check, "overall", None, ref_v - cand_v, samples, ref_v, cand_v, table.rows, level
-    )
+    return _bootstrap_result(check, "overall", None, ref_v - cand_v, samples, ref_v, cand_v, table.rows, level)
 
 
 def gate(table: CountsTable, policy: Policy) -> GateResult:
@@ -311,9 +296,7 @@ def _decide(provisional: list[CheckResult], policy: Policy, level: float) -> Gat
         else:
             verdict = "inconclusive"
         needed = _rows_needed(r) if verdict == "inconclusive" else None
-        final[i] = _with(
-            r, p_fail=float(adj_fail[j]), p_pass=float(adj_pass[j]), verdict=verdict, rows_needed=needed
-        )
+        final[i] = _with(r, p_fail=float(adj_fail[j]), p_pass=float(adj_pass[j]), verdict=verdict, rows_needed=needed)
     fails = any(r.verdict == "fail" for r in final)
     unsure = any(r.verdict == "inconclusive" for r in final)
     passed = not fails and not (unsure and policy.inconclusive_fails)

@@ -43,8 +43,7 @@ def declare(model: onnx.ModelProto, tensor: str, width: int) -> onnx.ModelProto:
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     if not any(v.name == tensor for v in copy.graph.value_info):
-        copy.graph.value_info.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT,
-                                                                        ["N", width]))
+        copy.graph.value_info.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, ["N", width]))
     return copy
 
 
@@ -68,44 +67,70 @@ def main() -> None:
         "structured 50%": conv.ConvertOptions(prune_structured=0.5),
         "structured 50% + int8": conv.ConvertOptions(prune_structured=0.5, quantize=q(mode=QuantMode.DYNAMIC_INT8)),
     }
-    models = {name: source if opts is None else conv.convert(source, opts, None, calibration).model
-              for name, opts in variants.items()}
+    models = {
+        name: source if opts is None else conv.convert(source, opts, None, calibration).model
+        for name, opts in variants.items()
+    }
     first = next(n for n in source.graph.node if n.op_type in ("Gemm", "MatMul"))
     core_input = first.input[0]
     weight = next(t for t in source.graph.initializer if t.name == first.input[1])
     transposed = any(a.name == "transB" and a.i == 1 for a in first.attribute)
     width = int(weight.dims[1] if transposed else weight.dims[0])
-    whole_feeds = {b: io.build_feeds(io.signature(io.open_session(model_bytes(source))),
-                                     {k: v[:b] for k, v in test.columns.items()}) for b in (1, 256)}
+    whole_feeds = {
+        b: io.build_feeds(
+            io.signature(io.open_session(model_bytes(source))), {k: v[:b] for k, v in test.columns.items()}
+        )
+        for b in (1, 256)
+    }
     pre = io.open_session(model_bytes(source))
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         pre_only = tmp / "pre.onnx"
         onnx.save(declare(source, core_input, width), tmp / "src.onnx")
-        onnx.utils.extract_model(str(tmp / "src.onnx"), str(pre_only), [i.name for i in source.graph.input],
-                                 [core_input], check_model=False)
+        onnx.utils.extract_model(
+            str(tmp / "src.onnx"),
+            str(pre_only),
+            [i.name for i in source.graph.input],
+            [core_input],
+            check_model=False,
+        )
         pre = io.open_session(pre_only.read_bytes())
         core_feeds = {b: {core_input: pre.run(None, whole_feeds[b])[0].astype(np.float32)} for b in (1, 256)}
-        cores = {name: core_of(m, core_input, tmp, name.replace(" ", "_").replace("%", ""), width)
-                 for name, m in models.items()}
+        cores = {
+            name: core_of(m, core_input, tmp, name.replace(" ", "_").replace("%", ""), width)
+            for name, m in models.items()
+        }
         rows = []
         for name in variants:
             whole = io.open_session(model_bytes(models[name]), threads=1)
             core = io.open_session(model_bytes(cores[name]), threads=1)
             dtype = io.signature(core).inputs[0].numpy_dtype  # fp16 cores take float16 at the cut
             feeds = {b: {k: v.astype(dtype) for k, v in core_feeds[b].items()} for b in (1, 256)}
-            rows.append((name, len(model_bytes(models[name])),
-                         timed(whole, whole_feeds[1], 300), timed(whole, whole_feeds[256], 30),
-                         timed(core, feeds[1], 1000), timed(core, feeds[256], 100)))
+            rows.append(
+                (
+                    name,
+                    len(model_bytes(models[name])),
+                    timed(whole, whole_feeds[1], 300),
+                    timed(whole, whole_feeds[256], 30),
+                    timed(core, feeds[1], 1000),
+                    timed(core, feeds[256], 100),
+                )
+            )
     base = rows[0]
-    print(f"{'variant':24s} {'size':>9s}  {'whole b1':>9s} {'whole b256':>10s}  {'core b1':>8s} {'core b256':>9s}"
-          "   (speed-up vs fp32; fp32 times in us)")
+    print(
+        f"{'variant':24s} {'size':>9s}  {'whole b1':>9s} {'whole b256':>10s}  {'core b1':>8s} {'core b256':>9s}"
+        "   (speed-up vs fp32; fp32 times in us)"
+    )
     for name, size, w1, w256, c1, c256 in rows:
         if name == "fp32":
-            print(f"{name:24s} {size:9,d}  {w1 * 1e6:7.0f}us {w256 * 1e6:8.0f}us  {c1 * 1e6:6.1f}us {c256 * 1e6:7.0f}us")
+            print(
+                f"{name:24s} {size:9,d}  {w1 * 1e6:7.0f}us {w256 * 1e6:8.0f}us  {c1 * 1e6:6.1f}us {c256 * 1e6:7.0f}us"
+            )
         else:
-            print(f"{name:24s} {size:9,d}  {base[2] / w1:8.2f}x {base[3] / w256:9.2f}x  "
-                  f"{base[4] / c1:7.2f}x {base[5] / c256:8.2f}x")
+            print(
+                f"{name:24s} {size:9,d}  {base[2] / w1:8.2f}x {base[3] / w256:9.2f}x  "
+                f"{base[4] / c1:7.2f}x {base[5] / c256:8.2f}x"
+            )
     print("targets (core): dynamic int8 >= 2.5x at b256; structured 50% + int8 >= 3x at b1")
 
 

@@ -28,8 +28,10 @@ from edgefair.runtime.session import FairSession  # noqa: E402
 
 def feeds_for(rows: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     d = load_adult("test")
-    feeds = {k: d.columns[k][:rows].reshape(-1, 1).astype(np.float32 if d.columns[k].dtype.kind == "f" else object)
-             for k in ADULT_FEATURES}
+    feeds = {
+        k: d.columns[k][:rows].reshape(-1, 1).astype(np.float32 if d.columns[k].dtype.kind == "f" else object)
+        for k in ADULT_FEATURES
+    }
     return feeds, {"race": d.columns["race"][:rows], "sex": d.columns["sex"][:rows]}
 
 
@@ -84,14 +86,18 @@ def main() -> None:
     bare = io.open_session(MODEL, threads=1)
     for batch, calls in ((1, 400), (256, 40)):
         feeds, sens = feeds_for(batch)
-        t_fair, t_bare = interleaved(lambda: fair.run(feeds, sens), lambda: bare.run(None, feeds), calls)
+        t_fair, t_bare = interleaved(lambda f=feeds, s=sens: fair.run(f, s), lambda f=feeds: bare.run(None, f), calls)
         target = 1.10 if batch == 1 else 1.02
-        print(f"FairSession.run / InferenceSession.run, batch {batch}: {t_fair / t_bare:.3f}x "
-              f"({t_fair * 1e6:.0f} vs {t_bare * 1e6:.0f} us; target <= {target}x)")
+        print(
+            f"FairSession.run / InferenceSession.run, batch {batch}: {t_fair / t_bare:.3f}x "
+            f"({t_fair * 1e6:.0f} vs {t_bare * 1e6:.0f} us; target <= {target}x)"
+        )
     t_ort = fresh("import onnxruntime")
     t_ef = fresh("import onnxruntime; from edgefair.runtime import FairSession")
-    print(f"import edgefair.runtime (FairSession) / import onnxruntime: {t_ef / t_ort:.3f}x "
-          f"({t_ef * 1e3:.0f} vs {t_ort * 1e3:.0f} ms, fresh interpreters; target <= 1.2x)")
+    print(
+        f"import edgefair.runtime (FairSession) / import onnxruntime: {t_ef / t_ort:.3f}x "
+        f"({t_ef * 1e3:.0f} vs {t_ort * 1e3:.0f} ms, fresh interpreters; target <= 1.2x)"
+    )
     counters = Counters(["race", "sex"], {"race": ["White", "Black"], "sex": ["Female", "Male"]})
     _, sens = feeds_for(256)
     rng = np.random.default_rng(0)
@@ -101,15 +107,18 @@ def main() -> None:
         groups = counters.group_codes(sens, 256)
         counters.update(groups, decisions, scores)
     per_row = (time.perf_counter() - t0) / (2000 * 256)
-    print(f"counter update (group codes + counts + histogram): {per_row * 1e9:.0f} ns per row "
-          "(target <= 1000 ns)")
+    print(f"counter update (group codes + counts + histogram): {per_row * 1e9:.0f} ns per row (target <= 1000 ns)")
     rss = {}
     for name, flag in (("bare", False), ("fair", True)):
         code = RSS.format(root=str(ROOT), fair=flag, model=str(MODEL))
-        rss[name] = statistics.median(int(subprocess.run([sys.executable, "-c", code], capture_output=True,
-                                                         text=True, check=True).stdout) for _ in range(3))
-    print(f"resident memory: FairSession +{rss['fair'] / 1024:.1f} MB vs bare session +{rss['bare'] / 1024:.1f} MB "
-          f"-> {(rss['fair'] - rss['bare']) / 1024:+.1f} MB (target <= +10 MB)")
+        rss[name] = statistics.median(
+            int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+            for _ in range(3)
+        )
+    print(
+        f"resident memory: FairSession +{rss['fair'] / 1024:.1f} MB vs bare session +{rss['bare'] / 1024:.1f} MB "
+        f"-> {(rss['fair'] - rss['bare']) / 1024:+.1f} MB (target <= +10 MB)"
+    )
     fair.close()
 
 
