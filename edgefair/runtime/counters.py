@@ -88,7 +88,23 @@ class Counters:
         return code
 
     def group_codes(self, sensitive: Mapping[str, Any], rows: int) -> np.ndarray:
-        """Per-row group codes; checks names and lengths before anything is counted."""
+        """Per-row group codes (numpy, for batches); checks names and lengths first."""
+        per_attribute = self._codes_per_attribute(sensitive, rows)
+        flat = np.array(per_attribute[0], dtype=np.int64)
+        for a in range(1, len(per_attribute)):
+            flat = flat * self._sizes[a] + np.array(per_attribute[a], dtype=np.int64)
+        return flat
+
+    def group_code_list(self, sensitive: Mapping[str, Any], rows: int) -> list[int]:
+        """``group_codes`` as a plain list (cheaper for a few rows)."""
+        per_attribute = self._codes_per_attribute(sensitive, rows)
+        flat = per_attribute[0]
+        for a in range(1, len(per_attribute)):
+            size = self._sizes[a]
+            flat = [f * size + c for f, c in zip(flat, per_attribute[a], strict=True)]
+        return flat
+
+    def _codes_per_attribute(self, sensitive: Mapping[str, Any], rows: int) -> list[list[int]]:
         columns = []
         for name in self.attributes:
             if name not in sensitive:
@@ -101,49 +117,56 @@ class Counters:
         if extra:
             raise InputError(f"unexpected sensitive attribute {sorted(extra)[0]!r}; expected {list(self.attributes)}")
         with self._lock:  # learning new values mutates the dictionaries
-            flat: np.ndarray | None = None
+            out: list[list[int]] = []
             for a, values in enumerate(columns):
                 items = values.tolist() if isinstance(values, np.ndarray) else list(values)
-                codes = list(map(self._values[a].get, items))  # C-speed lookups of known values
-                if None in codes:  # new, non-string or unknown values: the slow path
-                    codes = [c if c is not None else self._code(a, v) for c, v in zip(codes, items, strict=True)]
-                arr = np.array(codes, dtype=np.int64)
-                flat = arr if flat is None else flat * self._sizes[a] + arr
-            assert flat is not None
-            return flat
+                found = list(map(self._values[a].get, items))  # C-speed lookups of known values
+                if None in found:  # new, non-string or unknown values: the slow path
+                    found = [c if c is not None else self._code(a, v) for c, v in zip(found, items, strict=True)]
+                out.append(found)  # type: ignore[arg-type]  # no None left
+            return out
 
-    def update(
-        self,
-        groups: np.ndarray,
-        decisions: np.ndarray,
-        scores: np.ndarray | None,
-        ids: Sequence[str] | None = None,
-    ) -> None:
-        """Count a batch of predictions (label unknown); remember ids for later outcomes."""
-        # flat cell of (group, unknown label, d, d)
+    def update(self, groups: Any, decisions: Any, scores: Any, ids: Sequence[str] | None = None) -> None:
+        """Count a batch of predictions (label unknown); remember ids for later outcomes.
+
+        Takes numpy arrays, or plain lists for a few rows (the runtime's small-batch path)."""
+        rows = len(groups)
+        if rows <= 16:  # a few rows: plain ints beat numpy's per-call overhead
+            g = groups if isinstance(groups, list) else groups.tolist()
+            d = decisions if isinstance(decisions, list) else decisions.tolist()
+            sc = scores if scores is None or isinstance(scores, list) else scores.tolist()
+            bins = self.bins
+            with self._lock:
+                for i in range(rows):
+                    self._flat_counts[g[i] * 12 + UNKNOWN_LABEL * 4 + d[i] * 3] += 1  # cell (g, ?, d, d)
+                    if sc is not None:
+                        self._flat_hist[(g[i] * 3 + UNKNOWN_LABEL) * bins + min(int(sc[i] * bins), bins - 1)] += 1
+                if ids is not None:
+                    self._remember(ids, g, d, sc)
+            return
+        # a batch: numpy scatter-add; the cost follows the batch, not the table
         cells = groups * 12 + (UNKNOWN_LABEL * 4) + decisions * 3
-        bins = None
+        hist_cells = None
         if scores is not None:
-            bins = np.minimum((scores * self.bins).astype(np.int64), self.bins - 1)
-            hist_cells = (groups * 3 + UNKNOWN_LABEL) * self.bins + bins
-        rows = len(cells)
+            bins_of_rows = np.minimum((scores * self.bins).astype(np.int64), self.bins - 1)
+            hist_cells = (groups * 3 + UNKNOWN_LABEL) * self.bins + bins_of_rows
         with self._lock:
-            if rows > 16:  # a batch: numpy scatter-add, cost follows the batch, not the table
-                np.add.at(self._flat_counts, cells, 1)
-                if bins is not None:
-                    np.add.at(self._flat_hist, hist_cells, 1)
-            else:  # a few rows: scalar increments beat numpy's per-call overhead
-                for c in cells.tolist():
-                    self._flat_counts[c] += 1
-                if bins is not None:
-                    for c in hist_cells.tolist():
-                        self._flat_hist[c] += 1
+            np.add.at(self._flat_counts, cells, 1)
+            if hist_cells is not None:
+                np.add.at(self._flat_hist, hist_cells, 1)
             if ids is not None:
-                now = time.monotonic()
-                b = bins if bins is not None else np.full(len(groups), -1)
-                for i, key in enumerate(ids):
-                    self._pending[str(key)] = (int(groups[i]), int(decisions[i]), int(b[i]), now)
-                self._trim(now)
+                sc_list = scores.tolist() if scores is not None else None
+                self._remember(ids, groups.tolist(), decisions.tolist(), sc_list)
+
+    def _remember(
+        self, ids: Sequence[Any], groups: list[int], decisions: list[int], scores: list[float] | None
+    ) -> None:
+        """Keep (group, decision, score bin, time) per id for later outcomes; lock held."""
+        now = time.monotonic()
+        for i, key in enumerate(ids):
+            b = min(int(scores[i] * self.bins), self.bins - 1) if scores is not None else -1
+            self._pending[str(key)] = (groups[i], decisions[i], b, now)
+        self._trim(now)
 
     def _trim(self, now: float) -> None:
         while self._pending:

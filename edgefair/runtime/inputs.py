@@ -234,3 +234,23 @@ def decisions(value: np.ndarray, choice: OutputChoice, threshold: float) -> tupl
             f"{scores[bad][0]:.4g}); it is not a probability (logits?)"
         )
     return scores, (scores >= threshold).astype(np.int64)
+
+
+def decisions_list(value: np.ndarray, choice: OutputChoice, threshold: float) -> tuple[Any, Any]:
+    """``decisions`` for a few rows, as Python lists (same checks, no numpy call overhead)."""
+    if choice.kind == "label":
+        labels = [int(v) for v in np.asarray(value).reshape(-1).tolist()]
+        if any(v not in (0, 1) for v in labels):
+            raise ModelError(f"output {choice.name!r} has labels other than 0 and 1: {sorted(set(labels))[:5]}")
+        return None, labels
+    rows = np.asarray(value).tolist()
+    if choice.column is not None:
+        scores = [float(r[choice.column]) for r in rows]
+    else:
+        scores = [float(r[0]) if isinstance(r, list) else float(r) for r in rows]
+    for v in scores:
+        if not 0.0 <= v <= 1.0:  # NaN fails too
+            raise ModelError(
+                f"output {choice.name!r} has values outside [0, 1] (e.g. {v:.4g}); it is not a probability (logits?)"
+            )
+    return scores, [1 if v >= threshold else 0 for v in scores]

@@ -141,7 +141,10 @@ class FairSession:
     ) -> dict[str, np.ndarray]:
         """Run the model on ``inputs``; count its decisions by the rows' sensitive groups."""
         feeds, rows = self._feeds(inputs)
-        groups = self.counters.group_codes(sensitive, rows)
+        small = rows <= 16  # a few rows: plain Python lists, no numpy call overhead
+        groups: Any = (
+            self.counters.group_code_list(sensitive, rows) if small else self.counters.group_codes(sensitive, rows)
+        )
         if ids is not None and len(ids) != rows:
             raise InputError(f"{len(ids)} ids for {rows} rows")
         try:
@@ -149,7 +152,8 @@ class FairSession:
         except Exception as exc:
             raise ModelError(f"onnxruntime failed: {str(exc).strip().splitlines()[0][:300]}") from None
         outputs = dict(zip(self._output_names, values, strict=True))
-        scores, decisions = io.decisions(outputs[self.choice.name], self.choice, self.threshold)
+        decide = io.decisions_list if small else io.decisions
+        scores, decisions = decide(outputs[self.choice.name], self.choice, self.threshold)
         self.counters.update(groups, decisions, scores, ids)
         if self.store is not None:
             self._since_flush += rows

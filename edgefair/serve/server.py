@@ -1,7 +1,8 @@
 """``edgefair serve``: the Open Inference Protocol (v2 REST) on the standard library.
 
-A small HTTP/1.1 server (keep-alive, TCP_NODELAY, a deep listen backlog, one thread per
-connection) in front of a FairSession. Sensitive attributes arrive as extra BYTES inputs
+A small HTTP/1.1 server on asyncio streams (keep-alive, TCP_NODELAY, a deep listen
+backlog; requests handled one at a time in arrival order, as uvicorn does) in front of a
+FairSession. Sensitive attributes arrive as extra BYTES inputs
 named in the bundle manifest and are stripped before the model. Client mistakes are 4xx
 with ``{"error": "..."}``; rejected requests never move the counters. SIGTERM/SIGINT stop
 accepting, let in-flight requests finish, flush the store and exit 0.
@@ -9,10 +10,11 @@ accepting, let in-flight requests finish, flush the store and exit 0.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import signal
-import socketserver
+import socket
 import sys
 import threading
 import time
@@ -41,6 +43,7 @@ REASONS = {
     503: "Service Unavailable",
 }
 MAX_HEADER_BYTES = 16384
+IDLE_SECONDS = 30  # an idle keep-alive connection is closed after this
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -246,18 +249,11 @@ class App:
         return self._json(200, private_export(self.session.table(), self.config.min_cell))
 
 
-class _Handler(socketserver.StreamRequestHandler):
-    server: _Server
-    disable_nagle_algorithm = True  # TCP_NODELAY: small responses go out at once
-    timeout = 30  # an idle keep-alive connection is closed after this
+class _Connection:
+    """One keep-alive connection: parse HTTP/1.1 requests, answer each in turn."""
 
-    def handle(self) -> None:
-        while not self.server.stopping.is_set():
-            try:
-                if not self._one_request():
-                    return
-            except (ConnectionError, TimeoutError):
-                return
+    def __init__(self, server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.server, self.reader, self.writer = server, reader, writer
 
     def _send(self, status: int, body: bytes, headers: dict[str, str], keep: bool) -> None:
         head = [
@@ -266,16 +262,36 @@ class _Handler(socketserver.StreamRequestHandler):
             "Connection: keep-alive" if keep else "Connection: close",
         ]
         head += [f"{k}: {v}" for k, v in headers.items()]
-        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-        self.wfile.flush()
+        self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
 
     def _error(self, status: int, message: str, keep: bool) -> None:
-        self.server.log(f"{status} {message}")
-        body = json.dumps({"error": message}).encode()
-        self._send(status, body, {"Content-Type": "application/json"}, keep)
+        # one line per error; messages name fields, never the request's sensitive values
+        print(f"edgefair serve: {status} {message}", file=sys.stderr, flush=True)
+        self._send(status, json.dumps({"error": message}).encode(), {"Content-Type": "application/json"}, keep)
 
-    def _one_request(self) -> bool:
-        line = self.rfile.readline(MAX_HEADER_BYTES)
+    async def run(self) -> None:
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small responses go out at once
+        try:
+            while not self.server.stopping.is_set():
+                keep = await asyncio.wait_for(self._one_request(), IDLE_SECONDS)
+                await self.writer.drain()
+                if not keep:
+                    break
+        except (
+            asyncio.TimeoutError,
+            asyncio.IncompleteReadError,
+            ConnectionError,
+            asyncio.LimitOverrunError,
+            ValueError,
+        ):
+            pass
+        finally:
+            self.writer.close()
+
+    async def _one_request(self) -> bool:
+        line = await self.reader.readline()
         if not line:
             return False
         try:
@@ -286,7 +302,7 @@ class _Handler(socketserver.StreamRequestHandler):
         headers: dict[str, str] = {}
         size = 0
         while True:
-            h = self.rfile.readline(MAX_HEADER_BYTES)
+            h = await self.reader.readline()
             size += len(h)
             if size > MAX_HEADER_BYTES:
                 self._error(431, "request headers too large", False)
@@ -305,64 +321,29 @@ class _Handler(socketserver.StreamRequestHandler):
             self._error(400, "Content-Length must be an integer", False)
             return False
         app = self.server.app
-        if length > app.config.max_body_bytes:
+        if length < 0 or length > app.config.max_body_bytes:
             self._error(413, f"body of {length} bytes is over the cap of {app.config.max_body_bytes}", False)
             return False
-        body = self.rfile.read(length) if length else b""
-        if len(body) != length:
-            return False
-        self.server.begin()
+        body = await self.reader.readexactly(length) if length else b""
         start = time.perf_counter()
         endpoint = "infer" if target.endswith("/infer") else "other"
+        # handled in the event loop, one request at a time, in arrival order (as uvicorn does):
+        # no GIL contention between requests and no starved connection under load
         try:
             status, payload, extra = app.handle(method, target, headers, body)
             self._send(status, payload, extra, keep)
         except v2.ClientError as exc:
             status = exc.status
-            self._error(status, str(exc), keep and status < 413)
             keep = keep and status < 413
+            self._error(status, str(exc), keep)
         except EdgefairError as exc:
             status = 400
             self._error(400, str(exc), keep)
         except Exception as exc:  # a bug of ours, not the client's
-            status = 500
+            status, keep = 500, False
             self._error(500, f"internal error: {type(exc).__name__}", False)
-            keep = False
-        finally:
-            self.server.end()
         app.metrics.request(endpoint, status, time.perf_counter() - start)
         return keep
-
-
-class _Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 1024  # bursts of new connections wait in the kernel, not refused
-
-    def __init__(self, address: tuple[str, int], app: App):
-        self.app = app
-        self.stopping = threading.Event()
-        self._inflight = 0
-        self._cond = threading.Condition()
-        super().__init__(address, _Handler)
-
-    def begin(self) -> None:
-        with self._cond:
-            self._inflight += 1
-
-    def end(self) -> None:
-        with self._cond:
-            self._inflight -= 1
-            self._cond.notify_all()
-
-    def drain(self, timeout: float = 10.0) -> None:
-        with self._cond:
-            self._cond.wait_for(lambda: self._inflight == 0, timeout)
-
-    @staticmethod
-    def log(line: str) -> None:
-        # one line per error; messages name fields, never the request's sensitive values
-        print(f"edgefair serve: {line}", file=sys.stderr, flush=True)
 
 
 class Server:
@@ -371,16 +352,55 @@ class Server:
     def __init__(self, bundle: str | Path, config: ServeConfig | None = None):
         self.config = config or ServeConfig()
         self.app = App(bundle, self.config)
+        self.stopping = threading.Event()
+        self._loop = asyncio.new_event_loop()
         try:
-            self._server = _Server((self.config.host, self.config.port), self.app)
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(
+                    self._connected,
+                    self.config.host,
+                    self.config.port,
+                    backlog=1024,
+                    reuse_address=True,
+                    limit=MAX_HEADER_BYTES,
+                )
+            )
         except OSError as exc:
             self.app.session.close()
+            self._loop.close()
             raise InputError(f"cannot listen on {self.config.host}:{self.config.port} ({exc.strerror})") from None
-        self.port = self._server.server_address[1]
+        self.port = int(self._server.sockets[0].getsockname()[1])
         self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _Connection(self, reader, writer).run()
 
     def serve_forever(self) -> None:
-        self._server.serve_forever(poll_interval=0.2)
+        """Serve until ``stop()`` or a signal; in-flight requests finish (each runs to completion
+        in the loop before the next starts), then the store is flushed."""
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._wait_for_stop())
+        finally:
+            self._loop.run_until_complete(self._shutdown())
+            self._loop.close()
+            self.app.session.close()
+            self._done.set()
+
+    async def _shutdown(self) -> None:
+        self._server.close()
+        await asyncio.sleep(0.05)  # let written responses reach the sockets
+        me = asyncio.current_task()
+        idle = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+        for task in idle:  # keep-alive connections waiting for a next request
+            task.cancel()
+        await asyncio.gather(*idle, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _wait_for_stop(self) -> None:
+        while not self.stopping.is_set():
+            await asyncio.sleep(0.1)
 
     def start(self) -> Server:
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -389,15 +409,13 @@ class Server:
 
     def stop(self) -> None:
         """Stop accepting, finish in-flight requests, flush the store."""
-        self._server.stopping.set()
-        self._server.shutdown()
-        self._server.drain()
-        self._server.server_close()
-        self.app.session.close()
+        self.stopping.set()
+        if self._thread is not None:
+            self._done.wait(timeout=30)
 
     def install_signal_handlers(self) -> None:
         def stop(signum: int, frame: Any) -> None:
-            threading.Thread(target=self._server.shutdown, daemon=True).start()
+            self.stopping.set()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
