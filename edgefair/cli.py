@@ -241,6 +241,13 @@ DataOpt = Annotated[str, typer.Option("--data", help="Labelled CSV, or 'adult' (
 LabelOpt = Annotated[str | None, typer.Option(help="Label column (0/1, or see --positive-label).")]
 SensOpt = Annotated[str | None, typer.Option(help="Sensitive column(s), comma-separated.")]
 PolicyOpt = Annotated[Path | None, typer.Option(help="Policy TOML (default policy if omitted).")]
+ThresholdOpt = Annotated[float, typer.Option(help="Decision = score >= threshold.")]
+PositiveOpt = Annotated[str | None, typer.Option(help="Label value that means 1.")]
+ScoreOutputOpt = Annotated[str | None, typer.Option(help="Model output holding the score.")]
+FeaturesOpt = Annotated[str | None, typer.Option(help="Feature columns for a single 2-D input.")]
+JsonOutOpt = Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")]
+MarkdownOpt = Annotated[Path | None, typer.Option(help="Write a Markdown report here.")]
+HtmlOpt = Annotated[Path | None, typer.Option(help="Write an HTML report here.")]
 
 
 def _progress_bar(label: str) -> Any:
@@ -255,13 +262,13 @@ def verify(
     label: LabelOpt = None,
     sensitive: SensOpt = None,
     policy: PolicyOpt = None,
-    threshold: Annotated[float, typer.Option(help="Decision = score >= threshold.")] = 0.5,
-    positive_label: Annotated[str | None, typer.Option(help="Label value that means 1.")] = None,
-    score_output: Annotated[str | None, typer.Option(help="Model output holding the score.")] = None,
-    features: Annotated[str | None, typer.Option(help="Feature columns for a single 2-D input.")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
-    markdown: Annotated[Path | None, typer.Option(help="Write a Markdown report here.")] = None,
-    html: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
+    threshold: ThresholdOpt = 0.5,
+    positive_label: PositiveOpt = None,
+    score_output: ScoreOutputOpt = None,
+    features: FeaturesOpt = None,
+    json_out: JsonOutOpt = None,
+    markdown: MarkdownOpt = None,
+    html: HtmlOpt = None,
 ) -> None:
     """Gate a candidate against the reference: exit 0 pass, 1 fail, 2 bad input."""
     from edgefair.verification.api import verify as run_verify
@@ -305,12 +312,14 @@ def compare(
     label: LabelOpt = None,
     sensitive: SensOpt = None,
     policy: PolicyOpt = None,
-    threshold: Annotated[float, typer.Option(help="Decision = score >= threshold.")] = 0.5,
-    positive_label: Annotated[str | None, typer.Option(help="Label value that means 1.")] = None,
+    threshold: ThresholdOpt = 0.5,
+    positive_label: PositiveOpt = None,
+    score_output: ScoreOutputOpt = None,
+    features: FeaturesOpt = None,
     latency: Annotated[bool, typer.Option(help="Time each model (1 thread).")] = True,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
-    markdown: Annotated[Path | None, typer.Option(help="Write a Markdown report here.")] = None,
-    html: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
+    json_out: JsonOutOpt = None,
+    markdown: MarkdownOpt = None,
+    html: HtmlOpt = None,
 ) -> None:
     """Verify many candidates in one pass over the data; one row per candidate."""
     from edgefair.verification.api import compare as run_compare
@@ -324,6 +333,8 @@ def compare(
         sensitive=split_columns(sensitive) or None,
         threshold=threshold,
         positive_label=positive_label,
+        score_output=score_output,
+        feature_columns=split_columns(features) or None,
         measure_latency=latency,
     )
     typer.echo(format_compare(report.to_dict()))

@@ -19,6 +19,17 @@ th{background:#f5f7fa;font-weight:600}.num{text-align:right;font-variant-numeric
 svg text{font:11px system-ui,sans-serif;fill:#1d2433}
 """
 REF, CAND = "#8a94a6", "#d9480f"
+
+
+def short(group: str) -> str:
+    """'race=White, sex=Female' -> 'White · Female' for plot labels (the heading names the attributes)."""
+    return " · ".join(part.split("=", 1)[-1] for part in group.split(", "))
+
+
+def margin(groups: list[str]) -> int:
+    return min(320, max(90, 7 * max((len(short(g)) for g in groups), default=10) + 16))
+
+
 PLOT_METRICS = ("true_positive_rate", "selection_rate", "accuracy")
 
 
@@ -53,7 +64,7 @@ def dot_plot(section: dict[str, Any], metric: str) -> str:
     ]
     lo, hi = (min(lows, default=0.0), max(highs, default=1.0))
     lo, hi = max(0.0, lo - 0.02), min(1.0, hi + 0.02)
-    left, width, row = 170, 330, 24
+    left, width, row = margin(groups), 330, 24
     height = 40 + row * len(groups)
 
     def x(v: float) -> float:
@@ -70,7 +81,7 @@ def dot_plot(section: dict[str, Any], metric: str) -> str:
         )
     for i, g in enumerate(groups):
         y = 34 + i * row
-        parts.append(f'<text x="{left - 8}" y="{y + 4}" text-anchor="end">{escape(g[:26])}</text>')
+        parts.append(f'<text x="{left - 8}" y="{y + 4}" text-anchor="end">{escape(short(g))}</text>')
         for side, colour, dy in (("reference", REF, -4), ("candidate", CAND, 4)):
             value = section[side][g].get(metric)
             iv = ivs[side].get(g, {}).get(metric)
@@ -103,7 +114,7 @@ def flip_bars(section: dict[str, Any]) -> str:
     ]
     for i, g in enumerate(groups):
         y = 26 + i * row
-        parts.append(f'<text x="{left - 8}" y="{y + 12}" text-anchor="end">{escape(g[:26])}</text>')
+        parts.append(f'<text x="{left - 8}" y="{y + 12}" text-anchor="end">{escape(short(g))}</text>')
         for k, colour, dy in (("negative_flip_rate", "#c92a2a", 0), ("positive_flip_rate", "#2b8a3e", 9)):
             v = section["flips"][g][k] or 0.0
             w = v / top * width
