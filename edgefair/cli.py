@@ -250,8 +250,18 @@ MarkdownOpt = Annotated[Path | None, typer.Option(help="Write a Markdown report 
 HtmlOpt = Annotated[Path | None, typer.Option(help="Write an HTML report here.")]
 
 
-def _progress_bar(label: str) -> Any:
-    return typer.progressbar(length=0, label=label, file=sys.stderr, hidden=not sys.stderr.isatty(), show_pos=True)
+def _row_progress(label: str) -> Any:
+    """A rows-read counter on stderr, only on a terminal (the total is unknown up front)."""
+    if not sys.stderr.isatty():
+        return None
+    seen = [0]
+
+    def update(rows: int) -> None:
+        seen[0] += rows
+        sys.stderr.write(f"\r{label}: {seen[0]:,} rows")
+        sys.stderr.flush()
+
+    return update
 
 
 @app.command()
@@ -284,7 +294,10 @@ def verify(
         positive_label=positive_label,
         score_output=score_output,
         feature_columns=split_columns(features) or None,
+        progress=_row_progress("verifying"),
     )
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
     written = _write_reports(report, json_out, markdown, html)
     doc = report.to_dict()
     s = doc["summary"]
@@ -336,7 +349,10 @@ def compare(
         score_output=score_output,
         feature_columns=split_columns(features) or None,
         measure_latency=latency,
+        progress=_row_progress("comparing"),
     )
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
     typer.echo(format_compare(report.to_dict()))
     for path in _write_reports(report, json_out, markdown, html):
         typer.echo(f"wrote {path}")
