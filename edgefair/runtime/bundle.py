@@ -8,13 +8,9 @@ hashes guarantee the model is the one checked when the bundle was built).
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +86,10 @@ def build_bundle(
     score_output: str | None = None,
 ) -> Path:
     """Write a bundle directory atomically (built beside ``out``, then renamed)."""
+    import datetime as dt  # build-time only: kept off the device's import path
+    import shutil
+    import tempfile
+
     model_path, out_dir = Path(model), Path(out)
     if not model_path.exists():
         raise BundleError(f"{model_path}: no such model file")
@@ -172,6 +172,8 @@ def _known_values(cert: dict[str, Any] | None, sensitive: Sequence[str] | None) 
 
 
 def _read_files(path: Path) -> dict[str, bytes]:
+    import zipfile
+
     if path.is_dir():
         return {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
     if zipfile.is_zipfile(path):

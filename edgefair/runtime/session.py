@@ -17,7 +17,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,8 +25,10 @@ from edgefair.errors import EdgefairError, InputError, ModelError
 from edgefair.runtime import inputs as io
 from edgefair.runtime.bundle import Bundle, check_model_bytes, load_bundle
 from edgefair.runtime.counters import Counters, OutcomeStats
-from edgefair.runtime.store import CounterStore
 from edgefair.tables import DEFAULT_BINS, CountsTable
+
+if TYPE_CHECKING:
+    from edgefair.runtime.store import CounterStore
 
 SAFE_CASTS = {
     ("f", "f"),
@@ -87,6 +89,8 @@ class FairSession:
         self.counters = Counters(list(known), known, DEFAULT_BINS, max_pending, ttl_seconds)
         self.store: CounterStore | None = None
         if store is not None:
+            from edgefair.runtime.store import CounterStore  # sqlite3 only when a store is used
+
             self.store = CounterStore(store, self.counters.attributes, DEFAULT_BINS)
             self.counters.load(self.store.load())
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
@@ -133,6 +137,22 @@ class FairSession:
             feeds[name] = arr
         return feeds, rows
 
+    def _infer(self, inputs: Mapping[str, Any]) -> tuple[list[Any], int]:
+        """Model outputs and row count. Well-formed numpy inputs go straight to onnxruntime,
+        which checks names, types and ranks itself; anything it refuses goes through
+        ``_feeds``, which converts safe casts or names the problem."""
+        try:
+            rows = {v.shape[0] for v in inputs.values()}
+            if len(rows) == 1 and set(inputs) == set(self._inputs):
+                return self._run(self._output_names, inputs, None), rows.pop()
+        except Exception:  # lists, wrong dtypes or ranks: the careful path below
+            pass
+        feeds, n = self._feeds(inputs)
+        try:
+            return self._run(self._output_names, feeds, None), n
+        except Exception as exc:
+            raise ModelError(f"onnxruntime failed: {str(exc).strip().splitlines()[0][:300]}") from None
+
     def run(
         self,
         inputs: Mapping[str, Any],
@@ -140,17 +160,13 @@ class FairSession:
         ids: Sequence[Any] | None = None,
     ) -> dict[str, np.ndarray]:
         """Run the model on ``inputs``; count its decisions by the rows' sensitive groups."""
-        feeds, rows = self._feeds(inputs)
+        values, rows = self._infer(inputs)
         small = rows <= 16  # a few rows: plain Python lists, no numpy call overhead
         groups: Any = (
             self.counters.group_code_list(sensitive, rows) if small else self.counters.group_codes(sensitive, rows)
         )
         if ids is not None and len(ids) != rows:
             raise InputError(f"{len(ids)} ids for {rows} rows")
-        try:
-            values = self._run(self._output_names, feeds, None)
-        except Exception as exc:
-            raise ModelError(f"onnxruntime failed: {str(exc).strip().splitlines()[0][:300]}") from None
         outputs = dict(zip(self._output_names, values, strict=True))
         decide = io.decisions_list if small else io.decisions
         scores, decisions = decide(outputs[self.choice.name], self.choice, self.threshold)
