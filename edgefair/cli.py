@@ -264,6 +264,25 @@ def _row_progress(label: str) -> Any:
     return update
 
 
+def _evaluation_options(
+    label: str | None,
+    sensitive: str | None,
+    threshold: float,
+    positive_label: str | None,
+    score_output: str | None,
+    features: str | None,
+) -> dict[str, Any]:
+    """The options verify and compare share, as library keyword arguments."""
+    return {
+        "label": label,
+        "sensitive": split_columns(sensitive) or None,
+        "threshold": threshold,
+        "positive_label": positive_label,
+        "score_output": score_output,
+        "feature_columns": split_columns(features) or None,
+    }
+
+
 @app.command()
 def verify(
     reference: Annotated[Path, typer.Argument(help="Reference ONNX model (e.g. fp32).")],
@@ -288,12 +307,7 @@ def verify(
         candidate,
         data,
         policy,
-        label=label,
-        sensitive=split_columns(sensitive) or None,
-        threshold=threshold,
-        positive_label=positive_label,
-        score_output=score_output,
-        feature_columns=split_columns(features) or None,
+        **_evaluation_options(label, sensitive, threshold, positive_label, score_output, features),
         progress=_row_progress("verifying"),
     )
     if sys.stderr.isatty():
@@ -342,12 +356,7 @@ def compare(
         [str(c) for c in candidates],
         data,
         policy,
-        label=label,
-        sensitive=split_columns(sensitive) or None,
-        threshold=threshold,
-        positive_label=positive_label,
-        score_output=score_output,
-        feature_columns=split_columns(features) or None,
+        **_evaluation_options(label, sensitive, threshold, positive_label, score_output, features),
         measure_latency=latency,
         progress=_row_progress("comparing"),
     )
