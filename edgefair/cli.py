@@ -600,10 +600,15 @@ def main() -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+    except Exception as exc:
+        if _is_usage_error(exc):  # missing argument, unknown option or command, bad value
+            typer.echo(f"edgefair: error: {exc.format_message()} (see edgefair --help)", err=True)  # type: ignore[attr-defined]
             sys.exit(EXIT_USAGE)
         raise
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """click's exceptions, whether from click itself or the copy typer vendors (typer._click)."""
+    return any(
+        cls.__name__ == "ClickException" and cls.__module__.endswith("click.exceptions") for cls in type(exc).__mro__
+    )

@@ -81,3 +81,16 @@ def test_bad_input_is_one_line_exit_2(tmp_path, content, args, fragments):
 def test_version():
     proc = run_cli("--version")
     assert proc.returncode == 0 and proc.stdout.strip() == f"edgefair {edgefair.__version__}"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["verify"], "Missing"),
+        (["frobnicate"], "No such command"),
+        (["convert", "x.onnx", "-o"], "requires an argument"),
+        (["metrics", "x.csv", "--label", "y", "--sensitive", "g", "--threshold", "high"], "--threshold"),
+    ],
+)
+def test_bad_usage_is_one_line_exit_2(args, fragment):
+    assert_one_line_error(run_cli(*args), fragment)

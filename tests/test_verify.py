@@ -271,3 +271,10 @@ def test_verify_bad_input(tmp_path, case, variants):
         fragments = ("line 3", "'race' is empty")
     proc = run_cli("verify", ref, cand, *args)
     assert_one_line_error(proc, *fragments)
+
+
+def test_example_policy_file_is_the_default_policy():
+    from edgefair.verification.policy import load_policy
+    from tests.conftest import ROOT
+
+    assert load_policy(ROOT / "examples" / "policy.toml") == DEFAULT_POLICY
