@@ -351,6 +351,11 @@ class Server:
 
     def __init__(self, bundle: str | Path, config: ServeConfig | None = None):
         self.config = config or ServeConfig()
+        c = self.config
+        if not 0 <= c.port <= 65535:
+            raise InputError(f"--port must be between 0 and 65535, got {c.port}")
+        if c.threads < 1 or c.max_body_bytes < 1 or c.max_elements < 1:
+            raise InputError("--threads, --max-body-bytes and the element cap must be positive")
         self.app = App(bundle, self.config)
         self.stopping = threading.Event()
         self._loop = asyncio.new_event_loop()
@@ -365,10 +370,11 @@ class Server:
                     limit=MAX_HEADER_BYTES,
                 )
             )
-        except OSError as exc:
+        except (OSError, OverflowError) as exc:
             self.app.session.close()
             self._loop.close()
-            raise InputError(f"cannot listen on {self.config.host}:{self.config.port} ({exc.strerror})") from None
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise InputError(f"cannot listen on {self.config.host}:{self.config.port} ({reason})") from None
         self.port = int(self._server.sockets[0].getsockname()[1])
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
