@@ -269,7 +269,7 @@ bodies = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=bodies, header=st.one_of(st.none(), st.integers(-5, 400).map(str), st.text(max_size=4)))
 def test_fuzzed_bodies_never_5xx(server, body, header):
     headers = {} if header is None else {"Inference-Header-Content-Length": header}
