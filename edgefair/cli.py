@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
@@ -26,16 +26,14 @@ app = typer.Typer(
 counters_app = typer.Typer(no_args_is_help=True, help="On-device fairness counters.")
 app.add_typer(counters_app, name="counters")
 
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-
-
-def fail(message: str) -> NoReturn:
-    typer.echo(f"edgefair: error: {message}", err=True)
-    raise typer.Exit(EXIT_USAGE)
+EXIT_USAGE = 2  # 0 pass, 1 fail (verify, compare, counters drift), 2 bad usage or input
 
 
 def emit_json(doc: Any) -> None:
-    typer.echo(json.dumps(doc, indent=2, sort_keys=False, allow_nan=True))
+    """Strict JSON: NaN (an undefined rate or ratio) becomes null, as in the reports."""
+    from edgefair.report import json_safe
+
+    typer.echo(json.dumps(json_safe(doc), indent=2, allow_nan=False))
 
 
 def split_columns(value: str | None) -> list[str]:

@@ -5,6 +5,18 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
+
+
+def json_safe(x: Any) -> Any:
+    """NaN is not JSON: it becomes null (reports say why in their 'undefined' sections)."""
+    if isinstance(x, float) and x != x:
+        return None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
 
 
 def write_text(path: str | Path, text: str) -> Path:

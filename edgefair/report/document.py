@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from edgefair import __version__
 from edgefair import metrics as m
 from edgefair.frame import MetricFrame, group_name
+from edgefair.report import json_safe
 
 if TYPE_CHECKING:
     from edgefair.verification.api import CompareReport, VerifyReport
@@ -28,17 +29,6 @@ def schema() -> dict[str, Any]:
     text = resources.files("edgefair").joinpath("report", "schema.json").read_text()
     doc: dict[str, Any] = json.loads(text)
     return doc
-
-
-def _clean(x: Any) -> Any:
-    """NaN is not JSON: it becomes null (and the report says why elsewhere)."""
-    if isinstance(x, float) and x != x:
-        return None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
 
 
 def by_group_section(table: Any, attrs: tuple[str, ...], confidence: float) -> dict[str, Any]:
@@ -101,7 +91,7 @@ def verify_document(report: VerifyReport) -> dict[str, Any]:
         "latency_ratio": report.latency_ratio,
         "table": table.to_dict(),
     }
-    return _clean(doc)  # type: ignore[no-any-return]
+    return json_safe(doc)  # type: ignore[no-any-return]
 
 
 def compare_row(doc: dict[str, Any]) -> dict[str, Any]:
