@@ -110,6 +110,16 @@ def numeric(
     return out
 
 
+def binary_column(values: npt.ArrayLike, name: str, source: str, first_line: int = 2) -> npt.NDArray[np.int64]:
+    """A 0/1 column as int64; anything else names the file, line, column and value."""
+    numbers = numeric(values, name, source, first_line, allow_missing=False)
+    bad = (numbers != 0) & (numbers != 1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InputError(f"{source}, line {first_line + i}, column {name!r}: {np.asarray(values)[i]!r} is not 0 or 1")
+    return numbers.astype(np.int64)
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:

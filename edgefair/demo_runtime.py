@@ -6,14 +6,13 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 
 def runtime_demo(reference: Path, out: Path, echo: Callable[[str], None]) -> Path:
     """Bundle the dynamic-int8 variant with its certificate and stream the test split through
     a FairSession (labels arriving one batch late). Returns the bundle path."""
-    from edgefair.data import ADULT_FEATURES, load_adult
+    from edgefair.data import load_adult
     from edgefair.report import write_text
+    from edgefair.runtime import inputs as io
     from edgefair.runtime.bundle import build_bundle
     from edgefair.runtime.session import FairSession
     from edgefair.verification.api import verify
@@ -24,14 +23,11 @@ def runtime_demo(reference: Path, out: Path, echo: Callable[[str], None]) -> Pat
     bundle = build_bundle(candidate, out / "bundle", certificate=cert)
     echo(f"\n3. Bundle {candidate.name} with its certificate ({report.gate.verdict}) -> {bundle}")
     data = load_adult("test")
-    cols = {
-        k: data.columns[k].reshape(-1, 1).astype(np.float32 if data.columns[k].dtype.kind == "f" else object)
-        for k in ADULT_FEATURES
-    }
     store = out / "counters.db"
     store.unlink(missing_ok=True)
     batch = 256  # the batch the device runs: dynamic int8 scores depend on it
     with FairSession(bundle, store=store) as session:
+        cols = io.build_feeds(session.signature, data.columns)  # named columns -> model feeds
         for start in range(0, data.rows, batch):
             rows = slice(start, start + batch)
             n = min(start + batch, data.rows) - start

@@ -37,7 +37,7 @@ def metrics_from_csv(
         if chunk.rows == 0:
             continue
         cols, src, line = chunk.columns, chunk.source, chunk.first_line
-        y = _binary_column(cols[label], label, src, line)
+        y = data.binary_column(cols[label], label, src, line)
         scores = None
         if score is not None:
             scores = data.numeric(cols[score], score, src, line, allow_missing=False)
@@ -47,18 +47,9 @@ def metrics_from_csv(
                 raise InputError(f"{src}, line {line + i}, column {score!r}: score {scores[i]!r} is outside [0, 1]")
             decisions = (scores >= threshold).astype(np.int64)
         else:
-            decisions = _binary_column(cols[decision_col], decision_col, src, line)
+            decisions = data.binary_column(cols[decision_col], decision_col, src, line)
         sens = {c: cols[c] for c in sensitive}
         parts.append(tables.from_arrays(sens, decisions, None, y, reference_score=scores))
     if not parts:
         raise InputError(f"{path}: no data rows after the header")
     return MetricFrame(tables.merge(parts), tuple(metrics))
-
-
-def _binary_column(values: np.ndarray, name: str, source: str, first_line: int) -> np.ndarray:
-    numbers = data.numeric(values, name, source, first_line, allow_missing=False)
-    bad = (numbers != 0) & (numbers != 1)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise InputError(f"{source}, line {first_line + i}, column {name!r}: {values[i]!r} is not 0 or 1")
-    return numbers.astype(np.int64)

@@ -12,10 +12,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from edgefair.data import ADULT_FEATURES, load_adult
+from edgefair.data import load_adult
 from edgefair.runtime import FairSession
+from edgefair.runtime import inputs as io
 
 
 def make_bundle(folder: Path) -> Path:
@@ -41,11 +40,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="edge-app-"))
     bundle = Path(sys.argv[1]) if len(sys.argv) > 1 else make_bundle(work)
     data = load_adult("test")
-    columns = {
-        k: data.columns[k].reshape(-1, 1).astype(np.float32 if data.columns[k].dtype.kind == "f" else object)
-        for k in ADULT_FEATURES
-    }
     with FairSession(bundle, store=work / "counters.db") as session:
+        columns = io.build_feeds(session.signature, data.columns)  # named columns -> model feeds
         batch = 32
         for start in range(0, data.rows, batch):
             rows = slice(start, start + batch)

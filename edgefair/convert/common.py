@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgefair.errors import ModelError
+from edgefair.files import write_atomic
 
 ALLOWED_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
@@ -51,20 +50,16 @@ def model_bytes(model: onnx.ModelProto) -> bytes:
 
 def save_model(model: onnx.ModelProto, path: str | Path) -> Path:
     """Write atomically: a temp file beside the target, then rename."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model_bytes(model))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model file is meant to be shared
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_atomic(path, model_bytes(model))
+
+
+def consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    """Tensor name -> the nodes that read it."""
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            out.setdefault(name, []).append(node)
+    return out
 
 
 def dedupe_opsets(model: onnx.ModelProto) -> bool:

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgefair.convert.common import ConversionResult, gemm_to_matmul, initializers, model_bytes
+from edgefair.convert.common import ConversionResult, consumers, gemm_to_matmul, initializers, model_bytes
 from edgefair.errors import InputError, ModelError
 
 WEIGHTED_OPS = ("MatMul", "Gemm", "Conv")
@@ -78,16 +78,8 @@ def prune_magnitude(model: onnx.ModelProto, sparsity: float) -> ConversionResult
     return ConversionResult(work, sparsity > 0, report)
 
 
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    out: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            out.setdefault(name, []).append(node)
-    return out
-
-
-def _single_next(tensor: str, consumers: dict[str, list[onnx.NodeProto]], outputs: set[str]) -> onnx.NodeProto | None:
-    nxt = consumers.get(tensor, [])
+def _single_next(tensor: str, readers: dict[str, list[onnx.NodeProto]], outputs: set[str]) -> onnx.NodeProto | None:
+    nxt = readers.get(tensor, [])
     return nxt[0] if len(nxt) == 1 and tensor not in outputs else None
 
 
@@ -99,12 +91,12 @@ def prune_structured(model: onnx.ModelProto, fraction: float) -> ConversionResul
     gemm_to_matmul(work)
     graph = work.graph
     inits = initializers(work)
-    consumers = _consumers(graph)
+    readers = consumers(work)
     outputs = {o.name for o in graph.output}
-    uses = {name: len(consumers.get(name, [])) for name in inits}
+    uses = {name: len(readers.get(name, [])) for name in inits}
     layers: dict[str, dict[str, int]] = {}
     for first in list(graph.node):
-        chain = _chain_from(first, inits, consumers, outputs, uses)
+        chain = _chain_from(first, inits, readers, outputs, uses)
         if chain is None:
             continue
         w1_name, bias_name, w2_name = chain
@@ -137,7 +129,7 @@ def prune_structured(model: onnx.ModelProto, fraction: float) -> ConversionResul
 def _chain_from(
     node: onnx.NodeProto,
     inits: dict[str, onnx.TensorProto],
-    consumers: dict[str, list[onnx.NodeProto]],
+    readers: dict[str, list[onnx.NodeProto]],
     outputs: set[str],
     uses: dict[str, int],
 ) -> tuple[str, str | None, str] | None:
@@ -150,7 +142,7 @@ def _chain_from(
     if node.op_type != "MatMul" or not const2d(node.input[1]):
         return None
     hidden = inits[node.input[1]].dims[1]
-    nxt = _single_next(node.output[0], consumers, outputs)
+    nxt = _single_next(node.output[0], readers, outputs)
     bias = None
     if nxt is not None and nxt.op_type == "Add":
         other = nxt.input[1] if nxt.input[0] == node.output[0] else nxt.input[0]
@@ -158,12 +150,12 @@ def _chain_from(
         if t is None or uses[other] != 1 or int(np.prod(t.dims)) != hidden or (t.dims and t.dims[-1] != hidden):
             return None
         bias = other
-        nxt = _single_next(nxt.output[0], consumers, outputs)
+        nxt = _single_next(nxt.output[0], readers, outputs)
     if nxt is None or nxt.op_type not in ELEMENTWISE or (len(nxt.input) > 1 and nxt.op_type != "PRelu"):
         return None
     if nxt.op_type == "PRelu":
         return None  # per-unit slopes would need slicing too; left alone
-    last = _single_next(nxt.output[0], consumers, outputs)
+    last = _single_next(nxt.output[0], readers, outputs)
     if last is None or last.op_type != "MatMul" or last.input[0] != nxt.output[0]:
         return None
     if not const2d(last.input[1]) or inits[last.input[1]].dims[0] != hidden:

@@ -24,6 +24,7 @@ import onnx
 
 from edgefair.convert.common import (
     ConversionResult,
+    consumers,
     dedupe_opsets,
     drop_unused_opsets,
     gemm_to_matmul,
@@ -248,10 +249,7 @@ def _dynamic(src: Path, out: Path, ops: list[str], options: QuantizeOptions) -> 
 def _output_layers(model: onnx.ModelProto) -> list[str]:
     """Weighted nodes from which a graph output is reached without another weighted node."""
     weighted = ("MatMul", "Gemm", "Conv", "ConvTranspose")
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in model.graph.node:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
+    readers = consumers(model)
     outputs = {o.name for o in model.graph.output}
     found = []
     for start in (n for n in model.graph.node if n.op_type in weighted):
@@ -261,7 +259,7 @@ def _output_layers(model: onnx.ModelProto) -> list[str]:
             if tensor in outputs:
                 found.append(start.name)
                 break
-            for nxt in consumers.get(tensor, []):
+            for nxt in readers.get(tensor, []):
                 if nxt.op_type not in weighted and nxt.name not in seen:
                     seen.add(nxt.name)
                     frontier.extend(nxt.output)
@@ -300,10 +298,7 @@ def _static(src: Path, out: Path, ops: list[str], options: QuantizeOptions, read
 def _upstream_of_weights(model: onnx.ModelProto) -> list[str]:
     """Nodes before the first weighted op: the preprocessing. fp16 there buys nothing and
     breaks graphs that mix ML-domain float32 outputs into a Concat, so it stays float32."""
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in model.graph.node:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
+    readers = consumers(model)
     frontier = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv", "ConvTranspose")]
     downstream: set[int] = set()
     while frontier:
@@ -312,7 +307,7 @@ def _upstream_of_weights(model: onnx.ModelProto) -> list[str]:
             continue
         downstream.add(id(node))
         for out in node.output:
-            frontier.extend(consumers.get(out, []))
+            frontier.extend(readers.get(out, []))
     return [n.name for n in model.graph.node if id(n) not in downstream]
 
 

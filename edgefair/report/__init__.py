@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from edgefair.files import write_atomic
 
 
 def json_safe(x: Any) -> Any:
@@ -21,15 +21,4 @@ def json_safe(x: Any) -> Any:
 
 def write_text(path: str | Path, text: str) -> Path:
     """Write atomically (temp file beside the target, then rename): never a half report."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_atomic(path, text.encode("utf-8"))

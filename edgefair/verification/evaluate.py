@@ -102,16 +102,11 @@ def labels_of(values: np.ndarray, name: str, chunk: data.Chunk, positive: str | 
     if positive is not None:
         text = np.asarray(values).astype(str)
         return (np.char.strip(text) == positive).astype(np.int64)
-    numbers = data.numeric(values, name, chunk.source, chunk.first_line, allow_missing=False)
-    bad = (numbers != 0) & (numbers != 1)
-    if bad.any():
-        i = int(np.argmax(bad))
+    try:
+        return data.binary_column(values, name, chunk.source, chunk.first_line)
+    except InputError as exc:  # only now is it worth listing what the column holds
         seen = sorted({str(v) for v in np.asarray(values)[:1000].tolist()})[:5]
-        raise InputError(
-            f"{chunk.source}, line {chunk.first_line + i}, column {name!r}: label "
-            f"{values[i]!r} is not 0 or 1 (values seen: {seen}); use --positive-label VALUE"
-        )
-    return numbers.astype(np.int64)
+        raise InputError(f"{exc} (values seen: {seen}); use --positive-label VALUE") from None
 
 
 def evaluate(
