@@ -9,18 +9,18 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from edgefair.version import __version__
 
 _LAZY = {
     "EdgefairError": "edgefair.errors",
     "InputError": "edgefair.errors",
     "ModelError": "edgefair.errors",
     "PolicyError": "edgefair.errors",
-    "MetricFrame": "edgefair.frame",
-    "metric_frame": "edgefair.frame",
-    "CountsTable": "edgefair.tables",
-    "from_arrays": "edgefair.tables",
-    "merge": "edgefair.tables",
+    "MetricFrame": "edgefair.core.frame",
+    "metric_frame": "edgefair.core.frame",
+    "CountsTable": "edgefair.core.tables",
+    "from_arrays": "edgefair.core.tables",
+    "merge": "edgefair.core.tables",
     "verify": "edgefair.verification.api",
     "compare": "edgefair.verification.api",
     "VerifyReport": "edgefair.verification.api",
@@ -33,15 +33,20 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; nothing is imported at run time
+    from edgefair.core.frame import MetricFrame, metric_frame
+    from edgefair.core.tables import CountsTable, from_arrays, merge
     from edgefair.errors import EdgefairError, InputError, ModelError, PolicyError
-    from edgefair.frame import MetricFrame, metric_frame
     from edgefair.runtime.session import FairSession
-    from edgefair.tables import CountsTable, from_arrays, merge
     from edgefair.verification.api import CompareReport, VerifyReport, compare, verify
     from edgefair.verification.policy import Policy, load_policy
+
+
+SUBPACKAGES = ("convert", "core", "data", "modelio", "report", "runtime", "serve", "verification")
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
+    if name in SUBPACKAGES:  # ``edgefair.report`` without importing it first
+        return import_module(f"edgefair.{name}")
     raise AttributeError(f"module 'edgefair' has no attribute {name!r}")

@@ -1,10 +1,17 @@
-"""Writing files so a reader never sees half of one: a temp file beside the target, then rename."""
+"""Writing files so a reader never sees half of one, and never over one of the inputs.
+
+A temp file beside the target, then rename; an output that is one of the command's inputs
+(the same file, after resolving links) is refused before anything is written.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+
+from edgefair.errors import InputError
 
 
 def write_atomic(path: str | Path, data: bytes) -> Path:
@@ -23,3 +30,29 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """``write_atomic`` for text (UTF-8)."""
+    return write_atomic(path, text.encode("utf-8"))
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Do two paths name one file (links resolved; a missing path is nobody's twin)?"""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def refuse_overwriting_inputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path]) -> None:
+    """InputError if an output path is one of the inputs (or two outputs are one file)."""
+    ins = [Path(i) for i in inputs]
+    outs = [Path(o) for o in outputs]
+    for i, out in enumerate(outs):
+        for source in ins:
+            if same_file(out, source):
+                raise InputError(f"{out}: is one of the inputs ({source}); choose another output path")
+        for other in outs[i + 1 :]:
+            if same_file(out, other):
+                raise InputError(f"{out}: named twice as an output ({other})")

@@ -12,27 +12,26 @@ import sys
 import tempfile
 from pathlib import Path
 
+from edgefair import modelio
 from edgefair.data import load_adult
 from edgefair.runtime import FairSession
-from edgefair.runtime import inputs as io
 
 
 def make_bundle(folder: Path) -> Path:
     """Convert, verify and bundle the reference MLP (what a CI job would ship)."""
-    import json
 
     import edgefair
-    from edgefair.convert import check as conv
+    from edgefair import convert as conv
     from edgefair.convert.common import load_model, save_model
     from edgefair.convert.quantize import QuantizeOptions, QuantMode
-    from edgefair.report import write_text
+    from edgefair.files import write_text
     from edgefair.runtime.bundle import build_bundle
 
     root = Path(__file__).resolve().parents[1] / "models" / "adult_mlp.onnx"
     options = conv.ConvertOptions(quantize=QuantizeOptions(mode=QuantMode.DYNAMIC_INT8))
     int8 = save_model(conv.convert(load_model(root), options).model, folder / "adult_mlp.int8.onnx")
     report = edgefair.verify(root, int8, "adult")
-    cert = write_text(folder / "certificate.json", json.dumps(report.to_dict()))
+    cert = write_text(folder / "certificate.json", edgefair.report.build(report).to_json())
     return build_bundle(int8, folder / "bundle", certificate=cert)
 
 
@@ -41,7 +40,7 @@ def main() -> None:
     bundle = Path(sys.argv[1]) if len(sys.argv) > 1 else make_bundle(work)
     data = load_adult("test")
     with FairSession(bundle, store=work / "counters.db") as session:
-        columns = io.build_feeds(session.signature, data.columns)  # named columns -> model feeds
+        columns = modelio.build_feeds(session.signature, data.columns)  # named columns -> model feeds
         batch = 32
         for start in range(0, data.rows, batch):
             rows = slice(start, start + batch)
@@ -60,7 +59,7 @@ def main() -> None:
             f"{table.rows:,} predictions, {int(table.counts[:, :2].sum()):,} with outcomes; "
             f"outcomes joined: {session.counters.outcomes.joined:,}"
         )
-        from edgefair.frame import MetricFrame
+        from edgefair.core.frame import MetricFrame
 
         frame = MetricFrame(table.marginal(["race"]), ("count", "selection_rate", "true_positive_rate"))
         for group, row in frame.by_group.items():

@@ -16,7 +16,7 @@ import tritonclient.http as triton
 
 import edgefair
 from edgefair.data import ADULT_FEATURES, load_adult
-from edgefair.report import write_text
+from edgefair.files import write_text
 from edgefair.runtime.bundle import build_bundle
 from edgefair.serve.server import ServeConfig, Server
 
@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="serve-example-"))
     model = ROOT / "models" / "adult_sklearn.onnx"
-    certificate = write_text(work / "certificate.json", json.dumps(edgefair.verify(model, model, "adult").to_dict()))
+    certificate = write_text(
+        work / "certificate.json", edgefair.report.build(edgefair.verify(model, model, "adult")).to_json()
+    )
     bundle = build_bundle(model, work / "adult", certificate=certificate)
     token = "example-token"
     server = Server(bundle, ServeConfig(port=0, store=str(work / "counters.db"), token=token)).start()

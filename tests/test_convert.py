@@ -7,11 +7,12 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from edgefair.convert import check as conv
+from edgefair import convert as conv
 from edgefair.convert.common import dedupe_opsets, load_model
 from edgefair.convert.export import export_sklearn, export_torch
 from edgefair.convert.prune import prune_magnitude, prune_structured
 from edgefair.convert.quantize import QuantizeOptions, QuantMode, balanced_sample, quantize
+from edgefair.convert.validation import session
 from edgefair.errors import ModelError
 from tests import models
 from tests.conftest import MODELS, assert_one_line_error, run_cli
@@ -30,9 +31,9 @@ def test_tiny_mlp_quantises_in_every_mode(mode, gemm):
     model = models.mlp(gemm=gemm)
     result = quantize(model, QuantizeOptions(mode=mode), X if mode is QuantMode.STATIC_INT8 else None)
     assert result.changed
-    sess = conv.session(result.model)
+    sess = session(result.model)
     out = sess.run(None, {"x": X["x"]})[0]
-    ref = conv.session(model).run(None, {"x": X["x"]})[0]
+    ref = session(model).run(None, {"x": X["x"]})[0]
     assert out.shape == ref.shape
     assert np.mean((out >= 0.5) == (ref >= 0.5)) > 0.9
     if mode is not QuantMode.FP16:
@@ -55,7 +56,7 @@ def test_structured_pruning_shrinks_and_runs():
     result = prune_structured(model, 0.5)
     w1 = next(t for t in result.model.graph.initializer if t.name == "w1")
     assert list(w1.dims) == [4, 32]
-    out = conv.session(result.model).run(None, {"x": X["x"]})[0]
+    out = session(result.model).run(None, {"x": X["x"]})[0]
     assert out.shape == (500, 1)
     assert len(result.model.SerializeToString()) < len(model.SerializeToString())
 
@@ -85,7 +86,7 @@ def test_torch_export_has_dynamic_batch_and_no_sidecar(tmp_path):
     torch = pytest.importorskip("torch")
     net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2), torch.nn.Softmax(dim=1))
     model = export_torch(net, torch.zeros(2, 3))
-    sess = conv.session(model)
+    sess = session(model)
     x = np.random.default_rng(1).normal(size=(7, 3)).astype(np.float32)
     with torch.no_grad():
         expected = net(torch.from_numpy(x)).numpy()
@@ -120,7 +121,7 @@ def test_sklearn_pipeline_with_duplicate_opsets_converts(adult_test):
         assert len(model.opset_import) > len({o.domain for o in model.opset_import})
         feeds = {k: v for k, v in cols.items() if k in ("age", "sex")}
         feeds["hours"] = cols["hours_per_week"]
-        sess = conv.session(model)
+        sess = session(model)
         probs = sess.run(
             ["probabilities"],
             {
@@ -176,12 +177,12 @@ def test_reference_mlp_pruning(adult_test):
         (["README.md", "--quantize", "dynamic"], ["not an ONNX model"]),
         (["TRUNC", "--quantize", "dynamic"], ["not an ONNX model"]),
         (["NOWEIGHTS", "--quantize", "dynamic"], ["nothing to quantise"]),
-        (["models/adult_mlp.onnx", "--prune", "1.5"], ["--prune", "1.5"]),
+        (["edgefair/demo/models/adult_mlp.onnx", "--prune", "1.5"], ["prune must be between 0 and 1", "1.5"]),
         (
-            ["models/adult_mlp.onnx", "--quantize", "static", "--calibration-data", "BADCSV"],
+            ["edgefair/demo/models/adult_mlp.onnx", "--quantize", "static", "--calibration-data", "BADCSV"],
             ["model input(s)", "have no column"],
         ),
-        (["models/adult_mlp.onnx", "--quantize", "int3"], ["--quantize must be one of"]),
+        (["edgefair/demo/models/adult_mlp.onnx", "--quantize", "int3"], ["--quantize", "'int3' is not one of"]),
     ],
 )
 def test_convert_bad_input_leaves_no_file(tmp_path, args, fragments):

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 
 import edgefair
-from edgefair.convert import check as conv
+from edgefair import convert as conv
 from edgefair.convert.common import save_model
 from edgefair.convert.quantize import QuantizeOptions, QuantMode
 from tests import models
@@ -48,7 +48,7 @@ def test_generic_single_input_model_on_other_data(tmp_path):
         sensitive=["region", "age_band"],
         feature_columns=["f0", "f1", "f2", "f3"],
     )
-    doc = report.to_dict()
+    doc = edgefair.report.build(report).doc
     assert doc["data"]["rows"] == 3000 and set(doc["by_group"]) == {"region", "age_band", "region, age_band"}
     # the same through the CLI, features found as the non-label, non-sensitive columns
     proc = run_cli(
@@ -89,4 +89,4 @@ def test_label_only_model_is_supported(tmp_path):
     csv.write_text("x,g,y\n" + "".join(f"{v:.4f},{'a' if i % 2 else 'b'},{int(v > 0.1)}\n" for i, v in enumerate(x)))
     report = edgefair.verify(path, path, csv, label="y", sensitive=["g"])
     assert report.passed
-    assert report.to_dict()["data"]["score_output"] == "label"
+    assert edgefair.report.build(report).doc["data"]["score_output"] == "label"

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import edgefair
-from edgefair import metrics as m
+from edgefair.core import metrics as m
 
 FAIRLEARN = {
     "count": flm.count,

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgefair import tables
+from edgefair import modelio
+from edgefair.core import tables
 from edgefair.data import ADULT_FEATURES
 from edgefair.errors import BundleError, EdgefairError, InputError, PrivacyBudgetError
-from edgefair.runtime import inputs as io
 from edgefair.runtime.bundle import build_bundle, load_bundle
 from edgefair.runtime.drift import drift
 from edgefair.runtime.privacy import discrete_laplace, private_export
@@ -57,10 +57,12 @@ def test_counts_equal_a_table_of_the_same_decisions(bundle_dir, adult_test):
         )
         assert stats.joined == adult_test.rows and stats.unknown_id == 1
         field = fs.table()
-    sess = io.open_session(MODELS / "adult_sklearn.onnx")
-    sig = io.signature(sess)
-    choice = io.choose_output(sig)
-    scores, dec = io.decisions(sess.run([choice.name], io.build_feeds(sig, adult_test.columns))[0], choice, 0.5)
+    sess = modelio.open_session(MODELS / "adult_sklearn.onnx")
+    sig = modelio.signature(sess)
+    choice = modelio.choose_output(sig)
+    scores, dec = modelio.decisions(
+        sess.run([choice.name], modelio.build_feeds(sig, adult_test.columns))[0], choice, 0.5
+    )
     expected = tables.from_arrays(
         {"race": adult_test.columns["race"], "sex": adult_test.columns["sex"]},
         dec,

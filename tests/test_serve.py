@@ -20,13 +20,13 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 import edgefair
+from edgefair.core.tables import DEFAULT_BINS
 from edgefair.data import ADULT_FEATURES
-from edgefair.report import write_text
+from edgefair.files import write_text
 from edgefair.runtime.bundle import build_bundle
 from edgefair.runtime.session import FairSession
 from edgefair.runtime.store import CounterStore
 from edgefair.serve.server import ServeConfig, Server
-from edgefair.tables import DEFAULT_BINS
 from tests.conftest import MODELS, ROOT
 
 
@@ -36,7 +36,7 @@ def bundles(tmp_path_factory):
     made = {}
     for name in ("adult_sklearn", "adult_mlp"):
         report = edgefair.verify(MODELS / f"{name}.onnx", MODELS / f"{name}.onnx", "adult")
-        cert = write_text(out / f"{name}.json", json.dumps(report.to_dict()))
+        cert = write_text(out / f"{name}.json", edgefair.report.build(report).to_json())
         made[name] = build_bundle(MODELS / f"{name}.onnx", out / name, certificate=cert)
     return made
 

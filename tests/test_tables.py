@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgefair import tables
+from edgefair.core import tables
 from edgefair.errors import InputError
 
 rows = st.lists(

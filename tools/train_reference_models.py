@@ -20,12 +20,14 @@ import onnx.compose
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgefair import metric_frame  # noqa: E402
-from edgefair.convert.check import session  # noqa: E402
+from edgefair import (
+    metric_frame,
+    modelio,
+)
 from edgefair.convert.common import save_model  # noqa: E402
 from edgefair.convert.export import export_sklearn, export_torch  # noqa: E402
+from edgefair.convert.validation import session  # noqa: E402
 from edgefair.data import ADULT_FEATURES, ADULT_NUMERIC, load_adult  # noqa: E402
-from edgefair.runtime import inputs as io  # noqa: E402
 
 SEED = 20261122
 OUT = ROOT / "models"
@@ -106,11 +108,11 @@ def train_torch(train) -> onnx.ModelProto:  # type: ignore[no-untyped-def]
 
 def card(name: str, path: Path, test, description: str) -> str:  # type: ignore[no-untyped-def]
     sess = session(path.read_bytes())
-    sig = io.signature(sess)
-    feeds = io.build_feeds(sig, test.columns)
-    choice = io.choose_output(sig)
+    sig = modelio.signature(sess)
+    feeds = modelio.build_feeds(sig, test.columns)
+    choice = modelio.choose_output(sig)
     out = sess.run([choice.name], feeds)[0]
-    _, decisions = io.decisions(out, choice, 0.5)
+    _, decisions = modelio.decisions(out, choice, 0.5)
     y = test.columns["income"]
     lines = [
         f"## {name}",

@@ -12,8 +12,7 @@ from onnx import helper, numpy_helper
 
 from edgefair.errors import ModelError
 from edgefair.files import write_atomic
-
-ALLOWED_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
+from edgefair.modelio.safety import check_model_bytes
 
 
 @dataclass(frozen=True)
@@ -141,12 +140,8 @@ def drop_unused_initializers(model: onnx.ModelProto) -> None:
 
 
 def check_domains(model: onnx.ModelProto, where: str = "model") -> None:
-    for node in model.graph.node:
-        if node.domain not in ALLOWED_DOMAINS:
-            raise ModelError(
-                f"{where}: node {node.name or node.op_type!r} uses operator domain "
-                f"{node.domain!r}; only the default and ai.onnx.ml are accepted"
-            )
+    """The model-safety check (operator domains, external data, size) on an in-memory model."""
+    check_model_bytes(model_bytes(model), where)
 
 
 def op_counts(model: onnx.ModelProto) -> dict[str, int]:

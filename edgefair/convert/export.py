@@ -12,16 +12,19 @@ import contextlib
 import io
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
-from edgefair.convert.common import dedupe_opsets, load_model
+from edgefair.convert.common import dedupe_opsets, load_model, model_bytes
+from edgefair.data import Dataset, load
 from edgefair.errors import InputError, ModelError
 
 DEFAULT_OPSET = 17
+SAMPLE_ROWS = 2000
 
 
 def export_torch(
@@ -171,6 +174,32 @@ def export_sklearn(
 def _is_classifier(model: Any) -> bool:
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     return hasattr(final, "predict_proba")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """An exported model and what was checked: onnx.checker (full), the model-safety
+    check and an onnxruntime load. (No comparison with the source model yet.)"""
+
+    model: onnx.ModelProto
+    source: str
+    size_bytes: int
+    checked: tuple[str, ...] = ("onnx.checker full check", "model-safety check", "onnxruntime loads it")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "size_bytes": self.size_bytes, "checked": list(self.checked)}
+
+
+def export_model(
+    src: str | Path, *, sample_data: str | Path | Dataset | None = None, trust_pickle: bool = False
+) -> ExportResult:
+    """Export ``src`` (see ``export_file``) with types and shapes from ``sample_data``, checked."""
+    from edgefair.convert.validation import validate
+
+    sample = load(sample_data, SAMPLE_ROWS).columns if sample_data is not None else None
+    model = export_file(src, sample, trust_pickle)
+    validate(model, "exported model")
+    return ExportResult(model, str(src), len(model_bytes(model)))
 
 
 def export_file(

@@ -74,6 +74,12 @@ class QuantizeOptions:
     keep_output_layer_float: bool = True
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("calibration_rows", "calibration_batch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name} must be a whole number of at least 1, got {value!r}")
+
 
 Progress = Callable[[int, int], None]
 

@@ -10,18 +10,27 @@ from __future__ import annotations
 
 import json
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from edgefair import __version__
-from edgefair import metrics as m
-from edgefair.frame import MetricFrame, group_name
-from edgefair.report import json_safe
-
-if TYPE_CHECKING:
-    from edgefair.verification.api import CompareReport, VerifyReport
+from edgefair.core import metrics as m
+from edgefair.core.frame import MetricFrame, group_name
+from edgefair.verification.api import CompareReport, VerifyReport
+from edgefair.verification.gate import scopes
+from edgefair.version import __version__
 
 SCHEMA_VERSION = 1
 FLIP_METRICS = m.PAIRED_METRICS
+
+
+def json_safe(x: Any) -> Any:
+    """NaN is not JSON: it becomes null (reports say why in their 'undefined' sections)."""
+    if isinstance(x, float) and x != x:
+        return None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
 
 
 def schema() -> dict[str, Any]:
@@ -61,10 +70,8 @@ def by_group_section(table: Any, attrs: tuple[str, ...], confidence: float) -> d
 def verify_document(report: VerifyReport) -> dict[str, Any]:
     ev, g = report.evaluation, report.gate
     table = report.table
-    scopes = [(a,) for a in table.attributes]
-    if len(table.attributes) > 1:
-        scopes.append(tuple(table.attributes))
-    failing = [f"{r.check.metric} ({r.check.kind}) in {r.group or r.scope}" for r in g.failures()]
+    shown = [attrs for attrs, _ in scopes(table.attributes, report.policy.gate_intersections)]
+    failing = [f"{r.check.metric} ({r.check.kind.value}) in {r.group or r.scope}" for r in g.failures()]
     doc = {
         "schema_version": SCHEMA_VERSION,
         "kind": "edgefair.verify_report",
@@ -87,7 +94,7 @@ def verify_document(report: VerifyReport) -> dict[str, Any]:
         "policy": report.policy.to_dict(),
         "interval_confidence": g.confidence,
         "checks": [r.to_dict() for r in g.results],
-        "by_group": {", ".join(s): by_group_section(table, s, report.policy.confidence) for s in scopes},
+        "by_group": {", ".join(s): by_group_section(table, s, report.policy.confidence) for s in shown},
         "latency_ratio": report.latency_ratio,
         "table": table.to_dict(),
     }
@@ -133,7 +140,7 @@ def compare_row(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def compare_document(report: CompareReport) -> dict[str, Any]:
-    docs = [r.to_dict() for r in report.reports]
+    docs = [verify_document(r) for r in report.reports]
     first = docs[0]
     return {
         "schema_version": SCHEMA_VERSION,

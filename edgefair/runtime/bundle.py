@@ -1,9 +1,9 @@
 """Bundles: a model, its manifest (hashes of every file) and its certificate, checked on load.
 
 Loading refuses a bundle whose files, sizes or hashes differ from the manifest, naming the
-file. Untrusted models: a size cap, no external data, only the default and ai.onnx.ml
-operator domains (checked with onnx when it is installed; on a device without onnx the
-hashes guarantee the model is the one checked when the bundle was built).
+file. Untrusted models: the one model-safety check (``modelio.safety``: a size cap, no
+external data, only the default and ai.onnx.ml operator domains) runs when a bundle is
+built and again when it is loaded, without needing the onnx package on the device.
 """
 
 from __future__ import annotations
@@ -16,15 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgefair import modelio
 from edgefair.errors import BundleError
-from edgefair.runtime import inputs as io
+from edgefair.modelio.safety import check_model_bytes
 
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.sha256"  # integrity of the manifest itself (not a signature)
 MODEL = "model.onnx"
 CERTIFICATE = "certificate.json"
-MAX_MODEL_BYTES = 512 * 1024 * 1024
-ALLOWED_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ class Bundle:
         return dict(self.manifest["sensitive"])
 
     def baseline(self) -> Any:
-        from edgefair import tables
+        from edgefair.core import tables
 
         cert = self.manifest.get("certificate")
         if not cert or not cert.get("baseline_table"):
@@ -49,31 +48,6 @@ class Bundle:
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def check_model_bytes(data: bytes, where: str, deep: bool = True) -> None:
-    """Size cap always; with ``deep`` (and onnx installed) no external data, allowed domains."""
-    if len(data) > MAX_MODEL_BYTES:
-        raise BundleError(f"{where}: model is {len(data):,} bytes, over the {MAX_MODEL_BYTES:,} cap")
-    if not deep:
-        return
-    try:
-        import onnx
-    except ImportError:  # pragma: no cover - the device runtime may not ship onnx
-        return
-    try:
-        model = onnx.load_model_from_string(data)
-    except Exception:
-        raise BundleError(f"{where}: not an ONNX model") from None
-    for t in model.graph.initializer:
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            raise BundleError(f"{where}: initializer {t.name!r} points at external data; refused")
-    for node in model.graph.node:  # what runs, not what is imported
-        if node.domain not in ALLOWED_DOMAINS:
-            raise BundleError(
-                f"{where}: node {node.name or node.op_type!r} uses operator domain "
-                f"{node.domain!r}; only the default and ai.onnx.ml are allowed"
-            )
 
 
 def build_bundle(
@@ -96,8 +70,8 @@ def build_bundle(
     data = model_path.read_bytes()
     check_model_bytes(data, str(model_path))
     cert = _read_certificate(certificate, _sha(data)) if certificate else None
-    sig = io.signature(io.open_session(data))
-    choice = io.choose_output(sig, score_output or (cert["data"]["score_output"] if cert else None))
+    sig = modelio.signature(modelio.open_session(data))
+    choice = modelio.choose_output(sig, score_output or (cert["data"]["score_output"] if cert else None))
     known = _known_values(cert, sensitive)
     if not known:
         raise BundleError("name the sensitive attributes (--sensitive) or give a certificate")
@@ -209,7 +183,7 @@ def load_bundle(path: str | Path) -> Bundle:
     if extra:
         raise BundleError(f"{p}/{sorted(extra)[0]}: file not listed in the manifest")
     model = files[manifest.get("model", MODEL)]
-    # deep checks ran when the bundle was built; the hashes prove this is that model
-    check_model_bytes(model, f"{p}/{MODEL}", deep=False)
+    # the hashes say the model is the one bundled; the safety check says it is safe to load
+    check_model_bytes(model, f"{p}/{manifest.get('model', MODEL)}")  # no onnx needed on the device
     cert = json.loads(files[CERTIFICATE]) if CERTIFICATE in files else None
     return Bundle(p, manifest, model, cert)

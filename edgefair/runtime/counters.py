@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from edgefair.core.tables import DEFAULT_BINS, UNKNOWN_LABEL, CountsTable
 from edgefair.errors import InputError
-from edgefair.tables import DEFAULT_BINS, UNKNOWN_LABEL, CountsTable
 
 OTHER = "other"  # values outside the known (or learned) set
 UNKNOWN = "unknown"  # the attribute was not given at all

@@ -9,13 +9,15 @@ Each gets a verdict against its tolerance: pass, fail or inconclusive.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgefair import metrics as m
-from edgefair import stats
-from edgefair.tables import CountsTable
+from edgefair.core import metrics as m
+from edgefair.core import stats
+from edgefair.core.tables import CountsTable
+from edgefair.errors import InputError
 
 PSI_SMOOTHING = 0.5
 
@@ -47,8 +49,8 @@ def psi(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _rate_row(
     name: str, metric: str, field: np.ndarray, base: np.ndarray, tol: float, t: DriftTolerances
 ) -> dict[str, Any] | None:
-    den_f = m.denominator(field, metric)
-    den_b = m.denominator(base, metric, "candidate")
+    num_f, den_f = (int(x) for x in m.parts(field, metric))
+    num_b, den_b = (int(x) for x in m.parts(base, metric, "candidate"))
     if den_f < t.min_rows or den_b < t.min_rows:
         return {
             "metric": metric,
@@ -57,8 +59,8 @@ def _rate_row(
             "field_rows": int(den_f),
             "note": f"fewer than {t.min_rows} rows",
         }
-    f, b = float(m.compute(field, metric)), float(m.compute(base, metric, "candidate"))
-    low, high = stats.newcombe_interval(np.rint(f * den_f), den_f, np.rint(b * den_b), den_b, t.confidence)
+    f, b = num_f / den_f, num_b / den_b
+    low, high = stats.newcombe_interval(num_f, den_f, num_b, den_b, t.confidence)
     return {
         "metric": metric,
         "group": name,
@@ -146,3 +148,15 @@ def drift(
         "tolerances": t.__dict__,
         "rows": rows,
     }
+
+
+def drift_against_bundle(
+    field: CountsTable, bundle: str | Path, tolerances: DriftTolerances | None = None
+) -> dict[str, Any]:
+    """``drift`` of ``field`` against the certificate's baseline in ``bundle``."""
+    from edgefair.runtime.bundle import load_bundle
+
+    baseline = load_bundle(bundle).baseline()
+    if baseline is None:
+        raise InputError(f"{bundle}: the bundle has no certificate, so no baseline to compare with")
+    return drift(field, baseline, tolerances)

@@ -15,17 +15,19 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgefair import modelio
+from edgefair.core.tables import DEFAULT_BINS, CountsTable
 from edgefair.errors import EdgefairError, InputError, ModelError
-from edgefair.runtime import inputs as io
-from edgefair.runtime.bundle import Bundle, check_model_bytes, load_bundle
+from edgefair.modelio.safety import check_model_bytes
+from edgefair.runtime.bundle import Bundle, load_bundle
 from edgefair.runtime.counters import Counters, OutcomeStats
-from edgefair.tables import DEFAULT_BINS, CountsTable
 
 if TYPE_CHECKING:
     from edgefair.runtime.store import CounterStore
@@ -41,6 +43,20 @@ SAFE_CASTS = {
     ("O", "O"),
     ("S", "O"),
 }
+
+
+@dataclass(frozen=True)
+class SessionDescription:
+    inputs: tuple[modelio.TensorSpec, ...]
+    outputs: tuple[modelio.TensorSpec, ...]
+    sensitive: dict[str, list[str]]  # attribute -> every value it can be counted under (bounded)
+    score_output: str
+    threshold: float
+    certificate_verdict: str | None  # None: no certificate
+
+    @property
+    def attributes(self) -> list[str]:
+        return list(self.sensitive)
 
 
 class FairSession:
@@ -76,15 +92,15 @@ class FairSession:
             if not sensitive:
                 raise InputError("name the sensitive attributes (sensitive=[...]) or load a bundle")
             known = {s: [] for s in sensitive}
-        self.session = io.open_session(data, threads)
-        self.signature = io.signature(self.session)
+        self.session = modelio.open_session(data, threads)
+        self.signature = modelio.signature(self.session)
         self._inputs = {t.name: t for t in self.signature.inputs}
         # per input: (dtype, rank) worked out once, so a well-formed call does no lookups
         self._plan = {t.name: (np.dtype(t.numpy_dtype), len(t.shape)) for t in self.signature.inputs}
         # inputs are validated here, so onnxruntime's own per-call validation can be skipped
         self._run = getattr(self.session, "_sess", self.session).run
         self._output_names = [o.name for o in self.signature.outputs]
-        self.choice = io.choose_output(self.signature, score_output)
+        self.choice = modelio.choose_output(self.signature, score_output)
         self.threshold = 0.5 if threshold is None else float(threshold)
         self.counters = Counters(list(known), known, DEFAULT_BINS, max_pending, ttl_seconds)
         self.store: CounterStore | None = None
@@ -168,7 +184,7 @@ class FairSession:
         if ids is not None and len(ids) != rows:
             raise InputError(f"{len(ids)} ids for {rows} rows")
         outputs = dict(zip(self._output_names, values, strict=True))
-        decide = io.decisions_list if small else io.decisions
+        decide = modelio.decisions_list if small else modelio.decisions
         scores, decisions = decide(outputs[self.choice.name], self.choice, self.threshold)
         self.counters.update(groups, decisions, scores, ids)
         if self.store is not None:
@@ -183,6 +199,19 @@ class FairSession:
 
     def table(self) -> CountsTable:
         return self.counters.table()
+
+    def describe(self) -> SessionDescription:
+        """What a server shows about this session: tensors, attributes, decision rule."""
+        manifest = self.bundle.manifest if self.bundle else {}
+        certificate = manifest.get("certificate") or {}
+        return SessionDescription(
+            inputs=self.signature.inputs,
+            outputs=self.signature.outputs,
+            sensitive=self.counters.known_values(),
+            score_output=self.choice.name,
+            threshold=self.threshold,
+            certificate_verdict=certificate.get("verdict"),
+        )
 
     # -- persistence -----------------------------------------------------------------
     def flush(self) -> None:

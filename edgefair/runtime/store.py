@@ -9,15 +9,18 @@ the privacy ledger (epsilon spent per export).
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from edgefair.errors import PrivacyBudgetError, StoreError
-from edgefair.tables import CountsTable
+from edgefair.core import tables
+from edgefair.core.tables import CountsTable
+from edgefair.errors import InputError, PrivacyBudgetError, StoreError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -29,7 +32,8 @@ CREATE TABLE IF NOT EXISTS ledger (id INTEGER PRIMARY KEY, at REAL NOT NULL, eps
 
 
 def _cells(table: CountsTable) -> dict[tuple[str, ...], np.ndarray]:
-    """Per group: 12 count cells then the score histogram of model 0 (3 x bins)."""
+    """Per group: the 12 count cells then the score histogram of model 0 (3 x bins), as
+    stored (cell numbers are positions in this vector)."""
     return {
         k: np.concatenate([table.counts[i].reshape(-1), table.score_hist[i, :, 0, :].reshape(-1)])
         for i, k in enumerate(table.groups)
@@ -52,7 +56,7 @@ class CounterStore:
             raise StoreError(f"{self.path}: cannot open the counters store ({exc})") from None
         except OSError as exc:
             raise StoreError(f"{self.path}: cannot open the counters store ({exc.strerror})") from None
-        self._flushed = _cells(self.load())
+        self._flushed = self.load()
         self.last_flush = time.monotonic()
 
     def _check_meta(self) -> None:
@@ -82,13 +86,12 @@ class CounterStore:
 
     def flush(self, table: CountsTable) -> int:
         """Commit the difference since the last flush; returns how many cells changed."""
-        current = _cells(table)
         with self._lock:
+            delta = (table - self._flushed).nonzero_groups()
             updates = []
-            for key, cells in current.items():
-                delta = cells - self._flushed.get(key, 0)
+            for key, cells in _cells(delta).items():
                 grp = json.dumps(list(key))
-                updates += [(grp, int(c), int(delta[c])) for c in np.flatnonzero(delta).tolist()]
+                updates += [(grp, int(c), int(cells[c])) for c in np.flatnonzero(cells).tolist()]
             if updates:
                 try:
                     self._db.execute("BEGIN IMMEDIATE")
@@ -102,28 +105,40 @@ class CounterStore:
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
                     raise StoreError(f"{self.path}: flush failed ({exc})") from None
-                self._flushed = current
+                self._flushed = table  # only after the commit: a failed flush is retried whole
             self.last_flush = time.monotonic()
             return len(updates)
 
     def spent(self) -> float:
         return float(self._db.execute("SELECT COALESCE(SUM(epsilon), 0) FROM ledger").fetchone()[0])
 
-    def spend(self, epsilon: float, budget: float | None, note: str) -> float:
-        """Record an export's epsilon; refuse (and record nothing) past the budget."""
-        if epsilon <= 0:
-            raise PrivacyBudgetError(f"epsilon must be positive, got {epsilon}")
+    def spend(
+        self, epsilon: float, budget: float | None, note: str, release: Callable[[], object] | None = None
+    ) -> float:
+        """Record an export's epsilon; refuse (and record nothing) past the budget.
+
+        ``release`` (the export itself) runs inside the ledger's transaction: the epsilon is
+        charged if and only if it succeeds, and no two exports race past the budget."""
+        if not (epsilon > 0 and math.isfinite(epsilon)):
+            raise PrivacyBudgetError(f"epsilon must be a positive, finite number, got {epsilon}")
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            spent = float(self._db.execute("SELECT COALESCE(SUM(epsilon), 0) FROM ledger").fetchone()[0])
-            if budget is not None and spent + epsilon > budget + 1e-12:
-                self._db.execute("ROLLBACK")
-                raise PrivacyBudgetError(
-                    f"{self.path}: exporting with epsilon {epsilon} would spend "
-                    f"{spent + epsilon:.4g} of a budget of {budget:.4g}"
+            try:
+                spent = float(self._db.execute("SELECT COALESCE(SUM(epsilon), 0) FROM ledger").fetchone()[0])
+                if budget is not None and spent + epsilon > budget + 1e-12:
+                    raise PrivacyBudgetError(
+                        f"{self.path}: exporting with epsilon {epsilon} would spend "
+                        f"{spent + epsilon:.4g} of a budget of {budget:.4g}"
+                    )
+                if release is not None:
+                    release()
+                self._db.execute(
+                    "INSERT INTO ledger (at, epsilon, note) VALUES (?, ?, ?)", (time.time(), epsilon, note)
                 )
-            self._db.execute("INSERT INTO ledger (at, epsilon, note) VALUES (?, ?, ?)", (time.time(), epsilon, note))
-            self._db.execute("COMMIT")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             return spent + epsilon
 
     def integrity_check(self) -> str:
@@ -132,6 +147,23 @@ class CounterStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def load_counters(path: str | Path) -> CountsTable:
+    """Counters from a store (SQLite) or a table JSON file (an export with ``--raw``)."""
+    p = Path(path)
+    if p.suffix == ".json":
+        if not p.exists():
+            raise StoreError(f"{p}: no such file")
+        try:
+            return tables.from_json(p.read_text(encoding="utf-8"))
+        except InputError as exc:
+            raise StoreError(f"{p}: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StoreError(f"{p}: cannot read ({exc})") from None
+    store, table = open_store(p)
+    store.close()
+    return table
 
 
 def open_store(path: str | Path) -> tuple[CounterStore, CountsTable]:

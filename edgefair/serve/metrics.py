@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from edgefair import metrics as m
-from edgefair import stats
+from edgefair.core import metrics as m
+from edgefair.core import stats
 from edgefair.runtime.counters import OutcomeStats
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -70,7 +70,7 @@ class Metrics:
                 lines.append(f'edgefair_request_duration_seconds_count{{endpoint="{endpoint}"}} {running}')
             outcome_unknown = self.outcomes.unknown_id
         table = session.table()
-        values = session.counters.known_values()
+        values = session.describe().sensitive
         lines += [
             "# HELP edgefair_predictions_total Predictions by sensitive attribute, group and decision.",
             "# TYPE edgefair_predictions_total counter",
@@ -124,13 +124,12 @@ def fairness_summary(session: Any, min_cell: int, confidence: float = 0.95) -> d
                 continue
             row: dict[str, Any] = {"count": int(counts.sum())}
             for metric in names:
-                den = float(m.denominator(counts, metric))
+                num, den = (int(x) for x in m.parts(counts, metric))
                 if den < min_cell:
                     row[metric] = None
                     continue
-                value = float(m.compute(counts, metric))
-                low, high = stats.wilson_interval(round(value * den), den, confidence)
-                row[metric] = {"value": value, "interval": [float(low), float(high)], "rows": int(den)}
+                low, high = stats.wilson_interval(num, den, confidence)
+                row[metric] = {"value": num / den, "interval": [float(low), float(high)], "rows": den}
             groups[key[0]] = row
         out["by_attribute"][attr] = groups
     try:

@@ -1,7 +1,8 @@
 """``edgefair.verify`` and ``edgefair.compare``: the CLI's verify and compare as calls.
 
-They return report objects; writing JSON, Markdown or HTML is a separate, explicit step
-(``report.to_dict()``, ``to_markdown()``, ``to_html()`` and ``edgefair.report.write``).
+They return result objects. Turning one into JSON, Markdown or HTML is the report layer's
+job (``edgefair.report.document``, ``markdown``, ``html``), and writing files is a
+separate, explicit step (``edgefair.report.write``): results never import their printers.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgefair.data import Dataset
+from edgefair.core.tables import CountsTable
+from edgefair.data import Dataset, Source, resolve
 from edgefair.errors import InputError
 from edgefair.verification import evaluate as ev
 from edgefair.verification.gate import GateResult, gate
 from edgefair.verification.policy import Policy, load_policy
 
-ADULT_DEFAULTS = {"label": "income", "sensitive": ("race", "sex")}
+EXIT_PASS, EXIT_FAIL = 0, 1
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class VerifyReport:
         return self.evaluation.candidates[self.index]
 
     @property
-    def table(self) -> Any:
+    def table(self) -> CountsTable:
         return self.evaluation.tables[self.index]
 
     @property
@@ -45,23 +47,12 @@ class VerifyReport:
         return self.gate.passed
 
     @property
+    def verdict(self) -> str:
+        return self.gate.verdict
+
+    @property
     def exit_code(self) -> int:
-        return 0 if self.gate.passed else 1
-
-    def to_dict(self) -> dict[str, Any]:
-        from edgefair.report.document import verify_document
-
-        return verify_document(self)
-
-    def to_markdown(self) -> str:
-        from edgefair.report.markdown import verify_markdown
-
-        return verify_markdown(self.to_dict())
-
-    def to_html(self) -> str:
-        from edgefair.report.html import verify_html
-
-        return verify_html(self.to_dict())
+        return EXIT_PASS if self.gate.passed else EXIT_FAIL
 
 
 @dataclass(frozen=True)
@@ -69,42 +60,44 @@ class CompareReport:
     reports: tuple[VerifyReport, ...]
 
     @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.reports)
+
+    @property
     def exit_code(self) -> int:
-        return 0 if all(r.passed for r in self.reports) else 1
-
-    def to_dict(self) -> dict[str, Any]:
-        from edgefair.report.document import compare_document
-
-        return compare_document(self)
-
-    def to_html(self) -> str:
-        from edgefair.report.html import compare_html
-
-        return compare_html(self.to_dict())
-
-    def to_markdown(self) -> str:
-        from edgefair.report.markdown import compare_markdown
-
-        return compare_markdown(self.to_dict())
+        return EXIT_PASS if self.passed else EXIT_FAIL
 
 
 def _options(
-    data: str | Path | Dataset, policy: Policy, label: str | None, sensitive: Sequence[str] | None, **kw: Any
+    source: Source,
+    policy: Policy,
+    label: str | None,
+    sensitive: Sequence[str] | None,
+    threshold: float,
+    positive_label: str | None,
+    score_output: str | None,
+    feature_columns: Sequence[str] | None,
 ) -> ev.EvaluateOptions:
-    adult = not isinstance(data, Dataset) and str(data).startswith("adult")
-    label = label or (ADULT_DEFAULTS["label"] if adult else None)  # type: ignore[assignment]
+    label = label or source.defaults.label
     if not label:
-        raise InputError("name the label column (--label)")
-    sens = tuple(sensitive or policy.sensitive or (ADULT_DEFAULTS["sensitive"] if adult else ()))
+        raise InputError(f"{source.name}: name the label column (--label)")
+    sens = tuple(sensitive or policy.sensitive or source.defaults.sensitive)
     if not sens:
-        raise InputError("name the sensitive column(s) (--sensitive, or 'sensitive' in the policy)")
-    return ev.EvaluateOptions(label=label, sensitive=sens, **kw)
+        raise InputError(f"{source.name}: name the sensitive column(s) (--sensitive, or 'sensitive' in the policy)")
+    return ev.EvaluateOptions(
+        label=label,
+        sensitive=sens,
+        threshold=threshold,
+        positive_label=positive_label,
+        score_output=score_output,
+        feature_columns=feature_columns,
+    )
 
 
 def compare(
     reference: str | Path,
     candidates: Sequence[str | Path],
-    data: str | Path | Dataset = "adult",
+    data: str | Path | Dataset | Source = "adult",
     policy: Policy | str | Path | None = None,
     *,
     label: str | None = None,
@@ -116,19 +109,15 @@ def compare(
     measure_latency: bool = True,
     progress: ev.Progress | None = None,
 ) -> CompareReport:
-    """Verify many candidates in one pass over the data; optionally time each model."""
+    """Verify many candidates in one pass over the data; optionally time each model.
+
+    ``data`` is a registered name (``adult``, ``adult:test``, ``adult:train``: these bring
+    their label and sensitive columns), a CSV path or an in-memory ``Dataset``.
+    """
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
-    options = _options(
-        data,
-        pol,
-        label,
-        sensitive,
-        threshold=threshold,
-        positive_label=positive_label,
-        score_output=score_output,
-        feature_columns=feature_columns,
-    )
-    evaluation = ev.evaluate(reference, candidates, data, options, progress)
+    source = resolve(data)
+    options = _options(source, pol, label, sensitive, threshold, positive_label, score_output, feature_columns)
+    evaluation = ev.evaluate(reference, candidates, source, options, progress)
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     reports = []
     ref_latency = _latencies(reference, evaluation.sample) if measure_latency else None
@@ -144,13 +133,33 @@ def compare(
 def verify(
     reference: str | Path,
     candidate: str | Path,
-    data: str | Path | Dataset = "adult",
+    data: str | Path | Dataset | Source = "adult",
     policy: Policy | str | Path | None = None,
-    **kwargs: Any,
+    *,
+    label: str | None = None,
+    sensitive: Sequence[str] | None = None,
+    threshold: float = 0.5,
+    positive_label: str | None = None,
+    score_output: str | None = None,
+    feature_columns: Sequence[str] | None = None,
+    measure_latency: bool = False,
+    progress: ev.Progress | None = None,
 ) -> VerifyReport:
     """Does ``candidate`` keep the reference's subgroup fairness on ``data``, per ``policy``?"""
-    kwargs.setdefault("measure_latency", False)
-    return compare(reference, [candidate], data, policy, **kwargs).reports[0]
+    return compare(
+        reference,
+        [candidate],
+        data,
+        policy,
+        label=label,
+        sensitive=sensitive,
+        threshold=threshold,
+        positive_label=positive_label,
+        score_output=score_output,
+        feature_columns=feature_columns,
+        measure_latency=measure_latency,
+        progress=progress,
+    ).reports[0]
 
 
 def _latencies(model: str | Path, feeds: dict[str, Any]) -> dict[str, float]:

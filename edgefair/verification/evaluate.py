@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from edgefair import data, tables
+from edgefair import data, modelio
+from edgefair.core import tables
+from edgefair.core.tables import CountsTable
 from edgefair.errors import InputError, ModelError
-from edgefair.runtime import inputs as io
-from edgefair.tables import CountsTable
 
 Progress = Callable[[int], None]
 
@@ -71,10 +71,10 @@ class _Model:
             raise InputError(f"{p}: no such model file")
         raw = p.read_bytes()
         self.info = ModelInfo(str(p), hashlib.sha256(raw).hexdigest(), len(raw))
-        self.session = io.open_session(raw)
-        self.sig = io.signature(self.session)
+        self.session = modelio.open_session(raw)
+        self.sig = modelio.signature(self.session)
         try:
-            self.choice = io.choose_output(self.sig, score_output)
+            self.choice = modelio.choose_output(self.sig, score_output)
         except ModelError as exc:
             raise ModelError(f"{p}: {exc}") from None
         self.threshold = threshold
@@ -82,7 +82,7 @@ class _Model:
     def decide(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray]:
         out = self.session.run([self.choice.name], feeds)[0]
         try:
-            return io.decisions(out, self.choice, self.threshold)
+            return modelio.decisions(out, self.choice, self.threshold)
         except ModelError as exc:
             raise ModelError(f"{self.info.path}: {exc}") from None
 
@@ -112,7 +112,7 @@ def labels_of(values: np.ndarray, name: str, chunk: data.Chunk, positive: str | 
 def evaluate(
     reference: str | Path,
     candidates: Sequence[str | Path],
-    source: str | Path | data.Dataset,
+    source: data.Source,
     options: EvaluateOptions,
     progress: Progress | None = None,
 ) -> Evaluation:
@@ -128,11 +128,11 @@ def evaluate(
     for c in cands:
         _same_inputs(ref, c)
     exclude = [options.label, *options.sensitive]
-    chunks, described = data.iter_source(source, None, options.chunk_rows)
+    described = source.name
     parts: list[list[CountsTable]] = [[] for _ in cands]
     rows = 0
     sample: dict[str, np.ndarray] = {}
-    for chunk in chunks:
+    for chunk in source.chunks(None, options.chunk_rows):
         if chunk.rows == 0:
             continue
         cols = chunk.columns
@@ -148,7 +148,7 @@ def evaluate(
                     f"{chunk.source}, line {chunk.first_line + int(np.argmax(empty))}: sensitive column "
                     f"{name!r} is empty; an empty group cannot be reported (write e.g. 'unknown')"
                 )
-        feeds = io.build_feeds(
+        feeds = modelio.build_feeds(
             ref.sig, cols, feature_columns=options.feature_columns, exclude=exclude, source=chunk.source
         )
         if not sample:
@@ -177,7 +177,7 @@ def evaluate(
         tuple(c.info for c in cands),
         tuple(tables.merge(p) for p in parts),
         described,
-        data.source_sha256(source),
+        source.sha256(),  # computed in the pass that read the rows
         rows,
         options.label,
         tuple(options.sensitive),
@@ -189,7 +189,7 @@ def evaluate(
 
 def latency(model: str | Path, feeds: dict[str, np.ndarray], batch: int, repeats: int = 30) -> float:
     """Median seconds per ``session.run`` at ``batch`` rows, one thread (rows cycle if short)."""
-    sess = io.open_session(model, threads=1)
+    sess = modelio.open_session(model, threads=1)
     n = len(next(iter(feeds.values())))
     idx = np.arange(batch) % n
     batch_feeds = {k: v[idx] for k, v in feeds.items()}

@@ -1,39 +1,45 @@
 """Gate: a paired table and a policy in, a verdict per check out. Pure functions of tables.
 
-Each check gets an estimate, one-sided p-values for "outside the tolerance" (fail) and
-"inside it" (pass), both adjusted for the number of checks (Holm by default), an interval
-at the simultaneous confidence 1 - alpha/m, and a verdict: ``fail`` when the adjusted
-evidence says outside, ``pass`` when it says inside, ``inconclusive`` otherwise.
+Each check kind has one function that turns a scope's table into evidence: an estimate and
+either bootstrap replicates of it or (for per-group rate caps) the exact successes and
+rows of a score test. ``_decide`` then does what every kind shares: one-sided p-values for
+"outside the tolerance" (fail) and "inside it" (pass), both adjusted for the number of
+tested checks (Holm by default), an interval at the simultaneous confidence 1 - alpha/m
+over the same m, and a verdict: ``fail`` when the adjusted evidence says outside, ``pass``
+when it says inside, ``inconclusive`` otherwise.
 
 ``difference_increase`` is gated on the worst pair of groups: the largest widening
 |c_g - c_h| - |r_g - r_h| over gated pairs. It is paired row by row (so it is tight) and
-bounds the growth of fairlearn's between-groups difference from above (a pass on it means
-that difference did not grow by more than the tolerance either).
+bounds the growth of fairlearn's between-groups difference from above.
 
 Intervals come from one paired, group-stratified bootstrap of the intersection table
-(marginals are summed per replicate, so every scope sees the same resamples); per-group
-rate caps use the score test behind the Wilson interval. Groups whose rate rests on fewer
-rows than ``min_group_size`` are reported as inconclusive, never silently passed.
+(marginals are summed per replicate, so every scope sees the same resamples). Groups whose
+rate rests on fewer rows than ``min_group_size`` are reported as inconclusive, never
+silently passed, and are not counted among the tested checks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from edgefair import metrics as m
-from edgefair import stats
-from edgefair.tables import CountsTable
-from edgefair.verification.policy import Check, Policy
+from edgefair.core import metrics as m
+from edgefair.core import stats
+from edgefair.core.tables import CountsTable
+from edgefair.errors import InputError
+from edgefair.verification.policy import Check, CheckKind, Policy
 
 Counts = npt.NDArray[np.int64]
+Floats = npt.NDArray[np.float64]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CheckResult:
     check: Check
     scope: str  # the sensitive attribute(s), or "overall"
@@ -53,7 +59,7 @@ class CheckResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "check": self.check.name,
-            "kind": self.check.kind,
+            "kind": self.check.kind.value,
             "metric": self.check.metric,
             "tolerance": self.check.tolerance,
             "scope": self.scope,
@@ -80,7 +86,7 @@ def _num(x: float) -> float | None:
 class GateResult:
     results: tuple[CheckResult, ...]
     passed: bool
-    confidence: float
+    confidence: float  # the simultaneous level of every interval
 
     @property
     def verdict(self) -> str:
@@ -96,211 +102,280 @@ class GateResult:
         return [r for r in self.results if r.verdict == "fail"]
 
 
-def scopes(table: CountsTable, policy: Policy) -> list[tuple[str, ...]]:
-    out: list[tuple[str, ...]] = [(a,) for a in table.attributes]
-    if policy.gate_intersections and len(table.attributes) > 1:
-        out.append(tuple(table.attributes))
+@dataclass(frozen=True)
+class Scope:
+    """One way of grouping rows: its name, its table and the table's bootstrap replicates."""
+
+    name: str
+    table: CountsTable
+    replicates: Counts
+
+
+@dataclass(frozen=True, kw_only=True)
+class Evidence:
+    """One tested quantity before adjustment: bootstrap replicates or score-test counts."""
+
+    check: Check
+    scope: str
+    group: str | None
+    estimate: float
+    reference_value: float
+    candidate_value: float
+    rows: int
+    samples: Floats | None = None
+    successes: int | None = None
+    note: str = ""
+
+
+def scopes(attributes: tuple[str, ...], gate_intersections: bool) -> list[tuple[tuple[str, ...], bool]]:
+    """Every grouping a report shows and whether the gate tests it: each attribute alone
+    (tested) and, with several attributes, their intersection (tested if the policy says)."""
+    out: list[tuple[tuple[str, ...], bool]] = [((a,), True) for a in attributes]
+    if len(attributes) > 1:
+        out.append((tuple(attributes), gate_intersections))
     return out
 
 
-def _marginal_replicates(table: CountsTable, reps: Counts, attrs: tuple[str, ...]) -> tuple[CountsTable, Counts]:
+def _scope(table: CountsTable, reps: Counts, attrs: tuple[str, ...]) -> Scope:
     marginal = table.marginal(list(attrs))
     pos = [table.attributes.index(a) for a in attrs]
     index = {k: i for i, k in enumerate(marginal.groups)}
     member = np.zeros((len(table.groups), len(marginal.groups)), np.int64)
     for i, key in enumerate(table.groups):
         member[i, index[tuple(key[p] for p in pos)]] = 1
-    return marginal, np.einsum("rgabc,gh->rhabc", reps, member)
-
-
-def _pvalues(samples: npt.NDArray[np.float64], tolerance: float) -> tuple[float, float]:
-    """Bootstrap p-values: fail (H0: within tolerance) and pass (H0: beyond it)."""
-    s = samples[~np.isnan(samples)]
-    n = s.size
-    if n == 0:
-        return 1.0, 1.0
-    return (1 + np.sum(s <= tolerance)) / (n + 1), (1 + np.sum(s >= tolerance)) / (n + 1)
-
-
-def _bootstrap_result(
-    check: Check,
-    scope: str,
-    group: str | None,
-    estimate: float,
-    samples: Any,
-    ref: float,
-    cand: float,
-    rows: int,
-    level: float,
-) -> CheckResult:
-    p_fail, p_pass = _pvalues(np.asarray(samples, np.float64), check.tolerance)
-    iv = stats.percentile_interval(samples, level)
-    return CheckResult(check, scope, group, estimate, (iv.low, iv.high), ref, cand, rows, p_fail, p_pass)
+    return Scope(", ".join(attrs), marginal, np.einsum("rgabc,gh->rhabc", reps, member))
 
 
 def _too_small(check: Check, scope: str, group: str, rows: int, ref: float, cand: float, policy: Policy) -> CheckResult:
     return CheckResult(
-        check,
-        scope,
-        group,
-        cand - ref if check.kind != "group_max" else cand,
-        (math.nan, math.nan),
-        ref,
-        cand,
-        rows,
-        1.0,
-        1.0,
-        "inconclusive",
-        policy.min_group_size,
-        f"{rows} rows under the rate's denominator; groups under {policy.min_group_size} are reported, not gated",
+        check=check,
+        scope=scope,
+        group=group,
+        estimate=cand if check.kind is CheckKind.GROUP_MAX else cand - ref,
+        interval=(math.nan, math.nan),
+        reference_value=ref,
+        candidate_value=cand,
+        rows=rows,
+        p_fail=1.0,
+        p_pass=1.0,
+        rows_needed=policy.min_group_size,
+        note=f"{rows} rows under the rate's denominator; groups under {policy.min_group_size} are reported, not gated",
         gated=False,
     )
 
 
-def _run_check(
-    check: Check, attrs: tuple[str, ...], table: CountsTable, reps: Counts, policy: Policy, level: float
-) -> list[CheckResult]:
-    scope = ", ".join(attrs)
-    metric = check.metric
-    ref_model: m.Model = "candidate" if metric in m.PAIRED_METRICS else "reference"
-    ref_v = m.compute(table.counts, metric, ref_model)
-    cand_v = m.compute(table.counts, metric, "candidate")
-    den = np.minimum(m.denominator(table.counts, metric, "reference"), m.denominator(table.counts, metric, "candidate"))
-    names = [", ".join(k) for k in table.groups]
-    results: list[CheckResult] = []
-    if check.kind == "difference_increase":
-        gated = den >= policy.min_group_size
-        for i in np.flatnonzero(~gated).tolist():
-            results.append(_too_small(check, scope, names[i], int(den[i]), float(ref_v[i]), float(cand_v[i]), policy))
-        if gated.sum() < 2:
-            return results
-        idx = np.flatnonzero(gated)
-        i_pair, j_pair = np.triu_indices(len(idx), k=1)
+@dataclass(frozen=True)
+class _Values:
+    reference: Floats
+    candidate: Floats
+    rows: Counts  # the smaller of the two models' denominators, per group
+    names: list[str]
 
-        def widening(cand: npt.NDArray[np.float64], ref: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-            c, r = cand[..., idx], ref[..., idx]
-            grown = np.abs(c[..., i_pair] - c[..., j_pair]) - np.abs(r[..., i_pair] - r[..., j_pair])
-            return grown
 
-        observed = widening(cand_v, ref_v)
-        worst = int(np.argmax(observed))
-        samples = widening(m.compute(reps, metric, "candidate"), m.compute(reps, metric, ref_model)).max(axis=-1)
-        r_gap = float(np.max(ref_v[gated]) - np.min(ref_v[gated]))
-        c_gap = float(np.max(cand_v[gated]) - np.min(cand_v[gated]))
-        g, h = idx[i_pair[worst]], idx[j_pair[worst]]
-        res = _bootstrap_result(
-            check, scope, None, float(observed[worst]), samples, r_gap, c_gap, int(den[gated].min()), level
+def _values(check: Check, scope: Scope) -> _Values:
+    counts = scope.table.counts
+    rows = np.minimum(m.parts(counts, check.metric, "reference")[1], m.parts(counts, check.metric, "candidate")[1])
+    return _Values(
+        m.compute(counts, check.metric, "reference"),
+        m.compute(counts, check.metric, "candidate"),
+        rows,
+        [", ".join(k) for k in scope.table.groups],
+    )
+
+
+Found = list[Evidence | CheckResult]
+
+
+def _split_small(check: Check, scope: Scope, v: _Values, policy: Policy) -> tuple[Found, npt.NDArray[np.bool_]]:
+    gated = v.rows >= policy.min_group_size
+    small: Found = [
+        _too_small(check, scope.name, v.names[i], int(v.rows[i]), float(v.reference[i]), float(v.candidate[i]), policy)
+        for i in np.flatnonzero(~gated).tolist()
+    ]
+    return small, gated
+
+
+def difference_increase(check: Check, scope: Scope, policy: Policy) -> Found:
+    v = _values(check, scope)
+    found, gated = _split_small(check, scope, v, policy)
+    if gated.sum() < 2:
+        return found
+    idx = np.flatnonzero(gated)
+    i_pair, j_pair = np.triu_indices(len(idx), k=1)
+
+    def widening(cand: Floats, ref: Floats) -> Floats:
+        c, r = cand[..., idx], ref[..., idx]
+        return np.abs(c[..., i_pair] - c[..., j_pair]) - np.abs(r[..., i_pair] - r[..., j_pair])
+
+    observed = widening(v.candidate, v.reference)
+    worst = int(np.argmax(observed))
+    reps = scope.replicates
+    samples = widening(m.compute(reps, check.metric, "candidate"), m.compute(reps, check.metric, "reference"))
+    r_gap = float(np.max(v.reference[gated]) - np.min(v.reference[gated]))
+    c_gap = float(np.max(v.candidate[gated]) - np.min(v.candidate[gated]))
+    g, h = idx[i_pair[worst]], idx[j_pair[worst]]
+    note = (
+        f"{v.names[g]} vs {v.names[h]}: difference {abs(v.reference[g] - v.reference[h]):.4f} -> "
+        f"{abs(v.candidate[g] - v.candidate[h]):.4f}; between-groups difference {r_gap:.4f} -> {c_gap:.4f}"
+    )
+    found.append(
+        Evidence(
+            check=check,
+            scope=scope.name,
+            group=None,
+            estimate=float(observed[worst]),
+            reference_value=r_gap,
+            candidate_value=c_gap,
+            rows=int(v.rows[gated].min()),
+            samples=samples.max(axis=-1),
+            note=note,
         )
-        note = (
-            f"{names[g]} vs {names[h]}: difference {abs(ref_v[g] - ref_v[h]):.4f} -> "
-            f"{abs(cand_v[g] - cand_v[h]):.4f}; between-groups difference {r_gap:.4f} -> {c_gap:.4f}"
+    )
+    return found
+
+
+def group_max(check: Check, scope: Scope, policy: Policy) -> Found:
+    v = _values(check, scope)
+    found, gated = _split_small(check, scope, v, policy)
+    successes, trials = m.parts(scope.table.counts, check.metric, "candidate")  # a cap on the candidate's rate
+    for i in np.flatnonzero(gated).tolist():
+        found.append(
+            Evidence(
+                check=check,
+                scope=scope.name,
+                group=v.names[i],
+                estimate=float(v.candidate[i]),
+                reference_value=float(v.reference[i]),
+                candidate_value=float(v.candidate[i]),
+                rows=int(trials[i]),
+                successes=int(successes[i]),
+            )
         )
-        results.append(_with(res, note=note))
-        return results
-    for i, name in enumerate(names):
-        if den[i] < policy.min_group_size:
-            results.append(_too_small(check, scope, name, int(den[i]), float(ref_v[i]), float(cand_v[i]), policy))
-            continue
-        if check.kind == "group_max":
-            successes = float(np.rint(cand_v[i] * den[i]))
-            p_fail, p_pass = stats.rate_test_pvalues(successes, float(den[i]), check.tolerance)
-            low, high = stats.wilson_interval(successes, den[i], level)
-            results.append(
-                CheckResult(
-                    check,
-                    scope,
-                    name,
-                    float(cand_v[i]),
-                    (float(low), float(high)),
-                    float(ref_v[i]),
-                    float(cand_v[i]),
-                    int(den[i]),
-                    p_fail,
-                    p_pass,
-                )
+    return found
+
+
+def group_drop(check: Check, scope: Scope, policy: Policy) -> Found:
+    v = _values(check, scope)
+    found, gated = _split_small(check, scope, v, policy)
+    for i in np.flatnonzero(gated).tolist():
+        reps = scope.replicates[:, i]
+        found.append(
+            Evidence(
+                check=check,
+                scope=scope.name,
+                group=v.names[i],
+                estimate=float(v.reference[i] - v.candidate[i]),
+                reference_value=float(v.reference[i]),
+                candidate_value=float(v.candidate[i]),
+                rows=int(v.rows[i]),
+                samples=m.compute(reps, check.metric, "reference") - m.compute(reps, check.metric, "candidate"),
             )
-        else:  # group_drop
-            samples = m.compute(reps[:, i], metric, ref_model) - m.compute(reps[:, i], metric, "candidate")
-            results.append(
-                _bootstrap_result(
-                    check,
-                    scope,
-                    name,
-                    float(ref_v[i] - cand_v[i]),
-                    samples,
-                    float(ref_v[i]),
-                    float(cand_v[i]),
-                    int(den[i]),
-                    level,
-                )
-            )
-    return results
+        )
+    return found
 
 
-def _with(result: CheckResult, **changes: Any) -> CheckResult:
-    values = {**result.__dict__, **changes}
-    return CheckResult(**values)
+def overall_drop(check: Check, scope: Scope, policy: Policy) -> Found:
+    total, reps = scope.table.counts.sum(axis=0), scope.replicates.sum(axis=1)
+    ref_v = float(m.compute(total, check.metric, "reference"))
+    cand_v = float(m.compute(total, check.metric, "candidate"))
+    samples = m.compute(reps, check.metric, "reference") - m.compute(reps, check.metric, "candidate")
+    return [
+        Evidence(
+            check=check,
+            scope="overall",
+            group=None,
+            estimate=ref_v - cand_v,
+            reference_value=ref_v,
+            candidate_value=cand_v,
+            rows=scope.table.rows,
+            samples=samples,
+        )
+    ]
 
 
-def _overall(check: Check, table: CountsTable, reps: Counts, level: float) -> CheckResult:
-    metric = check.metric
-    ref_model: m.Model = "candidate" if metric in m.PAIRED_METRICS else "reference"
-    total, total_reps = table.counts.sum(axis=0), reps.sum(axis=1)
-    ref_v, cand_v = float(m.compute(total, metric, ref_model)), float(m.compute(total, metric, "candidate"))
-    samples = m.compute(total_reps, metric, ref_model) - m.compute(total_reps, metric, "candidate")
-    return _bootstrap_result(check, "overall", None, ref_v - cand_v, samples, ref_v, cand_v, table.rows, level)
+CHECKS: dict[CheckKind, Callable[[Check, Scope, Policy], Found]] = {
+    CheckKind.DIFFERENCE_INCREASE: difference_increase,
+    CheckKind.GROUP_MAX: group_max,
+    CheckKind.GROUP_DROP: group_drop,
+    CheckKind.OVERALL_DROP: overall_drop,
+}
 
 
 def gate(table: CountsTable, policy: Policy) -> GateResult:
     """Verdicts for every check of ``policy`` on a paired table."""
     if not table.paired:
-        from edgefair.errors import InputError
-
         raise InputError("gating needs a paired table (reference and candidate decisions)")
     reps = stats.bootstrap_counts(table.counts, policy.bootstrap_replicates, policy.seed)
-    provisional: list[CheckResult] = []
-    n_checks = _count_checks(table, policy)
-    simultaneous = policy.adjustment in ("holm", "bonferroni")
-    level = 1.0 - policy.alpha / max(1, n_checks) if simultaneous else policy.confidence
+    tested = [
+        _scope(table, reps, attrs) for attrs, gated in scopes(table.attributes, policy.gate_intersections) if gated
+    ]
+    overall = Scope("overall", table, reps)
+    found: Found = []
     for check in policy.checks:
-        if check.kind == "overall_drop":
-            provisional.append(_overall(check, table, reps, level))
-            continue
-        for attrs in scopes(table, policy):
-            scope_table, scope_reps = _marginal_replicates(table, reps, attrs)
-            provisional.extend(_run_check(check, attrs, scope_table, scope_reps, policy, level))
-    return _decide(provisional, policy, level)
+        for scope in [overall] if check.kind is CheckKind.OVERALL_DROP else tested:
+            found.extend(CHECKS[check.kind](check, scope, policy))
+    return _decide(found, policy)
 
 
-def _count_checks(table: CountsTable, policy: Policy) -> int:
-    n = 0
-    for check in policy.checks:
-        if check.kind in ("overall_drop", "difference_increase"):
-            n += 1 if check.kind == "overall_drop" else len(scopes(table, policy))
-        else:
-            n += sum(len(table.marginal(list(a)).groups) for a in scopes(table, policy))
-    return n
+def _pvalues(samples: Floats, tolerance: float) -> tuple[float, float]:
+    """Bootstrap p-values: fail (H0: within tolerance) and pass (H0: beyond it)."""
+    s = samples[~np.isnan(samples)]
+    n = s.size
+    if n == 0:
+        return 1.0, 1.0
+    return float((1 + np.sum(s <= tolerance)) / (n + 1)), float((1 + np.sum(s >= tolerance)) / (n + 1))
 
 
-def _decide(provisional: list[CheckResult], policy: Policy, level: float) -> GateResult:
-    testable = [i for i, r in enumerate(provisional) if r.gated]
-    adj_fail = stats.adjust([provisional[i].p_fail for i in testable], policy.adjustment)
-    adj_pass = stats.adjust([provisional[i].p_pass for i in testable], policy.adjustment)
-    final = list(provisional)
-    for j, i in enumerate(testable):
-        r = provisional[i]
-        if adj_fail[j] < policy.alpha:
-            verdict = "fail"
-        elif adj_pass[j] < policy.alpha:
-            verdict = "pass"
-        else:
-            verdict = "inconclusive"
-        needed = _rows_needed(r) if verdict == "inconclusive" else None
-        final[i] = _with(r, p_fail=float(adj_fail[j]), p_pass=float(adj_pass[j]), verdict=verdict, rows_needed=needed)
+def _test(e: Evidence, level: float) -> tuple[tuple[float, float], float, float]:
+    """Interval at ``level`` and the unadjusted (p_fail, p_pass) of one piece of evidence."""
+    if e.samples is not None:
+        iv = stats.percentile_interval(e.samples, level)
+        return (iv.low, iv.high), *_pvalues(np.asarray(e.samples, np.float64), e.check.tolerance)
+    assert e.successes is not None
+    low, high = stats.wilson_interval(e.successes, e.rows, level)
+    p_fail, p_pass = stats.rate_test_pvalues(e.successes, e.rows, e.check.tolerance)
+    return (float(low), float(high)), p_fail, p_pass
+
+
+def simultaneous_level(policy: Policy, tested: int) -> float:
+    """The level of each interval: 1 - alpha/m for the family-wise adjustments, over the
+    same m checks the p-values are adjusted for."""
+    if policy.adjustment in ("holm", "bonferroni"):
+        return 1.0 - policy.alpha / max(1, tested)
+    return policy.confidence
+
+
+def _decide(found: Found, policy: Policy) -> GateResult:
+    evidence = [e for e in found if isinstance(e, Evidence)]
+    level = simultaneous_level(policy, len(evidence))
+    tests = [_test(e, level) for e in evidence]
+    adj_fail = stats.adjust([t[1] for t in tests], policy.adjustment)
+    adj_pass = stats.adjust([t[2] for t in tests], policy.adjustment)
+    decided: dict[int, CheckResult] = {}
+    for j, (e, (interval, _, _)) in enumerate(zip(evidence, tests, strict=True)):
+        p_fail, p_pass = float(adj_fail[j]), float(adj_pass[j])
+        verdict = "fail" if p_fail < policy.alpha else "pass" if p_pass < policy.alpha else "inconclusive"
+        result = CheckResult(
+            check=e.check,
+            scope=e.scope,
+            group=e.group,
+            estimate=e.estimate,
+            interval=interval,
+            reference_value=e.reference_value,
+            candidate_value=e.candidate_value,
+            rows=e.rows,
+            p_fail=p_fail,
+            p_pass=p_pass,
+            verdict=verdict,
+            note=e.note,
+        )
+        if verdict == "inconclusive":
+            result = dataclasses.replace(result, rows_needed=_rows_needed(result))
+        decided[id(e)] = result
+    final = tuple(decided[id(x)] if isinstance(x, Evidence) else x for x in found)
     fails = any(r.verdict == "fail" for r in final)
     unsure = any(r.verdict == "inconclusive" for r in final)
-    passed = not fails and not (unsure and policy.inconclusive_fails)
-    return GateResult(tuple(final), passed, level)
+    return GateResult(final, not fails and not (unsure and policy.inconclusive_fails), level)
 
 
 def _rows_needed(r: CheckResult) -> int | None:

@@ -22,12 +22,13 @@ Check kinds: ``difference_increase`` (between-group gap may grow by at most tole
 
 from __future__ import annotations
 
+import enum
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from edgefair import metrics
+from edgefair.core import metrics
 from edgefair.errors import PolicyError
 
 if sys.version_info >= (3, 11):
@@ -35,19 +36,32 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-CHECK_KINDS = ("difference_increase", "group_max", "group_drop", "overall_drop")
+
+class CheckKind(enum.Enum):
+    """What a check bounds. Each kind has one function in ``gate.CHECKS``."""
+
+    DIFFERENCE_INCREASE = "difference_increase"  # the worst pair of groups may widen by at most tolerance
+    GROUP_MAX = "group_max"  # no group's candidate rate above tolerance
+    GROUP_DROP = "group_drop"  # no group's metric may drop by more than tolerance
+    OVERALL_DROP = "overall_drop"  # the overall metric may drop by at most tolerance
+
+
+CHECK_KINDS = tuple(k.value for k in CheckKind)
 ADJUSTMENTS = ("holm", "bh", "bonferroni", "none")
 
 
 @dataclass(frozen=True)
 class Check:
-    kind: str
+    kind: CheckKind
     metric: str
     tolerance: float
 
     @property
     def name(self) -> str:
-        return f"{self.metric}:{self.kind}"
+        return f"{self.metric}:{self.kind.value}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, "metric": self.metric, "tolerance": self.tolerance}
 
 
 @dataclass(frozen=True)
@@ -67,18 +81,18 @@ class Policy:
         return 1.0 - self.confidence
 
     def to_dict(self) -> dict[str, Any]:
-        doc = asdict(self)
-        doc["checks"] = [asdict(c) for c in self.checks]
+        doc = {f.name: getattr(self, f.name) for f in fields(self)}
+        doc["checks"] = [c.to_dict() for c in self.checks]
         doc["sensitive"] = list(self.sensitive)
         return doc
 
 
 DEFAULT_CHECKS: tuple[Check, ...] = (
-    Check("difference_increase", "true_positive_rate", 0.02),
-    Check("difference_increase", "selection_rate", 0.02),
-    Check("group_max", "negative_flip_rate", 0.02),
-    Check("group_drop", "accuracy", 0.02),
-    Check("overall_drop", "accuracy", 0.01),
+    Check(CheckKind.DIFFERENCE_INCREASE, "true_positive_rate", 0.02),
+    Check(CheckKind.DIFFERENCE_INCREASE, "selection_rate", 0.02),
+    Check(CheckKind.GROUP_MAX, "negative_flip_rate", 0.02),
+    Check(CheckKind.GROUP_DROP, "accuracy", 0.02),
+    Check(CheckKind.OVERALL_DROP, "accuracy", 0.01),
 )
 DEFAULT_POLICY = Policy(DEFAULT_CHECKS)
 
@@ -118,11 +132,15 @@ def _check(entry: Any, index: int, where: str) -> Check:
     tolerance = _typed("tolerance", entry["tolerance"], float, at)
     if kind not in CHECK_KINDS:
         raise PolicyError(f"{at}: kind {kind!r} is not one of {', '.join(CHECK_KINDS)}")
-    if metric not in metrics.METRICS or metric == "count":
-        raise PolicyError(f"{at}: metric {metric!r} is not one of {', '.join(list(metrics.METRICS)[1:])}")
+    rates = [m.name for m in metrics.DECLARATIONS if m.is_rate]
+    if metric not in rates:
+        raise PolicyError(f"{at}: metric {metric!r} is not one of {', '.join(rates)}")
+    if metrics.get(metric).paired and kind != CheckKind.GROUP_MAX.value:
+        # a flip rate describes the pair: there is no reference value to compare with
+        raise PolicyError(f"{at}: {metric!r} compares the two models already; use it with kind 'group_max'")
     if not 0.0 <= tolerance <= 1.0:
         raise PolicyError(f"{at}: tolerance must be in [0, 1], got {tolerance}")
-    return Check(kind, metric, tolerance)
+    return Check(CheckKind(kind), metric, tolerance)
 
 
 def policy_from_dict(doc: dict[str, Any], where: str = "policy") -> Policy:

@@ -20,11 +20,11 @@ import onnx.utils
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from edgefair.convert import check as conv  # noqa: E402
+from edgefair import convert as conv  # noqa: E402
+from edgefair import modelio  # noqa: E402
 from edgefair.convert.common import load_model, model_bytes  # noqa: E402
 from edgefair.convert.quantize import QuantizeOptions, QuantMode  # noqa: E402
 from edgefair.data import load_adult  # noqa: E402
-from edgefair.runtime import inputs as io  # noqa: E402
 
 
 def timed(session, feeds, repeats):
@@ -77,12 +77,12 @@ def main() -> None:
     transposed = any(a.name == "transB" and a.i == 1 for a in first.attribute)
     width = int(weight.dims[1] if transposed else weight.dims[0])
     whole_feeds = {
-        b: io.build_feeds(
-            io.signature(io.open_session(model_bytes(source))), {k: v[:b] for k, v in test.columns.items()}
+        b: modelio.build_feeds(
+            modelio.signature(modelio.open_session(model_bytes(source))), {k: v[:b] for k, v in test.columns.items()}
         )
         for b in (1, 256)
     }
-    pre = io.open_session(model_bytes(source))
+    pre = modelio.open_session(model_bytes(source))
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         pre_only = tmp / "pre.onnx"
@@ -94,7 +94,7 @@ def main() -> None:
             [core_input],
             check_model=False,
         )
-        pre = io.open_session(pre_only.read_bytes())
+        pre = modelio.open_session(pre_only.read_bytes())
         core_feeds = {b: {core_input: pre.run(None, whole_feeds[b])[0].astype(np.float32)} for b in (1, 256)}
         cores = {
             name: core_of(m, core_input, tmp, name.replace(" ", "_").replace("%", ""), width)
@@ -102,9 +102,9 @@ def main() -> None:
         }
         rows = []
         for name in variants:
-            whole = io.open_session(model_bytes(models[name]), threads=1)
-            core = io.open_session(model_bytes(cores[name]), threads=1)
-            dtype = io.signature(core).inputs[0].numpy_dtype  # fp16 cores take float16 at the cut
+            whole = modelio.open_session(model_bytes(models[name]), threads=1)
+            core = modelio.open_session(model_bytes(cores[name]), threads=1)
+            dtype = modelio.signature(core).inputs[0].numpy_dtype  # fp16 cores take float16 at the cut
             feeds = {b: {k: v.astype(dtype) for k, v in core_feeds[b].items()} for b in (1, 256)}
             rows.append(
                 (

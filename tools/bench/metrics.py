@@ -15,7 +15,7 @@ import sklearn.metrics as skm
 from fairlearn import metrics as flm
 
 import edgefair
-from edgefair import stats, tables
+from edgefair.core import stats, tables
 
 N, GROUPS = 1_000_000, 10
 FIVE = ("count", "selection_rate", "true_positive_rate", "false_positive_rate", "accuracy")
@@ -58,7 +58,7 @@ def main() -> None:
     paired = tables.from_arrays({"g": g}, p, np.where(rng.random(N) < 0.02, 1 - p, p), y)
     t0 = time.perf_counter()
     reps = stats.bootstrap_counts(paired.counts, 1000, seed=1)
-    from edgefair import metrics as m
+    from edgefair.core import metrics as m
 
     gaps = m.aggregate_difference(
         m.compute(reps, "true_positive_rate", "candidate"),

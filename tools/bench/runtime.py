@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 MODEL = ROOT / "models" / "adult_mlp.onnx"
 
+from edgefair import modelio  # noqa: E402
 from edgefair.data import ADULT_FEATURES, load_adult  # noqa: E402
-from edgefair.runtime import inputs as io  # noqa: E402
 from edgefair.runtime.counters import Counters  # noqa: E402
 from edgefair.runtime.session import FairSession  # noqa: E402
 
@@ -73,8 +73,8 @@ if {fair}:
     for _ in range(20):
         s.run(feeds, {{"race": d.columns["race"][:256], "sex": d.columns["sex"][:256]}})
 else:
-    from edgefair.runtime import inputs as io
-    s = io.open_session({model!r})
+    from edgefair import modelio
+    s = modelio.open_session({model!r})
     for _ in range(20):
         s.run(None, feeds)
 print(rss() - before)
@@ -83,7 +83,7 @@ print(rss() - before)
 
 def main() -> None:
     fair = FairSession(MODEL, sensitive=["race", "sex"])
-    bare = io.open_session(MODEL, threads=1)
+    bare = modelio.open_session(MODEL, threads=1)
     for batch, calls in ((1, 400), (256, 40)):
         feeds, sens = feeds_for(batch)
         t_fair, t_bare = interleaved(lambda f=feeds, s=sens: fair.run(f, s), lambda f=feeds: bare.run(None, f), calls)

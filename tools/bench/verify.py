@@ -18,12 +18,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from edgefair import stats  # noqa: E402
-from edgefair.convert import check as conv  # noqa: E402
+from edgefair import convert as conv  # noqa: E402
+from edgefair import modelio  # noqa: E402
 from edgefair.convert.common import load_model, save_model  # noqa: E402
 from edgefair.convert.quantize import QuantizeOptions, QuantMode  # noqa: E402
+from edgefair.core import stats  # noqa: E402
 from edgefair.data import ADULT_COLUMNS, Dataset, load_adult  # noqa: E402
-from edgefair.runtime import inputs as io  # noqa: E402
 from edgefair.verification import evaluate as ev  # noqa: E402
 from edgefair.verification.gate import gate  # noqa: E402
 from edgefair.verification.policy import DEFAULT_POLICY  # noqa: E402
@@ -50,10 +50,10 @@ def main() -> None:
         )
         data = synthetic(ROWS)
         # anchor: bare inference of both models over the same chunks, feeds built once
-        sessions = [io.open_session(reference), io.open_session(candidate)]
-        sig = io.signature(sessions[0])
+        sessions = [modelio.open_session(reference), modelio.open_session(candidate)]
+        sig = modelio.signature(sessions[0])
         chunks = list(data.chunks(65536))
-        feeds = [io.build_feeds(sig, c.columns) for c in chunks]
+        feeds = [modelio.build_feeds(sig, c.columns) for c in chunks]
         t0 = time.perf_counter()
         for f in feeds:
             for s in sessions:

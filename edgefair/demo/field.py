@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,16 +9,16 @@ from pathlib import Path
 def runtime_demo(reference: Path, out: Path, echo: Callable[[str], None]) -> Path:
     """Bundle the dynamic-int8 variant with its certificate and stream the test split through
     a FairSession (labels arriving one batch late). Returns the bundle path."""
+    from edgefair import modelio
+    from edgefair import report as reports
     from edgefair.data import load_adult
-    from edgefair.report import write_text
-    from edgefair.runtime import inputs as io
     from edgefair.runtime.bundle import build_bundle
     from edgefair.runtime.session import FairSession
     from edgefair.verification.api import verify
 
     candidate = out / "adult_mlp.dynamic_int8.onnx"
     report = verify(reference, candidate, "adult")
-    cert = write_text(out / "dynamic_int8.certificate.json", json.dumps(report.to_dict(), indent=2))
+    (cert,) = reports.write(reports.build(report), json=out / "dynamic_int8.certificate.json")
     bundle = build_bundle(candidate, out / "bundle", certificate=cert)
     echo(f"\n3. Bundle {candidate.name} with its certificate ({report.gate.verdict}) -> {bundle}")
     data = load_adult("test")
@@ -27,7 +26,7 @@ def runtime_demo(reference: Path, out: Path, echo: Callable[[str], None]) -> Pat
     store.unlink(missing_ok=True)
     batch = 256  # the batch the device runs: dynamic int8 scores depend on it
     with FairSession(bundle, store=store) as session:
-        cols = io.build_feeds(session.signature, data.columns)  # named columns -> model feeds
+        cols = modelio.build_feeds(session.signature, data.columns)  # named columns -> model feeds
         for start in range(0, data.rows, batch):
             rows = slice(start, start + batch)
             n = min(start + batch, data.rows) - start

@@ -1,4 +1,4 @@
-"""Plain-text tables for humans: shared by the CLI and the demo (no typer here)."""
+"""Plain text for terminals: tables and summaries of report documents (CLI and demo)."""
 
 from __future__ import annotations
 
@@ -66,3 +66,41 @@ def format_compare(doc: dict[str, Any]) -> str:
         f"reference {doc['reference']['path']}: accuracy {ref_acc:.4f}; "
         f"{doc['data']['rows']:,} rows of {doc['data']['source']}\n" + format_table(rows, header)
     )
+
+
+def format_metrics(doc: dict[str, Any], names: list[str]) -> str:
+    """``edgefair metrics``: a by-group table, the gaps with intervals, undefined cells."""
+
+    def cell(values: dict[str, Any], metric: str) -> str:
+        return str(int(values[metric])) if metric == "count" else fmt(values[metric])
+
+    rows = [[g, *(cell(v, m) for m in names)] for g, v in doc["by_group"].items()]
+    rows.append(["overall", *(cell(doc["overall"], m) for m in names)])
+    lines = [format_table(rows, ["group", *(SHORT.get(m, m) for m in names)]), ""]
+    gaps, ivs = doc["difference"], doc["intervals"]["difference"]
+    for m in names:
+        if m in ivs:
+            lo, hi = ivs[m]
+            lines.append(f"{m:28s} difference {fmt(gaps[m])}  [{fmt(lo)}, {fmt(hi)}]  ratio {fmt(doc['ratio'][m])}")
+    for group, which in doc["undefined"]["by_group"].items():
+        lines.append(
+            f"note: {group}: {', '.join(which)} undefined (no rows in the denominator; shown as 0.0, as fairlearn does)"
+        )
+    return "\n".join(lines)
+
+
+def format_verify(doc: dict[str, Any], candidate: str, reference: str) -> str:
+    """``edgefair verify``: the verdict line, then every failing check."""
+    s = doc["summary"]
+    lines = [
+        f"{doc['verdict'].upper()}: {candidate} vs {reference} on {doc['data']['rows']:,} rows; "
+        f"{s['checks']} checks: {s['pass']} pass, {s['fail']} fail, {s['inconclusive']} inconclusive"
+    ]
+    for c in doc["checks"]:
+        if c["verdict"] == "fail":
+            lo, hi = c["interval"]
+            lines.append(
+                f"  FAIL {c['metric']} {c['kind']} in {c['group'] or c['scope']}: {c['estimate']:+.4f} "
+                f"[{lo:+.4f}, {hi:+.4f}] > {c['tolerance']}  {c['note']}"
+            )
+    return "\n".join(lines)

@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from edgefair.errors import InputError
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parent / "models"  # package data: works from an installed package
 Echo = Callable[[str], None]
 
 
 def reference_model(name: str = "adult_mlp.onnx") -> Path:
     path = MODELS / name
     if not path.exists():
-        raise InputError(f"{path}: demo models not found; run the demo from a source checkout")
+        raise InputError(f"{path}: demo model missing from the installed package; reinstall edgefair")
     return path
 
 
 def convert_variants(reference: Path, out: Path, echo: Echo) -> list[Path]:
-    from edgefair.convert import check as conv
-    from edgefair.convert.common import load_model, save_model
-    from edgefair.convert.quantize import QuantizeOptions, QuantMode
+    from edgefair import convert as conv
+    from edgefair.convert import QuantizeOptions, QuantMode, load_model, save_model
     from edgefair.data import load_adult
 
     source = load_model(reference)
@@ -55,8 +53,8 @@ def convert_variants(reference: Path, out: Path, echo: Echo) -> list[Path]:
 
 
 def run_demo(out: Path, echo: Echo) -> None:
-    from edgefair.cli_format import format_compare
-    from edgefair.report import write_text
+    from edgefair import report as reports
+    from edgefair.report.text import format_compare
     from edgefair.verification.api import compare
 
     start = time.perf_counter()
@@ -65,17 +63,16 @@ def run_demo(out: Path, echo: Echo) -> None:
     echo(f"1. Convert {reference.name} (PyTorch MLP with its preprocessing in the graph)")
     candidates = convert_variants(reference, out, echo)
     echo("\n2. Verify every variant against fp32 on the Adult test split (race, sex), one pass")
-    report = compare(reference, candidates, "adult", sensitive=["race", "sex"])
-    doc = report.to_dict()
+    rendered = reports.build(compare(reference, candidates, "adult", sensitive=["race", "sex"]))
+    doc = rendered.doc
     echo(format_compare(doc))
     for row in doc["reports"]:
         for c in row["checks"]:
             if c["verdict"] == "fail" and c["kind"] == "difference_increase":
                 echo(f"  {Path(row['candidate']['path']).name}: {c['metric']} in {c['scope']}: {c['note']}")
-    write_text(out / "compare.json", json.dumps(doc, indent=2) + "\n")
-    write_text(out / "compare.md", report.to_markdown())
-    html = write_text(out / "compare.html", report.to_html())
-    from edgefair.demo_runtime import runtime_demo
+    html = out / "compare.html"
+    reports.write(rendered, json=out / "compare.json", markdown=out / "compare.md", html=html)
+    from edgefair.demo.field import runtime_demo
 
     runtime_demo(reference, out, echo)
     echo(

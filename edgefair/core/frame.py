@@ -13,12 +13,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edgefair import metrics as m
-from edgefair import stats, tables
+from edgefair.core import metrics as m
+from edgefair.core import stats, tables
+from edgefair.core.tables import CountsTable, GroupKey
 from edgefair.errors import InputError
-from edgefair.tables import CountsTable, GroupKey
 
-RATE_METRICS = tuple(x for x in m.BASE_METRICS if x != "count")
 GroupLabel = str | tuple[str, ...]
 
 
@@ -73,10 +72,9 @@ class MetricFrame:
         """Wilson intervals for every rate of every group."""
         out: dict[GroupLabel, dict[str, list[float]]] = {}
         for metric in self.metrics:
-            if metric == "count":
+            if not m.get(metric).is_rate:
                 continue
-            den = m.denominator(self.table.counts, metric, self.model)
-            num = np.rint(m.compute(self.table.counts, metric, self.model) * den)
+            num, den = m.parts(self.table.counts, metric, self.model)
             low, high = stats.wilson_interval(num, den, confidence)
             for i, k in enumerate(self.table.groups):
                 out.setdefault(group_label(k), {})[metric] = [float(low[i]), float(high[i])]
@@ -90,7 +88,7 @@ class MetricFrame:
         whole = reps.sum(axis=1)
         out = {}
         for metric in self.metrics:
-            if metric == "count":
+            if not m.get(metric).is_rate:
                 continue
             gaps = m.aggregate_difference(
                 m.compute(reps, metric, self.model),

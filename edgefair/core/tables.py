@@ -32,6 +32,13 @@ GroupKey = tuple[str, ...]
 IntArray = npt.NDArray[np.int64]
 
 
+def cell_index(label: Any, reference: Any, candidate: Any) -> Any:
+    """Position of (label, reference decision, candidate decision) among a group's 12 cells.
+
+    The one statement of the cell layout: works on ints and on numpy arrays alike."""
+    return label * 4 + reference * 2 + candidate
+
+
 @dataclass(frozen=True, eq=False)
 class CountsTable:
     """Counts per intersectional group. Immutable; combine with ``+`` or ``merge``."""
@@ -78,6 +85,24 @@ class CountsTable:
 
     def __add__(self, other: CountsTable) -> CountsTable:
         return merge([self, other])
+
+    def __sub__(self, other: CountsTable) -> CountsTable:
+        """The difference of two tables (a delta: cells may be negative), over both groups."""
+        return merge([self, other.negated()])
+
+    def negated(self) -> CountsTable:
+        return CountsTable(self.attributes, self.groups, -self.counts, -self.score_hist, self.paired)
+
+    def nonzero_groups(self) -> CountsTable:
+        """The same table without groups whose every cell is zero."""
+        keep = [i for i in range(len(self.groups)) if self.counts[i].any() or self.score_hist[i].any()]
+        return CountsTable(
+            self.attributes,
+            tuple(self.groups[i] for i in keep),
+            self.counts[keep],
+            self.score_hist[keep],
+            self.paired,
+        )
 
     def __radd__(self, other: object) -> CountsTable:
         if other == 0:  # lets sum(tables) work
@@ -231,10 +256,8 @@ def from_arrays(
         labels = binary_array(y_true, "labels", n)
     codes, groups = factorize_groups(sensitive, n)
     index = codes * CELLS_PER_GROUP  # built in place: one temporary for 10^6 rows
-    index += labels * 4
-    index += ref * 2
-    index += cand
-    counts = np.bincount(index, minlength=len(groups) * 12).reshape(len(groups), 3, 2, 2)
+    index += cell_index(labels, ref, cand)
+    counts = np.bincount(index, minlength=len(groups) * CELLS_PER_GROUP).reshape(len(groups), 3, 2, 2)
     hist = np.zeros((len(groups), 3, 2, bins), np.int64)
     for model, score in ((0, reference_score), (1, candidate_score)):
         if score is not None:

@@ -1,4 +1,4 @@
-"""Check a converted model before it is written, and the convert pipeline itself.
+"""Check a converted model before it is written.
 
 Every output must pass ``onnx.checker`` (full check), load in onnxruntime, keep its
 source's input and output names, types and ranks, and agree with its source on sample
@@ -8,17 +8,15 @@ rows (max abs difference of every float output, decision agreement rate).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 
-from edgefair.convert.common import ConversionResult, check_domains, dedupe_opsets, model_bytes
-from edgefair.convert.prune import prune_magnitude, prune_structured
-from edgefair.convert.quantize import Progress, QuantizeOptions, quantize
+from edgefair import modelio
+from edgefair.convert.common import check_domains, model_bytes
 from edgefair.errors import InputError, ModelError
-from edgefair.runtime import inputs as io
 
 
 @dataclass(frozen=True)
@@ -38,7 +36,18 @@ class CheckReport:
 
 
 def session(model: onnx.ModelProto | bytes, threads: int = 1) -> Any:
-    return io.open_session(model if isinstance(model, bytes) else model_bytes(model), threads)
+    return modelio.open_session(model if isinstance(model, bytes) else model_bytes(model), threads)
+
+
+def validate(model: onnx.ModelProto, what: str = "output") -> Any:
+    """ModelError unless ``model`` passes onnx.checker (full check) and the model-safety
+    check, and loads in onnxruntime; returns the onnxruntime session."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        raise ModelError(f"onnx.checker rejects the {what}: {str(exc).splitlines()[0][:300]}") from None
+    check_domains(model, what)
+    return session(model)
 
 
 def check(
@@ -48,13 +57,8 @@ def check(
     threshold: float = 0.5,
 ) -> CheckReport:
     """Raise ModelError unless ``candidate`` is a valid, loadable stand-in for ``source``."""
-    try:
-        onnx.checker.check_model(candidate, full_check=True)
-    except Exception as exc:
-        raise ModelError(f"onnx.checker rejects the output: {str(exc).splitlines()[0][:300]}") from None
-    check_domains(candidate, "output")
-    cand_sess, src_sess = session(candidate), session(source)
-    cand_sig, src_sig = io.signature(cand_sess), io.signature(src_sess)
+    cand_sess, src_sess = validate(candidate), session(source)
+    cand_sig, src_sig = modelio.signature(cand_sess), modelio.signature(src_sess)
     pairs = (("input", src_sig.inputs, cand_sig.inputs), ("output", src_sig.outputs, cand_sig.outputs))
     for kind, old, new in pairs:
         if [(t.name, t.type, len(t.shape)) for t in old] != [(t.name, t.type, len(t.shape)) for t in new]:
@@ -66,7 +70,7 @@ def check(
     agreement = None
     rows = 0
     if sample:
-        feeds = io.build_feeds(src_sig, sample, source="sample data")
+        feeds = modelio.build_feeds(src_sig, sample, source="sample data")
         rows = len(next(iter(feeds.values())))
         names = [o.name for o in src_sig.outputs]
         ref_out = dict(zip(names, src_sess.run(names, feeds), strict=True))
@@ -76,9 +80,9 @@ def check(
             if a.dtype.kind == "f":
                 diffs[name] = float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0
         try:
-            choice = io.choose_output(src_sig)
-            _, d_ref = io.decisions(ref_out[choice.name], choice, threshold)
-            _, d_new = io.decisions(new_out[choice.name], choice, threshold)
+            choice = modelio.choose_output(src_sig)
+            _, d_ref = modelio.decisions(ref_out[choice.name], choice, threshold)
+            _, d_new = modelio.decisions(new_out[choice.name], choice, threshold)
             agreement = float(np.mean(d_ref == d_new)) if rows else None
         except ModelError:
             agreement = None  # not a binary classifier: agreement does not apply
@@ -102,59 +106,3 @@ def calibration_sample(
         rng = np.random.default_rng(seed)
         idx = np.sort(rng.choice(total, size=min(rows, total), replace=False))
     return {k: np.asarray(v)[idx] for k, v in columns.items()}
-
-
-@dataclass(frozen=True, kw_only=True)
-class ConvertOptions:
-    quantize: QuantizeOptions | None = None
-    prune: float | None = None
-    prune_structured: float | None = None
-    threshold: float = 0.5
-
-
-@dataclass(frozen=True)
-class ConvertResult:
-    model: onnx.ModelProto
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    check: CheckReport | None = None
-    size_before: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "size_before": self.size_before,
-            "size_after": self.check.size_bytes if self.check else None,
-            "steps": self.steps,
-            "check": self.check.to_dict() if self.check else None,
-        }
-
-
-def convert(
-    model: onnx.ModelProto,
-    options: ConvertOptions,
-    sample: Mapping[str, np.ndarray] | None = None,
-    calibration: Mapping[str, np.ndarray] | None = None,
-    progress: Progress | None = None,
-) -> ConvertResult:
-    """Prune, then quantise, then check against the source. Writes nothing."""
-    source = onnx.ModelProto()
-    source.CopyFrom(model)
-    dedupe_opsets(source)
-    check_domains(source, "input model")
-    current = source
-    steps = []
-    for fraction, fn in ((options.prune_structured, prune_structured), (options.prune, prune_magnitude)):
-        if fraction:
-            result: ConversionResult = fn(current, fraction)
-            current = result.model
-            steps.append(result.report)
-    if options.quantize is not None:
-        feeds = None
-        if calibration is not None:
-            feeds = io.build_feeds(io.signature(session(current)), calibration, source="calibration data")
-        result = quantize(current, options.quantize, feeds, progress)
-        current = result.model
-        steps.append(result.report)
-    if not steps:
-        raise ModelError("nothing to do: choose --quantize and/or --prune/--prune-structured")
-    report = check(current, source, sample, options.threshold)
-    return ConvertResult(current, steps, report, len(model_bytes(source)))

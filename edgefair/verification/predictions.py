@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefair import data, tables
+from edgefair import data
+from edgefair.core import tables
+from edgefair.core.frame import MetricFrame
+from edgefair.core.metrics import BASE_METRICS
 from edgefair.errors import InputError
-from edgefair.frame import MetricFrame
-from edgefair.metrics import BASE_METRICS
 
 
 def metrics_from_csv(

@@ -1,0 +1,123 @@
+"""``export`` and ``convert``: parse, one library call, write the model, format."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edgefair.cli.common import AsJsonOpt, emit_json
+from edgefair.convert.quantize import CalibrationMethod, QuantMode
+
+
+def export(
+    src: Annotated[Path, typer.Argument(help="Model: .onnx, .pt2, TorchScript .pt, or .pkl/.joblib.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the ONNX model.")],
+    sample_data: Annotated[str | None, typer.Option(help="CSV (or 'adult') for input types/shapes.")] = None,
+    trust_pickle: Annotated[bool, typer.Option(help="Allow loading a pickle (runs its code).")] = False,
+    as_json: AsJsonOpt = False,
+) -> None:
+    """Export a PyTorch or scikit-learn model (or check an ONNX file) to ONNX."""
+    from edgefair.convert import export_model, save_model
+    from edgefair.files import refuse_overwriting_inputs
+
+    refuse_overwriting_inputs([output], [src] + ([Path(sample_data)] if sample_data else []))
+    if trust_pickle:
+        typer.echo(f"warning: unpickling {src} runs code from that file", err=True)
+    result = export_model(src, sample_data=sample_data, trust_pickle=trust_pickle)
+    save_model(result.model, output)
+    if as_json:
+        emit_json({"output": str(output), **result.to_dict()})
+    else:
+        typer.echo(f"wrote {output} ({result.size_bytes:,} bytes); checked: {', '.join(result.checked)}")
+
+
+def convert(
+    model: Annotated[Path, typer.Argument(help="Source ONNX model.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the result.")],
+    quantize: Annotated[QuantMode | None, typer.Option(help="Quantisation mode.")] = None,
+    calibration_data: Annotated[str | None, typer.Option(help="CSV (or 'adult:train') for static.")] = None,
+    calibration_method: Annotated[
+        CalibrationMethod, typer.Option(help="Calibration method.")
+    ] = CalibrationMethod.MINMAX,
+    calibration_rows: Annotated[int, typer.Option(help="Rows used to calibrate.")] = 2000,
+    per_channel: Annotated[bool, typer.Option(help="Per-channel weight scales.")] = False,
+    balance_by: Annotated[str | None, typer.Option(help="Calibrate on equal rows per group of COL.")] = None,
+    prune: Annotated[float | None, typer.Option(help="Unstructured magnitude sparsity, e.g. 0.5.")] = None,
+    prune_structured: Annotated[float | None, typer.Option(help="Fraction of hidden units to remove.")] = None,
+    sample_data: Annotated[str | None, typer.Option(help="CSV (or 'adult') to compare outputs on.")] = None,
+    threshold: Annotated[float, typer.Option(help="Decision threshold for agreement.")] = 0.5,
+    as_json: AsJsonOpt = False,
+) -> None:
+    """Quantise and/or prune an ONNX model; check it; write it atomically."""
+    from edgefair.convert import ConvertOptions, QuantizeOptions, convert_file, save_model
+    from edgefair.files import refuse_overwriting_inputs
+
+    refuse_overwriting_inputs([output], [model] + [Path(d) for d in (calibration_data, sample_data) if d])
+    options = ConvertOptions(
+        quantize=None
+        if quantize is None
+        else QuantizeOptions(
+            mode=quantize,
+            per_channel=per_channel,
+            calibration_method=calibration_method,
+            calibration_rows=calibration_rows,
+        ),
+        prune=prune,
+        prune_structured=prune_structured,
+        threshold=threshold,
+    )
+    with typer.progressbar(
+        length=calibration_rows,
+        label="calibrating",
+        file=sys.stderr,
+        hidden=quantize is not QuantMode.STATIC_INT8 or not sys.stderr.isatty(),
+    ) as bar:
+        last = [0]
+
+        def progress(done: int, total: int) -> None:
+            bar.update(done - last[0])
+            last[0] = done
+
+        result = convert_file(
+            model,
+            options,
+            calibration_data=calibration_data,
+            balance_by=balance_by,
+            sample_data=sample_data,
+            progress=progress,
+        )
+    save_model(result.model, output)
+    doc = {"output": str(output), **result.to_dict()}
+    if as_json:
+        emit_json(doc)
+        return
+    typer.echo(format_conversion(doc))
+
+
+def format_conversion(doc: dict[str, Any]) -> str:
+    before, after = doc["size_before"], doc["size_after"]
+    lines = [f"wrote {doc['output']}: {before:,} -> {after:,} bytes ({after / before:.0%})"]
+    for step in doc["steps"]:
+        if "nodes_quantised" in step:
+            ops = ", ".join(f"{k} x{v}" for k, v in step["nodes_quantised"].items())
+            lines.append(f"  quantised ({step['mode']}): {ops}")
+        if step.get("mode") == "fp16":
+            lines.append(f"  fp16: {step['initializers_converted']} initializers; {step['note']}")
+        for layer, sparsity in step.get("sparsity_by_layer", {}).items():
+            lines.append(f"  pruned {layer}: {sparsity:.1%} zeros")
+        for layer, units in step.get("units_by_layer", {}).items():
+            lines.append(f"  pruned {layer}: {units['hidden_before']} -> {units['hidden_after']} units")
+        if "compressed_size_after" in step:
+            lines.append(f"  gzip size {step['compressed_size_before']:,} -> {step['compressed_size_after']:,}")
+    check = doc["check"]
+    if check and check["rows_compared"]:
+        diffs = ", ".join(f"{k} {v:.4g}" for k, v in check["max_abs_difference"].items())
+        agree = check["decision_agreement"]
+        lines.append(
+            f"  vs source on {check['rows_compared']} rows: max abs diff {diffs}"
+            + (f"; decisions agree {agree:.2%}" if agree is not None else "")
+        )
+    return "\n".join(lines)

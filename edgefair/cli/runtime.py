@@ -1,0 +1,182 @@
+"""``bundle``, ``counters`` and ``serve``: parse, one library call, format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgefair.cli.common import AsJsonOpt, SensOpt, emit_json, split_columns
+from edgefair.report.text import fmt, format_table
+
+bundle_app = typer.Typer(no_args_is_help=True, help="Deployable, hash-checked bundles.")
+counters_app = typer.Typer(no_args_is_help=True, help="On-device fairness counters.")
+
+
+@bundle_app.command("build")
+def bundle_build(
+    model: Annotated[Path, typer.Argument(help="The ONNX model to deploy.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Bundle directory to write.")],
+    certificate: Annotated[Path | None, typer.Option(help="verify --json report of this model.")] = None,
+    sensitive: SensOpt = None,
+    threshold: Annotated[float | None, typer.Option(help="Decision threshold.")] = None,
+) -> None:
+    """Build a bundle: the model, its manifest (hashes of every file) and its certificate."""
+    from edgefair.runtime.bundle import build_bundle
+
+    path = build_bundle(
+        model, output, certificate=certificate, sensitive=split_columns(sensitive) or None, threshold=threshold
+    )
+    note = "" if certificate else " (no certificate: drift has no baseline)"
+    typer.echo(f"wrote bundle {path}{note}")
+
+
+@bundle_app.command("check")
+def bundle_check(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory or zip.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Check every file of a bundle against its manifest's SHA-256."""
+    from edgefair.runtime.bundle import load_bundle
+
+    loaded = load_bundle(bundle)
+    if as_json:
+        emit_json(loaded.manifest)
+        return
+    cert = loaded.manifest.get("certificate")
+    typer.echo(
+        f"ok: {bundle}: {len(loaded.manifest['files'])} files match their SHA-256; "
+        f"sensitive {', '.join(loaded.sensitive)}; certificate: "
+        + (f"verdict {cert['verdict']}" if cert else "no certificate, so drift has no baseline")
+    )
+
+
+@counters_app.command("show")
+def counters_show(
+    source: Annotated[Path, typer.Argument(help="Counters store (SQLite) or table JSON.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (exact counts, stays local).")] = False,
+) -> None:
+    """Show counters as per-group metrics."""
+    from edgefair.core.frame import MetricFrame, group_name
+    from edgefair.runtime.store import load_counters
+
+    table = load_counters(source)
+    if as_json:
+        emit_json(table.to_dict())
+        return
+    labelled = int(table.counts[:, :2].sum())
+    typer.echo(f"{table.rows:,} predictions, {labelled:,} with outcomes, over {', '.join(table.attributes)}")
+    shown = ("count", "selection_rate", "true_positive_rate", "accuracy")
+    for attr in table.attributes:
+        frame = MetricFrame(table.marginal([attr]), shown)
+        rows = [
+            [group_name((attr,), (g,) if isinstance(g, str) else g), str(int(v["count"]))]
+            + [fmt(v[m]) for m in shown[1:]]
+            for g, v in frame.by_group.items()
+        ]
+        typer.echo(format_table(rows, [attr, "count", "sel", "tpr", "acc"]))
+
+
+@counters_app.command("merge")
+def counters_merge(
+    sources: Annotated[list[Path], typer.Argument(help="Table JSON files (raw exports) or stores.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Merged table JSON.")],
+) -> None:
+    """Add counters from many devices: exact, order-free."""
+    from edgefair.core import tables
+    from edgefair.files import refuse_overwriting_inputs, write_text
+    from edgefair.runtime.store import load_counters
+
+    refuse_overwriting_inputs([output], sources)
+    merged = tables.merge(load_counters(s) for s in sources)
+    write_text(output, merged.to_json() + "\n")
+    typer.echo(f"merged {len(sources)} tables: {merged.rows:,} predictions -> {output}")
+
+
+@counters_app.command("export")
+def counters_export(
+    store: Annotated[Path, typer.Argument(help="Counters store (SQLite).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Export JSON.")],
+    min_cell: Annotated[int, typer.Option(help="Suppress cells under this count.")] = 11,
+    epsilon: Annotated[float | None, typer.Option(help="Add discrete Laplace noise at this epsilon.")] = None,
+    budget: Annotated[float | None, typer.Option(help="Refuse exports past this total epsilon.")] = None,
+    raw: Annotated[bool, typer.Option(help="Exact counts (no suppression): the owner's choice.")] = False,
+) -> None:
+    """Export counters for upload: small cells suppressed, optional noise, ledger kept."""
+    from edgefair.runtime.privacy import write_private_export
+
+    done = write_private_export(store, output, min_cell=min_cell, epsilon=epsilon, budget=budget, raw=raw)
+    if done.raw:
+        typer.echo(f"wrote exact counts to {output} (raw: no suppression, no noise)")
+        return
+    if done.epsilon_spent is not None:
+        typer.echo(f"privacy ledger: {done.epsilon_spent:.4g} epsilon spent" + (f" of {budget:.4g}" if budget else ""))
+    typer.echo(
+        f"wrote {output}: cells under {min_cell} suppressed"
+        + (f", discrete Laplace noise at epsilon {epsilon}" if epsilon else "")
+    )
+
+
+@counters_app.command("drift")
+def counters_drift(
+    store: Annotated[Path, typer.Argument(help="Counters store or table JSON.")],
+    bundle_dir: Annotated[Path, typer.Option("--bundle", help="Bundle with a certificate.")],
+    as_json: AsJsonOpt = False,
+) -> None:
+    """Field counters against the verified baseline: exit 0 pass, 1 drift found."""
+    from edgefair.runtime.drift import drift_against_bundle
+    from edgefair.runtime.store import load_counters
+
+    result = drift_against_bundle(load_counters(store), bundle_dir)
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(
+            f"drift verdict: {result['verdict'].upper()} ({result['field_rows']:,} field rows vs "
+            f"{result['baseline_rows']:,} baseline rows)"
+        )
+        for r in result["rows"]:
+            if r["verdict"] != "pass":
+                detail = r.get("note") or f"interval {r['interval']}"
+                typer.echo(f"  {r['verdict']:12s} {r['metric']:20s} {r['group']}: {detail}")
+    raise typer.Exit(1 if result["verdict"] == "fail" else 0)
+
+
+def serve(
+    bundle_dir: Annotated[Path, typer.Argument(help="Bundle directory or zip.")],
+    host: Annotated[str, typer.Option(help="Address to bind (default loopback only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8000,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads.")] = 1,
+    store: Annotated[Path | None, typer.Option(help="SQLite counters store.")] = None,
+    token_file: Annotated[Path | None, typer.Option(help="File with the bearer token for admin endpoints.")] = None,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 8 * 1024 * 1024,
+    require_sensitive: Annotated[bool, typer.Option(help="Reject requests without sensitive inputs.")] = False,
+    name: Annotated[str | None, typer.Option(help="Model name in URLs (default: bundle folder name).")] = None,
+) -> None:
+    """Serve a bundle over the Open Inference Protocol (KServe v2 REST) with fairness counters."""
+    from edgefair.serve.app import ServeConfig, read_token
+    from edgefair.serve.server import serve as run_server
+
+    config = ServeConfig(
+        host=host,
+        port=port,
+        threads=threads,
+        store=str(store) if store else None,
+        token=read_token(token_file) if token_file is not None else None,
+        max_body_bytes=max_body_bytes,
+        require_sensitive=require_sensitive,
+        model_name=name,
+    )
+    run_server(bundle_dir, config, typer.echo)
+
+
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo's models and reports.")] = Path(
+        "edgefair-demo"
+    ),
+) -> None:
+    """The whole story on the bundled Adult data and reference models."""
+    from edgefair.demo import run_demo
+
+    run_demo(out, typer.echo)

@@ -1,0 +1,116 @@
+"""The convert pipeline: prune, then quantise, then check against the source.
+
+``convert`` works on an in-memory model; ``convert_file`` also loads the model and the
+calibration and sample data it names. Neither writes anything: ``save_model`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgefair import data, modelio
+from edgefair.convert.common import ConversionResult, check_domains, dedupe_opsets, load_model, model_bytes
+from edgefair.convert.prune import prune_magnitude, prune_structured
+from edgefair.convert.quantize import Progress, QuantizeOptions, QuantMode, quantize
+from edgefair.convert.validation import CheckReport, calibration_sample, check, session
+from edgefair.errors import InputError, ModelError
+
+SAMPLE_ROWS = 5000
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvertOptions:
+    quantize: QuantizeOptions | None = None
+    prune: float | None = None  # unstructured magnitude sparsity, in (0, 1)
+    prune_structured: float | None = None  # fraction of hidden units removed, in (0, 1)
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name, value in (("prune", self.prune), ("prune_structured", self.prune_structured)):
+            if value is not None and not 0.0 < value < 1.0:
+                raise InputError(f"{name} must be between 0 and 1 (exclusive), got {value}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise InputError(f"threshold must be in [0, 1], got {self.threshold}")
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    model: onnx.ModelProto
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    check: CheckReport | None = None
+    size_before: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size_before": self.size_before,
+            "size_after": self.check.size_bytes if self.check else None,
+            "steps": self.steps,
+            "check": self.check.to_dict() if self.check else None,
+        }
+
+
+def convert(
+    model: onnx.ModelProto,
+    options: ConvertOptions,
+    sample: Mapping[str, np.ndarray] | None = None,
+    calibration: Mapping[str, np.ndarray] | None = None,
+    progress: Progress | None = None,
+) -> ConvertResult:
+    """Prune, then quantise, then check against the source. Writes nothing."""
+    source = onnx.ModelProto()
+    source.CopyFrom(model)
+    dedupe_opsets(source)
+    check_domains(source, "input model")
+    current = source
+    steps = []
+    for fraction, fn in ((options.prune_structured, prune_structured), (options.prune, prune_magnitude)):
+        if fraction:
+            result: ConversionResult = fn(current, fraction)
+            current = result.model
+            steps.append(result.report)
+    if options.quantize is not None:
+        feeds = None
+        if calibration is not None:
+            feeds = modelio.build_feeds(modelio.signature(session(current)), calibration, source="calibration data")
+        result = quantize(current, options.quantize, feeds, progress)
+        current = result.model
+        steps.append(result.report)
+    if not steps:
+        raise ModelError("nothing to do: choose --quantize and/or --prune/--prune-structured")
+    report = check(current, source, sample, options.threshold)
+    return ConvertResult(current, steps, report, len(model_bytes(source)))
+
+
+def convert_file(
+    model: str | Path,
+    options: ConvertOptions,
+    *,
+    calibration_data: str | Path | data.Dataset | None = None,
+    balance_by: str | None = None,
+    sample_data: str | Path | data.Dataset | None = None,
+    progress: Progress | None = None,
+) -> ConvertResult:
+    """``convert`` on an ONNX file, calibrating (static int8) and checking on named data.
+
+    Calibration rows are a random sample, or equal rows per group of ``balance_by``;
+    outputs are compared with the source on ``sample_data`` (default: the calibration data).
+    """
+    source = load_model(model)
+    calibration = None
+    quantize_options = options.quantize
+    if quantize_options is not None and quantize_options.mode is QuantMode.STATIC_INT8:
+        if calibration_data is None:
+            raise InputError("static int8 needs calibration data (--calibration-data: a CSV, or adult:train)")
+        columns = data.load(calibration_data).columns
+        calibration = calibration_sample(
+            columns, quantize_options.calibration_rows, balance_by, data.resolve(calibration_data).name
+        )
+    checked_on = sample_data if sample_data is not None else calibration_data
+    sample = data.load(checked_on, SAMPLE_ROWS).columns if checked_on is not None else None
+    return convert(source, options, sample, calibration, progress)

@@ -1,0 +1,98 @@
+"""Named columns in memory: chunks of a source, an in-memory Dataset, and typed reads.
+
+Columns may arrive as strings (CSV); ``numeric`` and ``binary_column`` convert one when a
+caller needs numbers and name the source, line and column of the first bad value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from edgefair.errors import InputError
+
+MISSING = ("", "?", "NA", "nan", "NaN")  # the one list of missing-value markers
+DEFAULT_CHUNK_ROWS = 65536
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive rows of a data source: columns by name, and where they started."""
+
+    columns: dict[str, np.ndarray]
+    first_line: int  # 1-based line in the file of the chunk's first row (header is line 1)
+    source: str
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A labelled data set held in memory, by column."""
+
+    columns: dict[str, np.ndarray]
+    source: str
+    sha256: str
+    rows: int = field(default=0)
+
+    def chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]:
+        for start in range(0, max(self.rows, 1), chunk_rows):
+            cols = {k: v[start : start + chunk_rows] for k, v in self.columns.items()}
+            yield Chunk(cols, start + 2, self.source)
+
+    def column(self, name: str) -> np.ndarray:
+        return require_column(self.columns, name, self.source)
+
+
+def require_column(columns: Mapping[str, np.ndarray], name: str, source: str) -> np.ndarray:
+    if name not in columns:
+        known = ", ".join(list(columns)[:20])
+        raise InputError(f"{source}: no column {name!r}; columns are: {known}")
+    return columns[name]
+
+
+def is_missing(text: npt.NDArray[np.str_]) -> npt.NDArray[np.bool_]:
+    """Which strings are missing-value markers (after stripping white space)."""
+    return np.isin(np.char.strip(text), MISSING)
+
+
+def numeric(
+    values: npt.ArrayLike, name: str, source: str, first_line: int = 2, allow_missing: bool = True
+) -> npt.NDArray[np.float64]:
+    """Column as float64; missing markers become NaN (or an error if not allowed)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iufb":
+        out = arr.astype(np.float64)
+    else:
+        text = arr.astype(str)
+        filled = np.where(is_missing(text), "nan", text)
+        try:
+            out = filled.astype(np.float64)
+        except ValueError:
+            for i, v in enumerate(filled.tolist()):
+                try:
+                    float(v)
+                except ValueError:
+                    raise InputError(
+                        f"{source}, line {first_line + i}, column {name!r}: {v!r} is not a number"
+                    ) from None
+            raise
+    if not allow_missing and np.isnan(out).any():
+        i = int(np.argmax(np.isnan(out)))
+        raise InputError(f"{source}, line {first_line + i}, column {name!r}: missing value")
+    return out
+
+
+def binary_column(values: npt.ArrayLike, name: str, source: str, first_line: int = 2) -> npt.NDArray[np.int64]:
+    """A 0/1 column as int64; anything else names the file, line, column and value."""
+    numbers = numeric(values, name, source, first_line, allow_missing=False)
+    bad = (numbers != 0) & (numbers != 1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InputError(f"{source}, line {first_line + i}, column {name!r}: {np.asarray(values)[i]!r} is not 0 or 1")
+    return numbers.astype(np.int64)

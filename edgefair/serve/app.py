@@ -1,0 +1,236 @@
+"""The Open Inference Protocol's routes over a FairSession, independent of sockets.
+
+Sensitive attributes arrive as extra BYTES inputs named in the bundle manifest and are
+stripped before the model. Client mistakes raise ``protocol.ClientError`` (4xx with
+``{"error": "..."}``); rejected requests never move the counters.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgefair.errors import InputError
+from edgefair.runtime.counters import UNKNOWN
+from edgefair.runtime.session import FairSession
+from edgefair.serve import protocol as v2
+from edgefair.serve.metrics import Metrics, fairness_summary
+from edgefair.version import __version__
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    threads: int = 1  # onnxruntime intra-op threads
+    store: str | None = None
+    token: str | None = None
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_elements: int = 1_000_000
+    require_sensitive: bool = False
+    min_cell: int = 11
+    model_name: str | None = None
+
+
+class App:
+    """Routing and the protocol; independent of sockets so it is easy to reason about."""
+
+    def __init__(self, bundle: str | Path, config: ServeConfig):
+        self.config = config
+        self.ready = False
+        self.session = FairSession(bundle, store=config.store, threads=config.threads)
+        described = self.session.describe()
+        self.name = config.model_name or Path(bundle).name.removesuffix(".zip")
+        self.sensitive = described.attributes
+        self.inputs = {t.name: t for t in described.inputs}
+        self.metadata = {
+            "name": self.name,
+            "versions": ["1"],
+            "platform": "onnxruntime_onnx",
+            "inputs": [self._tensor_meta(t) for t in described.inputs]
+            + [
+                {"name": s, "datatype": "BYTES", "shape": [-1], "parameters": {"edgefair_sensitive": True}}
+                for s in self.sensitive
+            ],
+            "outputs": [self._tensor_meta(t) for t in described.outputs],
+            "parameters": {
+                "score_output": described.score_output,
+                "threshold": described.threshold,
+                "sensitive": self.sensitive,
+                "certificate": described.certificate_verdict is not None,
+            },
+        }
+        self.metrics = Metrics()
+        self.ready = True
+
+    @staticmethod
+    def _tensor_meta(t: Any) -> dict[str, Any]:
+        return {
+            "name": t.name,
+            "datatype": v2.ORT_TO_V2.get(t.type, t.type),
+            "shape": [d if isinstance(d, int) else -1 for d in t.shape],
+        }
+
+    # -- routes ---------------------------------------------------------------------------
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        route = path.split("?", 1)[0].rstrip("/") or "/"
+        parts = route.strip("/").split("/")
+        if route == "/metrics" and method == "GET":
+            return (
+                200,
+                self.metrics.exposition(self.session).encode(),
+                {"Content-Type": "text/plain; version=0.0.4"},
+            )
+        if parts[0] != "v2":
+            raise v2.ClientError(f"no route {route}", 404)
+        if route == "/v2":
+            return self._json(
+                200,
+                {
+                    "name": "edgefair",
+                    "version": __version__,
+                    "extensions": ["binary_tensor_data", "edgefair_fairness"],
+                },
+            )
+        if route == "/v2/health/live":
+            return self._json(200, {"live": True})
+        if route == "/v2/health/ready":
+            return self._json(200 if self.ready else 503, {"ready": self.ready})
+        if len(parts) < 3 or parts[1] != "models":
+            raise v2.ClientError(f"no route {route}", 404)
+        if parts[2] != self.name:
+            raise v2.ClientError(f"unknown model {parts[2]!r}; this server serves {self.name!r}", 404)
+        rest = parts[3:]
+        if len(rest) >= 2 and rest[0] == "versions":
+            if rest[1] != "1":
+                raise v2.ClientError(f"unknown version {rest[1]!r} of {self.name!r}; versions: ['1']", 404)
+            rest = rest[2:]
+        action = rest[0] if rest else ""
+        if action == "" and method == "GET":
+            return self._json(200, self.metadata)
+        if action == "ready" and method == "GET":
+            return self._json(200 if self.ready else 503, {"name": self.name, "ready": self.ready})
+        if action == "infer" and method == "POST":
+            return self._infer(headers, body)
+        if action == "outcomes" and method == "POST":
+            self._authorise(headers)
+            return self._outcomes(body)
+        if action == "fairness" and method == "GET":
+            return self._json(200, fairness_summary(self.session, self.config.min_cell))
+        if action == "counters" and method == "GET":
+            return self._counters(path, headers)
+        raise v2.ClientError(f"no route {method} {route}", 404 if action not in ("infer", "outcomes") else 405)
+
+    def _json(self, status: int, doc: Any) -> tuple[int, bytes, dict[str, str]]:
+        return status, json.dumps(doc, separators=(",", ":")).encode(), {"Content-Type": "application/json"}
+
+    def _authorise(self, headers: dict[str, str]) -> None:
+        if self.config.token is None:
+            return
+        given = headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {self.config.token}".encode()):
+            raise v2.ClientError("this endpoint needs 'Authorization: Bearer <token>'", 401)
+
+    def _infer(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        length = headers.get("inference-header-content-length")
+        try:
+            header_length = int(length) if length is not None else None
+        except ValueError:
+            raise v2.ClientError("Inference-Header-Content-Length must be an integer") from None
+        request = v2.parse_request(body, header_length, self.config.max_elements)
+        sensitive, rows = self._split_sensitive(request)
+        rid = request.id or uuid.uuid4().hex
+        ids = self._row_ids(request, rid, rows)
+        try:
+            outputs = self.session.run(request.inputs, sensitive, ids)
+        except InputError as exc:
+            raise v2.ClientError(str(exc)) from None
+        body_out, json_len = v2.encode_response(self.name, rid, outputs, request)
+        extra = {"Content-Type": "application/json"}
+        if json_len is not None:
+            extra = {
+                "Content-Type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(json_len),
+            }
+        return 200, body_out, extra
+
+    def _split_sensitive(self, request: v2.InferRequest) -> tuple[dict[str, Any], int]:
+        model_inputs = {k: v for k, v in request.inputs.items() if k in self.inputs}
+        unknown = set(request.inputs) - set(self.inputs) - set(self.sensitive)
+        if unknown:
+            raise v2.ClientError(
+                f"unknown input {sorted(unknown)[0]!r}; model inputs are "
+                f"{sorted(self.inputs)}, sensitive inputs {self.sensitive}"
+            )
+        missing = set(self.inputs) - set(model_inputs)
+        if missing:
+            raise v2.ClientError(f"missing model input {sorted(missing)[0]!r}")
+        rows = {v.shape[0] if v.ndim else 1 for v in model_inputs.values()}
+        if len(rows) != 1:
+            raise v2.ClientError("model inputs disagree on the number of rows")
+        n = rows.pop()
+        sensitive: dict[str, Any] = {}
+        for name in self.sensitive:
+            if name in request.inputs:
+                # a sensitive attribute the model also takes (e.g. Adult's race) is counted from
+                # that input and still fed to the model; any other is stripped before the model
+                values = (request.inputs[name] if name in self.inputs else request.inputs.pop(name)).reshape(-1)
+                if values.dtype != object:
+                    raise v2.ClientError(f"sensitive input {name!r} must be BYTES")
+                if len(values) != n:
+                    raise v2.ClientError(f"sensitive input {name!r} has {len(values)} values for {n} rows")
+                sensitive[name] = values.tolist()
+            elif self.config.require_sensitive:
+                raise v2.ClientError(f"sensitive input {name!r} is required by this server")
+            else:
+                sensitive[name] = [UNKNOWN] * n
+        return sensitive, n
+
+    @staticmethod
+    def _row_ids(request: v2.InferRequest, rid: str, rows: int) -> list[str]:
+        given = request.parameters.get("edgefair_ids")
+        if given is not None:
+            if not isinstance(given, list) or len(given) != rows or not all(isinstance(i, str) for i in given):
+                raise v2.ClientError(f"parameter edgefair_ids must be a list of {rows} strings")
+            return given
+        return [rid] if rows == 1 else [f"{rid}/{i}" for i in range(rows)]
+
+    def _outcomes(self, body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        try:
+            doc = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise v2.ClientError("request body is not valid JSON") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("ids"), list) or not isinstance(doc.get("labels"), list):
+            raise v2.ClientError("outcomes need 'ids' and 'labels' lists")
+        try:
+            result = self.session.record_outcomes(doc["ids"], doc["labels"])
+        except InputError as exc:
+            raise v2.ClientError(str(exc)) from None
+        self.metrics.outcome_stats(result)
+        return self._json(200, result.to_dict())
+
+    def _counters(self, path: str, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        from edgefair.runtime.privacy import private_export
+
+        raw = "raw=1" in path.split("?", 1)[-1]
+        if raw:
+            self._authorise(headers)
+            if self.config.token is None:
+                raise v2.ClientError("raw counters need a server started with --token-file", 401)
+            return self._json(200, self.session.table().to_dict())
+        return self._json(200, private_export(self.session.table(), self.config.min_cell))
+
+
+def read_token(path: str | Path) -> str:
+    """The bearer token in ``path`` (white space stripped); an InputError if none."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such token file")
+    token = p.read_text(encoding="utf-8").strip()
+    if not token:
+        raise InputError(f"{p}: the token file is empty")
+    return token
