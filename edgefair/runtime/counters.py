@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgefair.core.tables import DEFAULT_BINS, UNKNOWN_LABEL, CountsTable
+from edgefair.core.tables import CELLS_PER_GROUP, DEFAULT_BINS, UNKNOWN_LABEL, CountsTable, cell_index
 from edgefair.errors import InputError
 
 OTHER = "other"  # values outside the known (or learned) set
@@ -137,15 +137,15 @@ class Counters:
             sc = scores if scores is None or isinstance(scores, list) else scores.tolist()
             bins = self.bins
             with self._lock:
-                for i in range(rows):
-                    self._flat_counts[g[i] * 12 + UNKNOWN_LABEL * 4 + d[i] * 3] += 1  # cell (g, ?, d, d)
+                for i in range(rows):  # one model: the decision fills both decision axes
+                    self._flat_counts[g[i] * CELLS_PER_GROUP + cell_index(UNKNOWN_LABEL, d[i], d[i])] += 1
                     if sc is not None:
                         self._flat_hist[(g[i] * 3 + UNKNOWN_LABEL) * bins + min(int(sc[i] * bins), bins - 1)] += 1
                 if ids is not None:
                     self._remember(ids, g, d, sc)
             return
         # a batch: numpy scatter-add; the cost follows the batch, not the table
-        cells = groups * 12 + (UNKNOWN_LABEL * 4) + decisions * 3
+        cells = groups * CELLS_PER_GROUP + cell_index(UNKNOWN_LABEL, decisions, decisions)
         hist_cells = None
         if scores is not None:
             bins_of_rows = np.minimum((scores * self.bins).astype(np.int64), self.bins - 1)
@@ -198,16 +198,21 @@ class Counters:
                 if entry is None:
                     result.unknown_id += 1
                     continue
-                g, d, b, _ = entry
-                self.counts[g, UNKNOWN_LABEL, d, d] -= 1
-                self.counts[g, y, d, d] += 1
-                if b >= 0:
-                    self.hist[g, UNKNOWN_LABEL, b] -= 1
-                    self.hist[g, y, b] += 1
+                self._move(entry, y)
                 result.joined += 1
             self.outcomes.joined += result.joined
             self.outcomes.unknown_id += result.unknown_id
         return result
+
+    def _move(self, entry: tuple[int, int, int, float], label: int) -> None:
+        """A counted row gets its label: out of the 'unknown' cell, into the label's; lock held."""
+        g, d, b, _ = entry
+        base = g * CELLS_PER_GROUP
+        self._flat_counts[base + cell_index(UNKNOWN_LABEL, d, d)] -= 1
+        self._flat_counts[base + cell_index(label, d, d)] += 1
+        if b >= 0:
+            self.hist[g, UNKNOWN_LABEL, b] -= 1
+            self.hist[g, label, b] += 1
 
     def known_values(self) -> dict[str, list[str]]:
         """Every value each attribute can be counted under (bounded: safe as metric labels)."""
@@ -235,8 +240,8 @@ class Counters:
         full_hist = np.repeat(hist[order][:, :, None, :], 2, axis=2)
         return CountsTable(self.attributes, tuple(keys[i] for i in order), counts[order], full_hist, False)
 
-    def load(self, table: CountsTable) -> None:
-        """Add a stored table's totals (a restart resumes where the store left off)."""
+    def add(self, table: CountsTable) -> None:
+        """Add a table's counts in place (a restart resumes the store's totals this way)."""
         if table.attributes != self.attributes:
             raise InputError(f"stored counters are over {list(table.attributes)}, expected {list(self.attributes)}")
         for key, counts, hist in zip(table.groups, table.counts, table.score_hist, strict=True):

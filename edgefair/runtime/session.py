@@ -108,7 +108,7 @@ class FairSession:
             from edgefair.runtime.store import CounterStore  # sqlite3 only when a store is used
 
             self.store = CounterStore(store, self.counters.attributes, DEFAULT_BINS)
-            self.counters.load(self.store.load())
+            self.counters.add(self.store.load())
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         self._since_flush = 0
         self._flush_lock = threading.Lock()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgefair.core import tables
-from edgefair.core.tables import CountsTable
+from edgefair.core.tables import CELLS_PER_GROUP, CountsTable
 from edgefair.errors import InputError, PrivacyBudgetError, StoreError
 
 SCHEMA = """
@@ -74,14 +74,14 @@ class CounterStore:
     def load(self) -> CountsTable:
         """The committed totals."""
         rows = self._db.execute("SELECT grp, cell, value FROM cells").fetchall()
-        width = 12 + 3 * self.bins
+        width = CELLS_PER_GROUP + 3 * self.bins
         by_group: dict[tuple[str, ...], np.ndarray] = {}
         for grp, cell, value in rows:
             key = tuple(json.loads(grp))
             by_group.setdefault(key, np.zeros(width, np.int64))[cell] = value
         keys = sorted(by_group)
-        counts = np.array([by_group[k][:12] for k in keys], np.int64).reshape(-1, 3, 2, 2)
-        hist = np.array([by_group[k][12:] for k in keys], np.int64).reshape(len(keys), 3, 1, self.bins)
+        counts = np.array([by_group[k][:CELLS_PER_GROUP] for k in keys], np.int64).reshape(-1, 3, 2, 2)
+        hist = np.array([by_group[k][CELLS_PER_GROUP:] for k in keys], np.int64).reshape(len(keys), 3, 1, self.bins)
         return CountsTable(self.attributes, tuple(keys), counts, np.repeat(hist, 2, axis=2), False)
 
     def flush(self, table: CountsTable) -> int:
