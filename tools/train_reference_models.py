@@ -30,7 +30,7 @@ from edgefair.convert.validation import session  # noqa: E402
 from edgefair.data import ADULT_FEATURES, ADULT_NUMERIC, load_adult  # noqa: E402
 
 SEED = 20261122
-OUT = ROOT / "models"
+OUT = ROOT / "edgefair" / "demo" / "models"
 
 
 def frame(columns: dict[str, np.ndarray]):  # type: ignore[no-untyped-def]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgefair.errors import InputError
+from edgefair.files import write_atomic
 
 MODELS = Path(__file__).resolve().parent / "models"  # package data: works from an installed package
 Echo = Callable[[str], None]
@@ -59,7 +60,8 @@ def run_demo(out: Path, echo: Echo) -> None:
 
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    reference = reference_model()
+    # the reference is copied beside its variants, so every path in the reports is short
+    reference = write_atomic(out / "adult_mlp.onnx", reference_model().read_bytes())
     echo(f"1. Convert {reference.name} (PyTorch MLP with its preprocessing in the graph)")
     candidates = convert_variants(reference, out, echo)
     echo("\n2. Verify every variant against fp32 on the Adult test split (race, sex), one pass")
