@@ -20,10 +20,7 @@ import onnx.compose
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgefair import (
-    metric_frame,
-    modelio,
-)
+from edgefair import metric_frame, modelio  # noqa: E402
 from edgefair.convert.common import save_model  # noqa: E402
 from edgefair.convert.export import export_sklearn, export_torch  # noqa: E402
 from edgefair.convert.validation import session  # noqa: E402
