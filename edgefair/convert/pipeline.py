@@ -16,7 +16,7 @@ import onnx
 
 from edgefair import data, modelio
 from edgefair.convert.common import ConversionResult, check_domains, dedupe_opsets, load_model, model_bytes
-from edgefair.convert.prune import prune_magnitude, prune_structured
+from edgefair.convert.prune import check_fraction, prune_magnitude, prune_structured
 from edgefair.convert.quantize import Progress, QuantizeOptions, QuantMode, quantize
 from edgefair.convert.validation import CheckReport, calibration_sample, check, session
 from edgefair.errors import InputError, ModelError
@@ -33,8 +33,8 @@ class ConvertOptions:
 
     def __post_init__(self) -> None:
         for name, value in (("prune", self.prune), ("prune_structured", self.prune_structured)):
-            if value is not None and not 0.0 < value < 1.0:
-                raise InputError(f"{name} must be between 0 and 1 (exclusive), got {value}")
+            if value is not None:
+                check_fraction(value, name)
         if not 0.0 <= self.threshold <= 1.0:
             raise InputError(f"threshold must be in [0, 1], got {self.threshold}")
 

@@ -36,9 +36,10 @@ ELEMENTWISE = (
 )
 
 
-def _check_fraction(fraction: float, what: str) -> None:
-    if not 0.0 <= fraction < 1.0:
-        raise InputError(f"{what} must be at least 0 and below 1, got {fraction}")
+def check_fraction(fraction: float, what: str) -> None:
+    """The one bound on pruning fractions: strictly between 0 and 1."""
+    if not 0.0 < fraction < 1.0:
+        raise InputError(f"{what} must be between 0 and 1 (exclusive), got {fraction}")
 
 
 def _compressed_size(model: onnx.ModelProto) -> int:
@@ -47,7 +48,7 @@ def _compressed_size(model: onnx.ModelProto) -> int:
 
 def prune_magnitude(model: onnx.ModelProto, sparsity: float) -> ConversionResult:
     """Zero the ``sparsity`` fraction of smallest |w| in each weight matrix."""
-    _check_fraction(sparsity, "prune fraction")
+    check_fraction(sparsity, "prune fraction")
     work = onnx.ModelProto()
     work.CopyFrom(model)
     inits = initializers(work)
@@ -85,7 +86,7 @@ def _single_next(tensor: str, readers: dict[str, list[onnx.NodeProto]], outputs:
 
 def prune_structured(model: onnx.ModelProto, fraction: float) -> ConversionResult:
     """Remove ``fraction`` of the hidden units of every prunable MatMul chain."""
-    _check_fraction(fraction, "structured prune fraction")
+    check_fraction(fraction, "structured prune fraction")
     work = onnx.ModelProto()
     work.CopyFrom(model)
     gemm_to_matmul(work)
