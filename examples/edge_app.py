@@ -25,7 +25,7 @@ def make_bundle(folder: Path) -> Path:
     from edgefair.convert.common import load_model, save_model
     from edgefair.convert.quantize import QuantizeOptions, QuantMode
     from edgefair.files import write_text
-    from edgefair.runtime.bundle import build_bundle
+    from edgefair.runtime.bundling import build_bundle
 
     root = Path(__file__).resolve().parents[1] / "models" / "adult_mlp.onnx"
     options = conv.ConvertOptions(quantize=QuantizeOptions(mode=QuantMode.DYNAMIC_INT8))

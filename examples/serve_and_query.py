@@ -17,7 +17,7 @@ import tritonclient.http as triton
 import edgefair
 from edgefair.data import ADULT_FEATURES, load_adult
 from edgefair.files import write_text
-from edgefair.runtime.bundle import build_bundle
+from edgefair.runtime.bundling import build_bundle
 from edgefair.serve.server import ServeConfig, Server
 
 ROOT = Path(__file__).resolve().parents[1]

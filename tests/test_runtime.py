@@ -19,7 +19,8 @@ from edgefair import modelio
 from edgefair.core import tables
 from edgefair.data import ADULT_FEATURES
 from edgefair.errors import BundleError, EdgefairError, InputError, PrivacyBudgetError
-from edgefair.runtime.bundle import build_bundle, load_bundle
+from edgefair.runtime.bundle import load_bundle
+from edgefair.runtime.bundling import build_bundle
 from edgefair.runtime.drift import drift
 from edgefair.runtime.privacy import discrete_laplace, private_export
 from edgefair.runtime.session import FairSession

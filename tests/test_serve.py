@@ -23,7 +23,7 @@ import edgefair
 from edgefair.core.tables import DEFAULT_BINS
 from edgefair.data import ADULT_FEATURES
 from edgefair.files import write_text
-from edgefair.runtime.bundle import build_bundle
+from edgefair.runtime.bundling import build_bundle
 from edgefair.runtime.session import FairSession
 from edgefair.runtime.store import CounterStore
 from edgefair.serve.server import ServeConfig, Server

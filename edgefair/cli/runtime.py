@@ -23,7 +23,7 @@ def bundle_build(
     threshold: Annotated[float | None, typer.Option(help="Decision threshold.")] = None,
 ) -> None:
     """Build a bundle: the model, its manifest (hashes of every file) and its certificate."""
-    from edgefair.runtime.bundle import build_bundle
+    from edgefair.runtime.bundling import build_bundle
 
     path = build_bundle(
         model, output, certificate=certificate, sensitive=split_columns(sensitive) or None, threshold=threshold

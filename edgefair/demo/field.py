@@ -12,7 +12,7 @@ def runtime_demo(reference: Path, out: Path, echo: Callable[[str], None]) -> Pat
     from edgefair import modelio
     from edgefair import report as reports
     from edgefair.data import load_adult
-    from edgefair.runtime.bundle import build_bundle
+    from edgefair.runtime.bundling import build_bundle
     from edgefair.runtime.session import FairSession
     from edgefair.verification.api import verify
 

@@ -11,14 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgefair import modelio
 from edgefair.errors import BundleError
-from edgefair.modelio.safety import check_model_bytes
+from edgefair.modelio.safety import MAX_MODEL_BYTES, check_model_bytes
 
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.sha256"  # integrity of the manifest itself (not a signature)
@@ -50,140 +48,163 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def build_bundle(
-    model: str | Path,
-    out: str | Path,
-    *,
-    certificate: str | Path | None = None,
-    sensitive: Sequence[str] | None = None,
-    threshold: float | None = None,
-    score_output: str | None = None,
-) -> Path:
-    """Write a bundle directory atomically (built beside ``out``, then renamed)."""
-    import datetime as dt  # build-time only: kept off the device's import path
-    import shutil
-    import tempfile
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a manifest carries the baseline table: large, never huge
+MAX_BUNDLE_BYTES = MAX_MODEL_BYTES + 2 * MAX_MANIFEST_BYTES
 
-    model_path, out_dir = Path(model), Path(out)
-    if not model_path.exists():
-        raise BundleError(f"{model_path}: no such model file")
-    data = model_path.read_bytes()
-    check_model_bytes(data, str(model_path))
-    cert = _read_certificate(certificate, _sha(data)) if certificate else None
-    sig = modelio.signature(modelio.open_session(data))
-    choice = modelio.choose_output(sig, score_output or (cert["data"]["score_output"] if cert else None))
-    known = _known_values(cert, sensitive)
-    if not known:
-        raise BundleError("name the sensitive attributes (--sensitive) or give a certificate")
-    if threshold is None:
-        threshold = float(cert["data"]["threshold"]) if cert else 0.5
-    files = {MODEL: data}
-    if cert:
-        files[CERTIFICATE] = (json.dumps(cert, indent=2) + "\n").encode()
-    manifest = {
-        "schema_version": 1,
-        "kind": "edgefair.bundle",
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "files": {n: {"sha256": _sha(b), "size_bytes": len(b)} for n, b in files.items()},
-        "model": MODEL,
-        "inputs": [t.to_dict() for t in sig.inputs],
-        "outputs": [t.to_dict() for t in sig.outputs],
-        "score_output": choice.name,
-        "threshold": threshold,
-        "sensitive": known,
-        "certificate": None
-        if not cert
-        else {"file": CERTIFICATE, "verdict": cert["verdict"], "baseline_table": _candidate_baseline(cert)},
-    }
-    files[MANIFEST] = (json.dumps(manifest, indent=2) + "\n").encode()
-    files[MANIFEST_HASH] = (_sha(files[MANIFEST]) + "\n").encode()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+
+def _regular_files(path: Path) -> dict[str, int]:
+    """A directory bundle's files and sizes; anything but a plain file is refused."""
+    out = {}
+    for entry in os.scandir(path):
+        where = f"{path}/{entry.name}"
+        if entry.is_symlink():
+            raise BundleError(f"{where}: is a symbolic link; a bundle holds plain files only")
+        if entry.is_dir(follow_symlinks=False):
+            raise BundleError(f"{where}: is a folder; a bundle holds plain files only")
+        if not entry.is_file(follow_symlinks=False):
+            raise BundleError(f"{where}: is not a regular file (a FIFO, socket or device); refused")
+        out[entry.name] = entry.stat(follow_symlinks=False).st_size
+    return out
+
+
+class _Files:
+    """The files of a bundle directory or zip, read only after their sizes are checked."""
+
+    def __init__(self, path: Path) -> None:
+        import zipfile
+
+        self.path = path
+        self._zip: zipfile.ZipFile | None = None
+        self._infos: dict[str, zipfile.ZipInfo] = {}
+        if path.is_dir():
+            self.sizes = _regular_files(path)
+            return
+        try:
+            self._zip = zipfile.ZipFile(path)
+            infos = [i for i in self._zip.infolist() if not i.is_dir()]
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            raise BundleError(f"{path}: not a bundle (expected a directory or a readable zip: {exc})") from None
+        for info in infos:
+            name = Path(info.filename).name
+            if name in self._infos:
+                raise BundleError(f"{path}: holds two files named {name!r}; refused")
+            self._infos[name] = info
+        self.sizes = {n: i.file_size for n, i in self._infos.items()}
+
+    def read(self, name: str, size: int) -> bytes:
+        """``size`` bytes of ``name``; more (a lying zip header) or fewer is refused."""
+        import zipfile
+        import zlib
+
+        where = f"{self.path}/{name}"
+        if self.sizes.get(name) != size:
+            raise BundleError(f"{where}: is {self.sizes.get(name)} bytes, the manifest says {size}")
+        try:
+            if self._zip is None:
+                with open(self.path / name, "rb") as f:
+                    blob = f.read(size + 1)
+            else:
+                with self._zip.open(self._infos[name]) as f:
+                    blob = f.read(size + 1)
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+            raise BundleError(f"{where}: unreadable ({exc})") from None
+        if len(blob) != size:
+            raise BundleError(f"{where}: is not the {size} bytes the manifest says")
+        return blob
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+
+
+def _manifest(files: _Files, where: str) -> tuple[bytes, dict[str, Any]]:
+    for name in (MANIFEST, MANIFEST_HASH):
+        if name not in files.sizes:
+            raise BundleError(f"{where}: no {name}; not an edgefair bundle")
+    if files.sizes[MANIFEST] > MAX_MANIFEST_BYTES or files.sizes[MANIFEST_HASH] > 65:
+        raise BundleError(f"{where}/{MANIFEST}: larger than any edgefair manifest; refused")
+    raw = files.read(MANIFEST, files.sizes[MANIFEST])
+    if files.read(MANIFEST_HASH, files.sizes[MANIFEST_HASH]) != (_sha(raw) + "\n").encode():
+        raise BundleError(f"{where}/{MANIFEST}: SHA-256 does not match {MANIFEST_HASH} (tampered?)")
     try:
-        for name, blob in files.items():
-            (tmp / name).write_bytes(blob)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BundleError(f"{where}/{MANIFEST}: not JSON") from None
+    return raw, check_manifest(manifest, f"{where}/{MANIFEST}")
 
 
-def _read_certificate(path: str | Path, model_sha: str) -> dict[str, Any]:
-    p = Path(path)
-    try:
-        cert: dict[str, Any] = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{p}: not a readable verify report ({exc})") from None
-    if cert.get("kind") != "edgefair.verify_report":
-        raise BundleError(f"{p}: not an edgefair verify report")
-    if cert["candidate"]["sha256"] != model_sha:
-        raise BundleError(
-            f"{p}: the certificate is for model {cert['candidate']['sha256'][:12]}, not this one ({model_sha[:12]})"
-        )
-    return cert
+def check_manifest(manifest: Any, where: str) -> dict[str, Any]:
+    """Every field a loader relies on, with the type it must have; one line naming the first bad one."""
+
+    def bad(field: str, expected: str) -> BundleError:
+        return BundleError(f"{where}: field {field!r} must be {expected}")
+
+    if not isinstance(manifest, dict) or manifest.get("kind") != "edgefair.bundle":
+        raise BundleError(f"{where}: not an edgefair bundle manifest (kind is not 'edgefair.bundle')")
+    listed = manifest.get("files")
+    if not isinstance(listed, dict) or not listed:
+        raise bad("files", "an object of file name -> {sha256, size_bytes}")
+    for name, meta in listed.items():
+        if not (isinstance(meta, dict) and isinstance(meta.get("sha256"), str) and _is_size(meta.get("size_bytes"))):
+            raise bad(f"files.{name}", "{sha256: hex string, size_bytes: whole number >= 0}")
+        if name in (MANIFEST, MANIFEST_HASH) or "/" in name or name in ("", ".", ".."):
+            raise bad(f"files.{name}", "a plain file name other than the manifest's own")
+    if manifest.get("model") not in listed:
+        raise bad("model", f"the name of a listed file (one of {sorted(listed)})")
+    sensitive = manifest.get("sensitive")
+    if not isinstance(sensitive, dict) or not sensitive:
+        raise bad("sensitive", "an object of attribute -> list of known values")
+    for attr, values in sensitive.items():
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise bad(f"sensitive.{attr}", "a list of strings")
+    threshold = manifest.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise bad("threshold", "a number in [0, 1]")
+    if not isinstance(manifest.get("score_output"), str):
+        raise bad("score_output", "the name of a model output")
+    cert = manifest.get("certificate")
+    if cert is not None and not (isinstance(cert, dict) and isinstance(cert.get("verdict"), str)):
+        raise bad("certificate", "null or {file, verdict, baseline_table}")
+    total = sum(m["size_bytes"] for m in listed.values())
+    if total > MAX_BUNDLE_BYTES:
+        raise BundleError(f"{where}: lists {total:,} bytes of files, over the {MAX_BUNDLE_BYTES:,} cap")
+    return manifest
 
 
-def _candidate_baseline(cert: dict[str, Any]) -> dict[str, Any]:
-    return dict(cert["table"])
-
-
-def _known_values(cert: dict[str, Any] | None, sensitive: Sequence[str] | None) -> dict[str, list[str]]:
-    if cert is None:
-        return {s: [] for s in (sensitive or [])}
-    table = cert["table"]
-    attrs = table["attributes"]
-    known: dict[str, list[str]] = {a: [] for a in attrs}
-    for g in table["groups"]:
-        for a, v in zip(attrs, g["key"], strict=True):
-            if v not in known[a]:
-                known[a].append(v)
-    if sensitive and list(sensitive) != list(attrs):
-        raise BundleError(f"--sensitive {list(sensitive)} does not match the certificate's {attrs}")
-    return {a: sorted(v) for a, v in known.items()}
-
-
-def _read_files(path: Path) -> dict[str, bytes]:
-    import zipfile
-
-    if path.is_dir():
-        return {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            return {Path(n).name: z.read(n) for n in z.namelist() if not n.endswith("/")}
-    raise BundleError(f"{path}: not a bundle (expected a directory or a zip file)")
+def _is_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def load_bundle(path: str | Path) -> Bundle:
-    """Read and verify a bundle: every file's size and SHA-256 must match the manifest."""
+    """Read and verify a bundle: exactly the listed files, each of the listed size and SHA-256
+    (sizes are checked before anything is decompressed), and a model that passes the
+    model-safety check (no onnx package needed)."""
     p = Path(path)
     if not p.exists():
         raise BundleError(f"{p}: no such bundle")
-    files = _read_files(p)
-    if MANIFEST not in files:
-        raise BundleError(f"{p}: no {MANIFEST}")
-    if MANIFEST_HASH not in files:
-        raise BundleError(f"{p}: no {MANIFEST_HASH}")
-    if files[MANIFEST_HASH] != (_sha(files[MANIFEST]) + "\n").encode():  # exact: every byte counts
-        raise BundleError(f"{p}/{MANIFEST}: SHA-256 does not match {MANIFEST_HASH} (tampered?)")
+    files = _Files(p)
     try:
-        manifest = json.loads(files[MANIFEST])
+        _, manifest = _manifest(files, str(p))
         listed = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise BundleError(f"{p}/{MANIFEST}: not a valid bundle manifest") from None
-    for name, meta in listed.items():
-        if name not in files:
-            raise BundleError(f"{p}/{name}: listed in the manifest but missing")
-        blob = files[name]
-        if len(blob) != meta["size_bytes"] or _sha(blob) != meta["sha256"]:
-            raise BundleError(f"{p}/{name}: size or SHA-256 does not match the manifest (tampered?)")
-    extra = set(files) - set(listed) - {MANIFEST, MANIFEST_HASH}
-    if extra:
-        raise BundleError(f"{p}/{sorted(extra)[0]}: file not listed in the manifest")
-    model = files[manifest.get("model", MODEL)]
-    # the hashes say the model is the one bundled; the safety check says it is safe to load
-    check_model_bytes(model, f"{p}/{manifest.get('model', MODEL)}")  # no onnx needed on the device
-    cert = json.loads(files[CERTIFICATE]) if CERTIFICATE in files else None
+        extra = set(files.sizes) - set(listed) - {MANIFEST, MANIFEST_HASH}
+        if extra:
+            raise BundleError(f"{p}/{sorted(extra)[0]}: file not listed in the manifest")
+        blobs = {}
+        for name, meta in listed.items():
+            if name not in files.sizes:
+                raise BundleError(f"{p}/{name}: listed in the manifest but missing")
+            blob = files.read(name, meta["size_bytes"])
+            if _sha(blob) != meta["sha256"]:
+                raise BundleError(f"{p}/{name}: SHA-256 does not match the manifest (tampered?)")
+            blobs[name] = blob
+    finally:
+        files.close()
+    model = blobs[manifest["model"]]
+    check_model_bytes(model, f"{p}/{manifest['model']}")  # the hashes say it is the one bundled; this, that it is safe
+    cert = None
+    if CERTIFICATE in blobs:
+        try:
+            cert = json.loads(blobs[CERTIFICATE])
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BundleError(f"{p}/{CERTIFICATE}: not JSON") from None
     return Bundle(p, manifest, model, cert)

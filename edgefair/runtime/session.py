@@ -27,7 +27,7 @@ from edgefair.core.tables import DEFAULT_BINS, CountsTable
 from edgefair.errors import EdgefairError, InputError, ModelError
 from edgefair.modelio.safety import check_model_bytes
 from edgefair.runtime.bundle import Bundle, load_bundle
-from edgefair.runtime.counters import Counters, OutcomeStats
+from edgefair.runtime.counters import MAX_VALUES_PER_ATTRIBUTE, OTHER, UNKNOWN, Counters, OutcomeStats
 
 if TYPE_CHECKING:
     from edgefair.runtime.store import CounterStore
@@ -102,13 +102,21 @@ class FairSession:
         self._output_names = [o.name for o in self.signature.outputs]
         self.choice = modelio.choose_output(self.signature, score_output)
         self.threshold = 0.5 if threshold is None else float(threshold)
-        self.counters = Counters(list(known), known, DEFAULT_BINS, max_pending, ttl_seconds)
         self.store: CounterStore | None = None
+        stored = None
         if store is not None:
             from edgefair.runtime.store import CounterStore  # sqlite3 only when a store is used
 
-            self.store = CounterStore(store, self.counters.attributes, DEFAULT_BINS)
-            self.counters.add(self.store.load())
+            self.store = CounterStore(store, tuple(known), DEFAULT_BINS)
+            stored = self.store.load()
+        # room for every value the store already holds (other writers may have learned
+        # values this one has not), so resuming never folds counted groups into 'other'
+        groups = stored.groups if stored is not None else ()
+        learned = max((len({k[i] for k in groups} - {OTHER, UNKNOWN}) for i in range(len(known))), default=0)
+        capacity = max(MAX_VALUES_PER_ATTRIBUTE, learned)
+        self.counters = Counters(list(known), known, DEFAULT_BINS, max_pending, ttl_seconds, capacity)
+        if stored is not None:
+            self.counters.add(stored)
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         self._since_flush = 0
         self._flush_lock = threading.Lock()

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from edgefair.data import ADULT_FEATURES, load_adult  # noqa: E402
-from edgefair.runtime.bundle import build_bundle  # noqa: E402
+from edgefair.runtime.bundling import build_bundle  # noqa: E402
 
 ANCHOR = """
 import json, sys, numpy as np, onnxruntime as ort

@@ -1,0 +1,175 @@
+"""Building bundles (not needed on the device): model, manifest, certificate, written atomically.
+
+A bundle is built beside its target folder and swapped in. An existing folder is replaced
+only if it is empty or an edgefair bundle holding nothing but its own files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgefair import modelio
+from edgefair.core import tables
+from edgefair.errors import BundleError, InputError
+from edgefair.modelio.safety import check_model_bytes
+from edgefair.runtime.bundle import CERTIFICATE, MANIFEST, MANIFEST_HASH, MODEL, _sha, check_manifest
+
+
+def build_bundle(
+    model: str | Path,
+    out: str | Path,
+    *,
+    certificate: str | Path | None = None,
+    sensitive: Sequence[str] | None = None,
+    threshold: float | None = None,
+    score_output: str | None = None,
+) -> Path:
+    """Write a bundle directory atomically (built beside ``out``, then renamed).
+
+    Refuses an ``out`` that exists and is not empty or an edgefair bundle."""
+    model_path, out_dir = Path(model), Path(out)
+    if not model_path.is_file():
+        raise BundleError(f"{model_path}: no such model file")
+    data = model_path.read_bytes()
+    check_model_bytes(data, str(model_path))
+    cert = _read_certificate(certificate, _sha(data)) if certificate else None
+    sig = modelio.signature(modelio.open_session(data))
+    choice = modelio.choose_output(sig, score_output or (cert["data"]["score_output"] if cert else None))
+    known = _known_values(cert, sensitive)
+    if not known:
+        raise BundleError("name the sensitive attributes (--sensitive) or give a certificate")
+    if threshold is None:
+        threshold = float(cert["data"]["threshold"]) if cert else 0.5
+    if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise BundleError(f"threshold must be a number in [0, 1], got {threshold}")
+    files = {MODEL: data}
+    if cert:
+        files[CERTIFICATE] = (json.dumps(cert, indent=2) + "\n").encode()
+    manifest = {
+        "schema_version": 1,
+        "kind": "edgefair.bundle",
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "files": {n: {"sha256": _sha(b), "size_bytes": len(b)} for n, b in files.items()},
+        "model": MODEL,
+        "inputs": [t.to_dict() for t in sig.inputs],
+        "outputs": [t.to_dict() for t in sig.outputs],
+        "score_output": choice.name,
+        "threshold": threshold,
+        "sensitive": known,
+        "certificate": None
+        if not cert
+        else {"file": CERTIFICATE, "verdict": cert["verdict"], "baseline_table": _candidate_baseline(cert)},
+    }
+    files[MANIFEST] = (json.dumps(manifest, indent=2) + "\n").encode()
+    files[MANIFEST_HASH] = (_sha(files[MANIFEST]) + "\n").encode()
+    check_manifest(manifest, f"{out_dir}/{MANIFEST}")
+    _write_dir(out_dir, files)
+    return out_dir
+
+
+def _replaceable(out_dir: Path) -> bool:
+    """May ``out_dir`` be replaced? Only if it is missing, empty, or an edgefair bundle that
+    holds nothing but its own listed files: never delete what edgefair did not create."""
+    if not out_dir.exists():
+        return False
+    if not out_dir.is_dir() or out_dir.is_symlink():
+        raise BundleError(f"{out_dir}: exists and is not a folder; choose another output path")
+    entries = sorted(p.name for p in out_dir.iterdir())
+    if not entries:
+        return True
+    try:
+        manifest = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
+        own = {*manifest["files"], MANIFEST, MANIFEST_HASH} if manifest.get("kind") == "edgefair.bundle" else set()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        own = set()
+    foreign = [e for e in entries if e not in own]
+    if foreign:
+        raise BundleError(
+            f"{out_dir}: exists and is not an edgefair bundle (it holds {foreign[0]!r}); "
+            "choose a new or empty folder: edgefair never deletes what it did not create"
+        )
+    return True
+
+
+def _write_dir(out_dir: Path, files: dict[str, bytes]) -> None:
+    """Build the bundle beside ``out_dir``, then swap it in; an old bundle is removed last."""
+    replace = _replaceable(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    old = tmp.with_name(tmp.name + ".old")
+    try:
+        for name, blob in files.items():
+            (tmp / name).write_bytes(blob)
+            os.chmod(tmp / name, 0o644)
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a bundle is meant to be shipped
+        if replace:
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        if replace and old.exists() and not out_dir.exists():
+            os.replace(old, out_dir)  # put the old bundle back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+CERTIFICATE_FIELDS: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("candidate.sha256", str),
+    ("verdict", str),
+    ("table.groups", list),
+    ("table.attributes", list),
+    ("data.threshold", (int, float)),
+    ("data.score_output", str),
+)
+
+
+def _read_certificate(path: str | Path, model_sha: str) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        cert: Any = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{p}: not a readable verify report ({exc})") from None
+    if not isinstance(cert, dict) or cert.get("kind") != "edgefair.verify_report":
+        raise BundleError(f"{p}: not an edgefair verify report (edgefair verify --json writes one)")
+    for field, kind in CERTIFICATE_FIELDS:
+        value: Any = cert
+        for part in field.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise BundleError(f"{p}: certificate field {field!r} is missing or of the wrong type")
+    try:
+        tables.from_dict(cert["table"])
+    except InputError as exc:
+        raise BundleError(f"{p}: certificate table: {exc}") from None
+    if cert["candidate"]["sha256"] != model_sha:
+        raise BundleError(
+            f"{p}: the certificate is for model {cert['candidate']['sha256'][:12]}, not this one ({model_sha[:12]})"
+        )
+    return cert
+
+
+def _candidate_baseline(cert: dict[str, Any]) -> dict[str, Any]:
+    return dict(cert["table"])
+
+
+def _known_values(cert: dict[str, Any] | None, sensitive: Sequence[str] | None) -> dict[str, list[str]]:
+    if cert is None:
+        return {s: [] for s in (sensitive or [])}
+    table = cert["table"]
+    attrs = table["attributes"]
+    known: dict[str, list[str]] = {a: [] for a in attrs}
+    for g in table["groups"]:
+        for a, v in zip(attrs, g["key"], strict=True):
+            if v not in known[a]:
+                known[a].append(v)
+    if sensitive and list(sensitive) != list(attrs):
+        raise BundleError(f"--sensitive {list(sensitive)} does not match the certificate's {attrs}")
+    return {a: sorted(v) for a, v in known.items()}
