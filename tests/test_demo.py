@@ -124,7 +124,6 @@ def test_demo_agreement_matches_onnxruntime(demo, printed, adult_test):
 def test_demo_accuracy_matches_sklearn(demo, compare_doc, adult_test):
     from sklearn.metrics import accuracy_score
 
-    _, out = demo
     y = adult_test.columns["income"]
     assert adult_test.rows == TEST_ROWS
     ref_acc = accuracy_score(y, _decisions(MODELS / "adult_mlp.onnx", adult_test.columns))
@@ -182,8 +181,9 @@ def test_demo_counters_hold_every_prediction(demo):
 
 
 IGNORE = shutil.ignore_patterns(
-    ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
+    ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "edgefair-demo"
 )
+WHERE = "import edgefair.demo.run as r, json, sys; print(json.dumps([r.__file__, str(r.reference_model()), sys.path]))"
 
 
 def test_demo_runs_from_an_installed_wheel(tmp_path):
@@ -229,7 +229,7 @@ def test_demo_runs_from_an_installed_wheel(tmp_path):
         [
             sys.executable,
             "-c",
-            "import edgefair.demo.run as r, json, sys; print(json.dumps([r.__file__, str(r.reference_model()), sys.path]))",
+            WHERE,
         ],
         capture_output=True,
         text=True,

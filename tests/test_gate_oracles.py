@@ -365,7 +365,7 @@ def test_confidence_is_simultaneous_over_gated_checks_only(adjustment):
 # ---------------------------------------- 6: tiny groups are reported, never gated
 
 
-def tiny_extreme_group_table(rng, big=300):
+def tiny_extreme_group_rows(rng, big=300):
     """g00 and g01 large with an identical candidate; g02 is one labelled row the reference
     gets right and the candidate wrong (accuracy 1 -> 0)."""
     g = np.concatenate([np.full(big, 0), np.full(big, 1), [2]])
@@ -374,26 +374,37 @@ def tiny_extreme_group_table(rng, big=300):
     ref[-1] = 1
     cand = ref.copy()
     cand[-1] = 0
-    return table_from_rows(g, y, ref, cand)
+    return g, y, ref, cand
+
+
+def worst_widening(g, y, ref, cand, groups):
+    """max over pairs of groups of |c_i - c_j| - |r_i - r_j| for accuracy, from the rows."""
+    acc = {k: (np.mean(ref[g == k] == y[g == k]), np.mean(cand[g == k] == y[g == k])) for k in groups}
+    return max(abs(acc[i][1] - acc[j][1]) - abs(acc[i][0] - acc[j][0]) for i in groups for j in groups if i < j)
 
 
 def test_difference_increase_does_not_gate_a_one_row_group():
-    table = tiny_extreme_group_table(np.random.default_rng(6))
+    g, y, ref, cand = tiny_extreme_group_rows(np.random.default_rng(6))
+    table = table_from_rows(g, y, ref, cand)
     check = Check(CheckKind.DIFFERENCE_INCREASE, "accuracy", 0.02)
     result = gate(table, Policy((check,), min_group_size=30, bootstrap_replicates=300))
     gated = [r for r in result.results if r.gated]
     assert len(gated) == 1 and gated[0].group is None
     assert gated[0].verdict != "fail"
+    assert gated[0].estimate == worst_widening(g, y, ref, cand, [0, 1]) == 0.0  # g00 vs g01 only
     assert gated[0].verdict == "pass"  # the two large groups have an identical candidate
     tiny = [r for r in result.results if not r.gated]
     assert [r.group for r in tiny] == ["g02"]
     assert tiny[0].verdict == "inconclusive" and tiny[0].rows == 1 and tiny[0].rows_needed == 30
     assert math.isnan(tiny[0].interval[0]) and math.isnan(tiny[0].interval[1])
-    assert result.passed
+    assert result.verdict != "fail"
 
-    # the same table fails when the one-row group is gated: the data above has teeth
+    # gating the one-row group would put its widening (far over the tolerance) into the check
+    with_tiny = worst_widening(g, y, ref, cand, [0, 1, 2])
+    assert with_tiny > 0.5
     loose = gate(table, Policy((check,), min_group_size=1, bootstrap_replicates=300))
-    assert [r.verdict for r in loose.results] == ["fail"]
+    assert [(r.gated, r.verdict != "pass") for r in loose.results] == [(True, True)]
+    assert loose.results[0].estimate == pytest.approx(with_tiny, abs=1e-12)
 
 
 def boundary_rows(rng, small):
@@ -481,10 +492,11 @@ def test_only_tiny_groups():
     group_checks = TWO_SIDED_CHECKS[:5]  # overall_drop has no min_group_size, so leave it out
     strict = gate(table, Policy(group_checks, inconclusive_fails=True, bootstrap_replicates=200))
     assert all(not r.gated and r.verdict == "inconclusive" for r in strict.results)
-    assert not strict.passed
+    assert strict.verdict == "fail" and not strict.passed
     lenient = gate(table, Policy(group_checks, inconclusive_fails=False, bootstrap_replicates=200))
-    assert lenient.passed, "inconclusive_fails=False: a gate with no evidence either way passes ..."
-    assert not any(r.verdict == "pass" for r in lenient.results), "... but no single check claims a pass"
+    assert not any(r.verdict == "pass" for r in lenient.results), "no single check can claim a pass"
+    assert lenient.verdict == "inconclusive", "inconclusive_fails=False: no evidence is neither a fail ..."
+    assert not lenient.passed, "... nor a pass"
 
 
 # ------------------------------------------------------------------ 8: rows_needed
@@ -531,7 +543,7 @@ def small_tables(draw):
     return CountsTable(("g",), groups, counts, np.zeros((n_groups, 3, 2, 1), np.int64), paired=True)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     table=small_tables(),
     adjustment=st.sampled_from(["holm", "bonferroni", "bh", "none"]),
@@ -557,7 +569,10 @@ def test_verdicts_are_consistent_with_adjusted_pvalues(table, adjustment, min_si
         fail = r.p_fail < alpha
         assert (r.verdict == "fail") == fail, r
         assert (r.verdict == "pass") == (not fail and r.p_pass < alpha), r
-    assert result.passed == (not any(r.verdict == "fail" for r in result.results))
+    verdicts = {r.verdict for r in result.results}
+    want = "fail" if "fail" in verdicts else "pass" if "pass" in verdicts else "inconclusive"
+    assert result.verdict == want, verdicts
+    assert result.passed == (want == "pass")
 
 
 def test_group_max_caps_the_candidate_rate_not_the_reference():
@@ -597,3 +612,12 @@ def test_group_max_false_fail_rate_at_the_tolerance_is_at_most_alpha(n):
     assert failing == list(range(x_min, n // 4))
     size = binom.sf(x_min - 1, n, t)
     assert size <= ALPHA, f"n={n}: fails from {x_min} negative flips, a false-fail rate of {size:.3f}"
+
+
+def test_a_pass_needs_rows():
+    """Three rows with no disagreement cannot show that the accuracy drop is within 0.02:
+    the exact 95% upper bound on the share of disagreeing rows is 1 - 0.05**(1/3) = 0.63."""
+    y, ref = np.array([0, 1, 1]), np.array([0, 1, 0])
+    table = table_from_rows(np.zeros(3, int), y, ref, ref.copy())
+    result = gate(table, Policy((Check(CheckKind.OVERALL_DROP, "accuracy", 0.02),), bootstrap_replicates=200))
+    assert result.results[0].verdict != "pass", result.results[0]

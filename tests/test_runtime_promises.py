@@ -74,12 +74,13 @@ def plain_bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cert_bundle(tmp_path_factory):
-    """adult_sklearn bundled with a real certificate (verify against adult_mlp)."""
+    """adult_sklearn bundled with a real, passing certificate (verified against itself)."""
     import edgefair
     from edgefair import report
 
     where = tmp_path_factory.mktemp("cb")
-    result = edgefair.verify(MODELS / "adult_mlp.onnx", MODELS / "adult_sklearn.onnx", "adult")
+    result = edgefair.verify(MODELS / "adult_sklearn.onnx", MODELS / "adult_sklearn.onnx", "adult")
+    assert result.gate.verdict == "pass"
     cert = where / "cert.json"
     cert.write_text(report.build(result).to_json())
     return build_bundle(MODELS / "adult_sklearn.onnx", where / "bundle", certificate=cert)

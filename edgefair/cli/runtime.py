@@ -21,12 +21,20 @@ def bundle_build(
     certificate: Annotated[Path | None, typer.Option(help="verify --json report of this model.")] = None,
     sensitive: SensOpt = None,
     threshold: Annotated[float | None, typer.Option(help="Decision threshold.")] = None,
+    allow_failed_certificate: Annotated[
+        bool, typer.Option(help="Bundle a model whose certificate did not pass (recorded in the manifest).")
+    ] = False,
 ) -> None:
     """Build a bundle: the model, its manifest (hashes of every file) and its certificate."""
     from edgefair.runtime.bundling import build_bundle
 
     path = build_bundle(
-        model, output, certificate=certificate, sensitive=split_columns(sensitive) or None, threshold=threshold
+        model,
+        output,
+        certificate=certificate,
+        sensitive=split_columns(sensitive) or None,
+        threshold=threshold,
+        allow_failed_certificate=allow_failed_certificate,
     )
     note = "" if certificate else " (no certificate: drift has no baseline)"
     typer.echo(f"wrote bundle {path}{note}")
@@ -44,12 +52,14 @@ def bundle_check(
     if as_json:
         emit_json(loaded.manifest)
         return
-    cert = loaded.manifest.get("certificate")
+    verdict = loaded.certificate_verdict
     typer.echo(
-        f"ok: {bundle}: {len(loaded.manifest['files'])} files match their SHA-256; "
-        f"sensitive {', '.join(loaded.sensitive)}; certificate: "
-        + (f"verdict {cert['verdict']}" if cert else "no certificate, so drift has no baseline")
+        f"{'ok' if verdict in (None, 'pass') else 'NOT CERTIFIED'}: {bundle}: {len(loaded.manifest['files'])} "
+        f"files match their SHA-256; sensitive {', '.join(loaded.sensitive)}; certificate: "
+        + (f"verdict {verdict}" if verdict else "no certificate, so drift has no baseline and nothing was verified")
     )
+    if verdict not in (None, "pass"):
+        raise typer.Exit(1)  # the files are intact, but what they certify is not a pass
 
 
 @counters_app.command("show")

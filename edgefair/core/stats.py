@@ -104,20 +104,36 @@ def mcnemar_exact(changed_to_positive: int, changed_to_negative: int) -> float:
     return min(1.0, 2.0 * _binom_cdf_half(min(b, c), b + c))
 
 
+DISCORDANT = np.zeros((3, 2, 2), bool)
+DISCORDANT[:, 0, 1] = DISCORDANT[:, 1, 0] = True  # reference and candidate decided differently
+
+
 def bootstrap_counts(
-    counts: npt.NDArray[np.int64], replicates: int = 1000, seed: int | None = 0
+    counts: npt.NDArray[np.int64], replicates: int = 1000, seed: int | None = 0, discordance_prior: float = 0.0
 ) -> npt.NDArray[np.int64]:
     """Replicates of a (G, 3, 2, 2) table, shape (R, G, 3, 2, 2): paired and stratified.
 
     Each group keeps its size; its 12 cells (label x reference x candidate) are drawn
     together, so the pairing of the two models' decisions on a row is preserved.
+
+    ``discordance_prior`` adds that many pseudo-rows to each discordant cell (the two
+    models disagree) of every label a group has rows of, before resampling. With few or no
+    observed disagreements the plain bootstrap has (almost) no spread and would "prove"
+    that two models agree from 40 identical rows; a Jeffreys-style 0.5 keeps the spread
+    honest for small groups and is negligible for large ones.
     """
     if replicates < 1:
         raise InputError(f"replicates must be at least 1, got {replicates}")
+    if discordance_prior < 0:
+        raise InputError(f"discordance_prior must be non-negative, got {discordance_prior}")
     g = counts.shape[0]
     flat = counts.reshape(g, -1)
     sizes = flat.sum(axis=1)
-    probs = flat / np.where(sizes > 0, sizes, 1)[:, None]
+    has_label = counts.sum(axis=(-2, -1)) > 0  # (G, 3)
+    prior = (discordance_prior * (has_label[:, :, None, None] & DISCORDANT)).reshape(g, -1)
+    weights = flat + prior
+    totals = weights.sum(axis=1)
+    probs = weights / np.where(totals > 0, totals, 1)[:, None]
     probs[sizes == 0, 0] = 1.0  # an empty group stays empty: all of its 0 rows in one cell
     rng = np.random.default_rng(seed)
     draws = rng.multinomial(sizes, probs, size=(replicates, g))

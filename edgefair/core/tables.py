@@ -174,28 +174,79 @@ def empty(
     )
 
 
+MAX_COUNT = 2**62  # a cell above this could overflow int64 when tables are merged
+MAX_BINS = 100_000
+
+
+def _cells(values: Any, expected: int, group: str, field: str) -> list[int]:
+    """One group's list of cells: exactly ``expected`` non-negative integers up to MAX_COUNT."""
+    if not isinstance(values, list):
+        raise InputError(f"counts table group {group}: {field!r} must be a list of {expected} integers")
+    if len(values) != expected:
+        raise InputError(f"counts table group {group}: {field!r} has {len(values)} cells, expected {expected}")
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise InputError(f"counts table group {group}: {field}[{i}] is {_short(v)}, expected a whole count")
+        if not 0 <= v <= MAX_COUNT:
+            raise InputError(f"counts table group {group}: {field}[{i}] is {v}, expected a count in [0, 2**62]")
+    return values
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def from_dict(doc: Mapping[str, Any]) -> CountsTable:
-    """Rebuild a table from ``to_dict`` output, checking every field."""
-    try:
-        if doc.get("kind") != "edgefair.counts_table":
-            raise InputError("document is not an edgefair counts table (kind mismatch)")
-        if doc.get("schema_version") != SCHEMA_VERSION:
-            raise InputError(f"counts table schema_version {doc.get('schema_version')!r}, expected {SCHEMA_VERSION}")
-        attributes = tuple(str(a) for a in doc["attributes"])
-        bins = int(doc["bins"])
-        entries = doc["groups"]
-        groups = tuple(tuple(str(v) for v in e["key"]) for e in entries)
-        counts = np.array([e["counts"] for e in entries], dtype=np.int64).reshape(-1, 3, 2, 2)
-        hist = np.array([e["score_hist"] for e in entries], dtype=np.int64)
-        hist = hist.reshape(len(groups), 3, 2, bins)
-        paired = bool(doc["paired"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"malformed counts table document: {exc}") from None
-    if (counts < 0).any() or (hist < 0).any():
-        raise InputError("counts table has negative counts")
+    """Rebuild a table from ``to_dict`` output, checking every field.
+
+    Counts must be JSON integers (not floats, not booleans) in [0, 2**62], so nothing is
+    silently truncated or wrapped; each group's lists must have exactly their cells."""
+    if not isinstance(doc, Mapping):
+        raise InputError("counts table document must be a JSON object")
+    if doc.get("kind") != "edgefair.counts_table":
+        raise InputError("document is not an edgefair counts table (kind mismatch)")
+    version = doc.get("schema_version")
+    if isinstance(version, bool) or version != SCHEMA_VERSION:
+        raise InputError(f"counts table schema_version {_short(version)}, expected {SCHEMA_VERSION}")
+    for key in ("attributes", "bins", "groups", "paired"):
+        if key not in doc:
+            raise InputError(f"counts table has no {key!r}")
+    attrs, bins, entries, paired = doc["attributes"], doc["bins"], doc["groups"], doc["paired"]
+    if not isinstance(attrs, list) or not all(isinstance(a, str) and a for a in attrs):
+        raise InputError(f"counts table 'attributes' must be a list of non-empty names, got {_short(attrs)}")
+    attributes = tuple(attrs)
+    if len(set(attributes)) != len(attributes):
+        raise InputError(f"counts table 'attributes' names an attribute twice: {_short(attrs)}")
+    if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= MAX_BINS:
+        raise InputError(f"counts table 'bins' must be an integer in [1, {MAX_BINS}], got {_short(bins)}")
+    if not isinstance(paired, bool):
+        raise InputError(f"counts table 'paired' must be true or false, got {_short(paired)}")
+    if not isinstance(entries, list):
+        raise InputError(f"counts table 'groups' must be a list, got {_short(entries)}")
+    groups: list[GroupKey] = []
+    counts = np.zeros((len(entries), 3, 2, 2), np.int64)
+    hist = np.zeros((len(entries), 3, 2, bins), np.int64)
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, Mapping) or not {"key", "counts", "score_hist"} <= set(entry):
+            raise InputError(f"counts table groups[{i}] must be an object with key, counts and score_hist")
+        key = entry["key"]
+        if not isinstance(key, list) or len(key) != len(attributes) or not all(isinstance(v, str) for v in key):
+            raise InputError(
+                f"counts table groups[{i}]: 'key' must be a list of {len(attributes)} strings "
+                f"(one per attribute), got {_short(key)}"
+            )
+        name = f"{i} {_short(key)}"
+        counts[i] = np.array(_cells(entry["counts"], CELLS_PER_GROUP, name, "counts"), np.int64).reshape(3, 2, 2)
+        hist[i] = np.array(_cells(entry["score_hist"], 6 * bins, name, "score_hist"), np.int64).reshape(3, 2, bins)
+        groups.append(tuple(key))
     if len(set(groups)) != len(groups):
-        raise InputError("counts table lists a group twice")
-    return _canonical(CountsTable(attributes, groups, counts, hist, paired))
+        dup = next(k for k in groups if groups.count(k) > 1)
+        raise InputError(f"counts table lists group {list(dup)} twice")
+    total = int(counts.sum(dtype=np.float64)) if len(groups) else 0
+    if total > MAX_COUNT or (len(groups) and float(hist.sum(dtype=np.float64)) > 2.0 * MAX_COUNT):
+        raise InputError(f"counts table holds more than 2**62 rows in total ({total:.3g}); expected counts")
+    return _canonical(CountsTable(attributes, tuple(groups), counts, hist, paired))
 
 
 def from_json(text: str) -> CountsTable:
@@ -203,6 +254,8 @@ def from_json(text: str) -> CountsTable:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"counts table is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # an integer of > 4300 digits; nesting too deep
+        raise InputError(f"counts table is not usable JSON: {str(exc).splitlines()[0][:100]}") from None
     if not isinstance(doc, dict):
         raise InputError("counts table JSON must be an object")
     return from_dict(doc)

@@ -79,13 +79,19 @@ def numeric(
                     float(v)
                 except ValueError:
                     raise InputError(
-                        f"{source}, line {first_line + i}, column {name!r}: {v!r} is not a number"
+                        f"{source}, line {first_line + i}, column {name!r}: {_short(v)} is not a number"
                     ) from None
-            raise
+            raise InputError(f"{source}: column {name!r} holds values that are not numbers") from None
     if not allow_missing and np.isnan(out).any():
         i = int(np.argmax(np.isnan(out)))
-        raise InputError(f"{source}, line {first_line + i}, column {name!r}: missing value")
+        shown = f" ({_short(np.asarray(values)[i])})" if arr.dtype.kind not in "iufb" else ""
+        raise InputError(f"{source}, line {first_line + i}, column {name!r}: missing value{shown}, expected a number")
     return out
+
+
+def _short(value: object) -> str:
+    text = repr(str(value))
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def binary_column(values: npt.ArrayLike, name: str, source: str, first_line: int = 2) -> npt.NDArray[np.int64]:

@@ -68,10 +68,6 @@ def run_demo(out: Path, echo: Echo) -> None:
     rendered = reports.build(compare(reference, candidates, "adult", sensitive=["race", "sex"]))
     doc = rendered.doc
     echo(format_compare(doc))
-    for row in doc["reports"]:
-        for c in row["checks"]:
-            if c["verdict"] == "fail" and c["kind"] == "difference_increase":
-                echo(f"  {Path(row['candidate']['path']).name}: {c['metric']} in {c['scope']}: {c['note']}")
     html = out / "compare.html"
     reports.write(rendered, json=out / "compare.json", markdown=out / "compare.md", html=html)
     from edgefair.demo.field import runtime_demo
@@ -81,3 +77,11 @@ def run_demo(out: Path, echo: Echo) -> None:
         f"\nwrote {html} (open it in a browser), compare.json and compare.md in {out}/ "
         f"in {time.perf_counter() - start:.1f} s"
     )
+    echo(YOUR_OWN)
+
+
+YOUR_OWN = """
+Now your own model and data (a CSV with a label column and the sensitive columns):
+  edgefair export model.joblib -o model.onnx --trust-pickle --sample-data data.csv   # or .pt2 / .onnx
+  edgefair convert model.onnx -o model.int8.onnx --quantize dynamic --sample-data data.csv
+  edgefair verify model.onnx model.int8.onnx --data data.csv --label y --sensitive group --html report.html"""

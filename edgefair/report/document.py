@@ -18,7 +18,7 @@ from edgefair.verification.api import CompareReport, VerifyReport
 from edgefair.verification.gate import scopes
 from edgefair.version import __version__
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: verdict "inconclusive" (exit 3), summary.unsettled and .note
 FLIP_METRICS = m.PAIRED_METRICS
 
 
@@ -72,6 +72,12 @@ def verify_document(report: VerifyReport) -> dict[str, Any]:
     table = report.table
     shown = [attrs for attrs, _ in scopes(table.attributes, report.policy.gate_intersections)]
     failing = [f"{r.check.metric} ({r.check.kind.value}) in {r.group or r.scope}" for r in g.failures()]
+    unsettled = [
+        f"{r.check.metric} ({r.check.kind.value}) in {r.group or r.scope}: "
+        + (f"~{r.rows_needed:,} rows would settle it" if r.rows_needed else "more rows would settle it")
+        + ("" if r.gated else f" (under min_group_size {report.policy.min_group_size}, not tested)")
+        for r in g.unsettled()
+    ]
     doc = {
         "schema_version": SCHEMA_VERSION,
         "kind": "edgefair.verify_report",
@@ -79,7 +85,7 @@ def verify_document(report: VerifyReport) -> dict[str, Any]:
         "created": report.created,
         "verdict": g.verdict,
         "exit_code": report.exit_code,
-        "summary": {**g.counts(), "failing": failing},
+        "summary": {**g.counts(), "failing": failing, "unsettled": unsettled, "note": _verdict_note(g.verdict)},
         "reference": ev.reference.to_dict(),
         "candidate": report.candidate.to_dict(),
         "data": {
@@ -99,6 +105,15 @@ def verify_document(report: VerifyReport) -> dict[str, Any]:
         "table": table.to_dict(),
     }
     return json_safe(doc)  # type: ignore[no-any-return]
+
+
+def _verdict_note(verdict: str) -> str:
+    return {
+        "pass": "every tested check passed or was inconclusive, and at least one passed",
+        "fail": "at least one check failed (or was inconclusive, and the policy counts that as a failure)",
+        "inconclusive": "no check failed and none passed: this shows neither that the candidate keeps "
+        "fairness nor that it breaks it; the unsettled checks say how many rows would decide",
+    }[verdict]
 
 
 def compare_row(doc: dict[str, Any]) -> dict[str, Any]:
@@ -136,6 +151,8 @@ def compare_row(doc: dict[str, Any]) -> dict[str, Any]:
         "worst_negative_flip_rate": {"value": worst_nfr[0], "scope": worst_nfr[1], "group": worst_nfr[2]},
         "verdict": doc["verdict"],
         "summary": doc["summary"],
+        "failing": doc["summary"]["failing"],
+        "unsettled": doc["summary"]["unsettled"],
     }
 
 
@@ -148,6 +165,7 @@ def compare_document(report: CompareReport) -> dict[str, Any]:
         "edgefair_version": __version__,
         "created": first["created"],
         "exit_code": report.exit_code,
+        "verdict": report.verdict,
         "reference": first["reference"],
         "data": first["data"],
         "policy": first["policy"],

@@ -6,6 +6,7 @@ from html import escape
 from typing import Any
 
 from edgefair.report.markdown import f4
+from edgefair.report.text import LEGEND
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
@@ -153,9 +154,11 @@ def checks_table(doc: dict[str, Any]) -> str:
 
 def verify_body(doc: dict[str, Any]) -> str:
     s = doc["summary"]
-    failing = "".join(f"<li>{escape(f)}</li>" for f in s["failing"])
+    failing = "".join(f"<li>fail: {escape(f)}</li>" for f in s["failing"])
+    failing += "".join(f"<li>inconclusive: {escape(u)}</li>" for u in s["unsettled"][:10])
     parts = [
-        f"<h1>edgefair verify {badge(doc['verdict'])}</h1>",
+        f"<h1 id='{anchor(doc)}'>edgefair verify {badge(doc['verdict'])}</h1>",
+        f"<p><b>{escape(s['note'])}</b></p>" if doc["verdict"] != "pass" else "",
         f"<p><b>{escape(doc['candidate']['path'])}</b> against <b>{escape(doc['reference']['path'])}</b> "
         f"on {doc['data']['rows']:,} rows of {escape(doc['data']['source'])}; sensitive: "
         f"{escape(', '.join(doc['data']['sensitive']))}. {s['checks']} checks: {s['pass']} pass, "
@@ -178,6 +181,11 @@ def verify_body(doc: dict[str, Any]) -> str:
         f" · data sha256 {doc['data']['sha256']}</p>",
     ]
     return "".join(parts)
+
+
+def anchor(doc: dict[str, Any]) -> str:
+    """A stable id for a candidate's section: the first 12 hex digits of its SHA-256."""
+    return "c-" + str(doc["candidate"]["sha256"])[:12]
 
 
 def verify_html(doc: dict[str, Any]) -> str:
@@ -205,12 +213,20 @@ def compare_html(doc: dict[str, Any]) -> str:
             f"<td class=num>{f4(nfr['value'])}<br><span class=muted>{escape(str(nfr['group']))}"
             f"</span></td><td>{badge(c['verdict'])}</td></tr>"
         )
+    verdicts = []
+    for c, r in zip(doc["candidates"], doc["reports"], strict=True):
+        why = [f"fail: {f}" for f in c["failing"][:3]] or [f"inconclusive: {u}" for u in c["unsettled"][:3]]
+        items = "".join(f"<li>{escape(w)}</li>" for w in why) if c["verdict"] != "pass" else ""
+        verdicts.append(
+            f"<li>{badge(c['verdict'])} <a href='#{anchor(r)}'>{escape(c['candidate'])}</a><ul>{items}</ul></li>"
+        )
     summary = (
-        f"<h1>edgefair compare</h1><p>Reference <b>{escape(doc['reference']['path'])}</b>, "
-        f"{doc['data']['rows']:,} rows of {escape(doc['data']['source'])}. Latency is per call, "
-        "one thread, as a ratio to the reference.</p>"
+        f"<h1>edgefair compare {badge(doc['verdict'])}</h1><ul class=verdicts>{''.join(verdicts)}</ul>"
+        f"<p>Reference <b>{escape(doc['reference']['path'])}</b>, "
+        f"{doc['data']['rows']:,} rows of {escape(doc['data']['source'])}.</p>"
         f"<table><tr><th>candidate</th><th>size</th><th>latency b1 / b256</th><th>accuracy</th>{head}"
         f"<th>worst negative flip rate</th><th>verdict</th></tr>{''.join(rows)}</table>"
+        f"<p class=muted>{escape(LEGEND)}</p>"
     )
     details = "".join(f"<hr>{verify_body(r)}" for r in doc["reports"])
     return page("edgefair compare report", summary + details)

@@ -48,6 +48,12 @@ def verify_markdown(doc: dict[str, Any]) -> str:
     ]
     if s["failing"]:
         lines += ["**Failing:** " + "; ".join(s["failing"]), ""]
+    if doc["verdict"] == "inconclusive":
+        lines += [f"**Inconclusive:** {s['note']}.", ""]
+    if s["unsettled"]:
+        shown = s["unsettled"][:10]
+        more = f"; … {len(s['unsettled']) - 10} more" if len(s["unsettled"]) > 10 else ""
+        lines += ["**Unsettled:** " + "; ".join(shown) + more, ""]
     lines += check_rows(doc)
     for scope, sec in doc["by_group"].items():
         lines += [

@@ -62,10 +62,43 @@ def format_compare(doc: dict[str, Any]) -> str:
             ]
         )
     ref_acc = doc["candidates"][0]["reference_accuracy"] if doc["candidates"] else float("nan")
-    return (
+    lines = [
         f"reference {doc['reference']['path']}: accuracy {ref_acc:.4f}; "
-        f"{doc['data']['rows']:,} rows of {doc['data']['source']}\n" + format_table(rows, header)
-    )
+        f"{doc['data']['rows']:,} rows of {doc['data']['source']}",
+        format_table(rows, header),
+    ]
+    for report in doc["reports"]:
+        lines += reasons(report, f"  {Path(report['candidate']['path']).name}: ", limit=2)
+    return "\n".join([*lines, "", LEGEND])
+
+
+LEGEND = (
+    "size: candidate bytes as a share of the reference's; lat b1 / b256: time per call at batch 1 / 256 "
+    "as a ratio to the reference (one thread); X gap (+grew): the largest difference of rate X between "
+    "two groups, and how much it grew; worst nfr: the highest negative flip rate (rows the reference got "
+    "right and the candidate wrong) and its group"
+)
+
+
+def reasons(doc: dict[str, Any], prefix: str, limit: int = 5) -> list[str]:
+    """Why a verify document is not a pass: its failing checks, or what would settle it."""
+    lines = []
+    failing = [c for c in doc["checks"] if c["verdict"] == "fail"]
+    for c in failing[:limit]:
+        lo, hi = c["interval"]
+        lines.append(
+            f"{prefix}FAIL {c['metric']} {c['kind']} in {c['group'] or c['scope']}: {c['estimate']:+.4f} "
+            f"[{lo:+.4f}, {hi:+.4f}] > {c['tolerance']}  {c['note']}".rstrip()
+        )
+    if len(failing) > limit:
+        lines.append(f"{prefix}... and {len(failing) - limit} more failing checks")
+    if doc["verdict"] != "pass" and not failing:
+        unsettled = doc["summary"]["unsettled"]
+        lines.append(f"{prefix}INCONCLUSIVE: {doc['summary']['note']}")
+        lines += [f"{prefix}  {u}" for u in unsettled[:limit]]
+        if len(unsettled) > limit:
+            lines.append(f"{prefix}  ... and {len(unsettled) - limit} more unsettled checks")
+    return lines
 
 
 def format_metrics(doc: dict[str, Any], names: list[str]) -> str:
@@ -90,17 +123,10 @@ def format_metrics(doc: dict[str, Any], names: list[str]) -> str:
 
 
 def format_verify(doc: dict[str, Any], candidate: str, reference: str) -> str:
-    """``edgefair verify``: the verdict line, then every failing check."""
+    """``edgefair verify``: the verdict line, then why it is not a pass."""
     s = doc["summary"]
     lines = [
         f"{doc['verdict'].upper()}: {candidate} vs {reference} on {doc['data']['rows']:,} rows; "
         f"{s['checks']} checks: {s['pass']} pass, {s['fail']} fail, {s['inconclusive']} inconclusive"
     ]
-    for c in doc["checks"]:
-        if c["verdict"] == "fail":
-            lo, hi = c["interval"]
-            lines.append(
-                f"  FAIL {c['metric']} {c['kind']} in {c['group'] or c['scope']}: {c['estimate']:+.4f} "
-                f"[{lo:+.4f}, {hi:+.4f}] > {c['tolerance']}  {c['note']}"
-            )
-    return "\n".join(lines)
+    return "\n".join(lines + reasons(doc, "  ", limit=20))

@@ -35,6 +35,21 @@ class Bundle:
     def sensitive(self) -> dict[str, list[str]]:
         return dict(self.manifest["sensitive"])
 
+    @property
+    def certificate_verdict(self) -> str | None:
+        """The certificate's verdict ("pass", "fail", "inconclusive"), or None without one."""
+        cert = self.manifest.get("certificate")
+        return str(cert["verdict"]) if cert else None
+
+    def require_certified(self, allow_failed_certificate: bool = False) -> None:
+        """Refuse a bundle whose certificate did not pass, unless explicitly allowed."""
+        verdict = self.certificate_verdict
+        if verdict not in (None, "pass") and not allow_failed_certificate:
+            raise BundleError(
+                f"{self.path}: its certificate's verdict is {verdict}, not pass; "
+                "load it anyway only with allow_failed_certificate (--allow-failed-certificate)"
+            )
+
     def baseline(self) -> Any:
         from edgefair.core import tables
 

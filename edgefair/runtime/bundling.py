@@ -31,6 +31,7 @@ def build_bundle(
     sensitive: Sequence[str] | None = None,
     threshold: float | None = None,
     score_output: str | None = None,
+    allow_failed_certificate: bool = False,
 ) -> Path:
     """Write a bundle directory atomically (built beside ``out``, then renamed).
 
@@ -41,6 +42,11 @@ def build_bundle(
     data = model_path.read_bytes()
     check_model_bytes(data, str(model_path))
     cert = _read_certificate(certificate, _sha(data)) if certificate else None
+    if cert is not None and cert["verdict"] != "pass" and not allow_failed_certificate:
+        raise BundleError(
+            f"{certificate}: the certificate's verdict is {cert['verdict']}, not pass; "
+            "bundle it anyway with --allow-failed-certificate (recorded in the manifest)"
+        )
     sig = modelio.signature(modelio.open_session(data))
     choice = modelio.choose_output(sig, score_output or (cert["data"]["score_output"] if cert else None))
     known = _known_values(cert, sensitive)
@@ -66,7 +72,12 @@ def build_bundle(
         "sensitive": known,
         "certificate": None
         if not cert
-        else {"file": CERTIFICATE, "verdict": cert["verdict"], "baseline_table": _candidate_baseline(cert)},
+        else {
+            "file": CERTIFICATE,
+            "verdict": cert["verdict"],
+            "allowed_failed": cert["verdict"] != "pass",
+            "baseline_table": _candidate_baseline(cert),
+        },
     }
     files[MANIFEST] = (json.dumps(manifest, indent=2) + "\n").encode()
     files[MANIFEST_HASH] = (_sha(files[MANIFEST]) + "\n").encode()

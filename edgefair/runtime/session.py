@@ -73,11 +73,13 @@ class FairSession:
         flush_seconds: float = 1.0,
         max_pending: int = 100_000,
         ttl_seconds: float = 7 * 86400,
+        allow_failed_certificate: bool = False,
     ) -> None:
         path = Path(model)
         self.bundle: Bundle | None = None
         if path.is_dir() or path.suffix == ".zip":
             self.bundle = load_bundle(path)
+            self.bundle.require_certified(allow_failed_certificate)
             data = self.bundle.model
             known = self.bundle.sensitive
             if sensitive is not None and list(sensitive) != list(known):

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from edgefair.errors import InputError
 from edgefair.runtime.counters import UNKNOWN
@@ -34,6 +35,24 @@ class ServeConfig:
     require_sensitive: bool = False
     min_cell: int = 11
     model_name: str | None = None
+    # HTTP hardening (edge-box defaults): past max_connections or max_inflight_bytes of
+    # request bodies being read at once, a request gets 503 with Retry-After; a request's
+    # headers and body must arrive within read_timeout_seconds of its first line (else 408).
+    max_connections: int = 64
+    max_inflight_bytes: int = 64 * 1024 * 1024
+    read_timeout_seconds: float = 5.0
+    # serve a non-loopback host without a token (the CLI's --no-auth); prints a warning
+    no_auth: bool = False
+
+
+GET, POST = ("GET", "HEAD"), ("POST",)
+ROUTES = {"": GET, "ready": GET, "infer": POST, "outcomes": POST, "fairness": GET, "counters": GET}
+
+
+def _allow(method: str, allowed: tuple[str, ...]) -> None:
+    if method not in allowed:
+        allow = ", ".join(allowed)
+        raise v2.ClientError(f"method {method} is not allowed here; allowed: {allow}", 405, {"Allow": allow})
 
 
 class App:
@@ -47,14 +66,18 @@ class App:
         self.name = config.model_name or Path(bundle).name.removesuffix(".zip")
         self.sensitive = described.attributes
         self.inputs = {t.name: t for t in described.inputs}
+        self.output_names = [t.name for t in described.outputs]
         self.metadata = {
             "name": self.name,
             "versions": ["1"],
             "platform": "onnxruntime_onnx",
-            "inputs": [self._tensor_meta(t) for t in described.inputs]
+            # each name once: a sensitive attribute the model itself takes (Adult's race in the
+            # sklearn model) is listed as that model input, marked sensitive
+            "inputs": [self._tensor_meta(t, t.name in self.sensitive) for t in described.inputs]
             + [
                 {"name": s, "datatype": "BYTES", "shape": [-1], "parameters": {"edgefair_sensitive": True}}
                 for s in self.sensitive
+                if s not in self.inputs
             ],
             "outputs": [self._tensor_meta(t) for t in described.outputs],
             "parameters": {
@@ -68,18 +91,25 @@ class App:
         self.ready = True
 
     @staticmethod
-    def _tensor_meta(t: Any) -> dict[str, Any]:
-        return {
+    def _tensor_meta(t: Any, sensitive: bool = False) -> dict[str, Any]:
+        meta: dict[str, Any] = {
             "name": t.name,
             "datatype": v2.ORT_TO_V2.get(t.type, t.type),
             "shape": [d if isinstance(d, int) else -1 for d in t.shape],
         }
+        if sensitive:
+            meta["parameters"] = {"edgefair_sensitive": True}
+        return meta
 
     # -- routes ---------------------------------------------------------------------------
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        """One request. ``HEAD`` is answered as ``GET`` (the server sends no body); a known
+        route with a method it does not take is 405 with ``Allow``."""
         route = path.split("?", 1)[0].rstrip("/") or "/"
-        parts = route.strip("/").split("/")
-        if route == "/metrics" and method == "GET":
+        # segments are percent-decoded one by one (tritonclient quotes model names)
+        parts = [unquote(p) for p in route.strip("/").split("/")]
+        if route == "/metrics":
+            _allow(method, GET)
             return (
                 200,
                 self.metrics.exposition(self.session).encode(),
@@ -88,6 +118,7 @@ class App:
         if parts[0] != "v2":
             raise v2.ClientError(f"no route {route}", 404)
         if route == "/v2":
+            _allow(method, GET)
             return self._json(
                 200,
                 {
@@ -97,8 +128,10 @@ class App:
                 },
             )
         if route == "/v2/health/live":
+            _allow(method, GET)
             return self._json(200, {"live": True})
         if route == "/v2/health/ready":
+            _allow(method, GET)
             return self._json(200 if self.ready else 503, {"ready": self.ready})
         if len(parts) < 3 or parts[1] != "models":
             raise v2.ClientError(f"no route {route}", 404)
@@ -110,20 +143,21 @@ class App:
                 raise v2.ClientError(f"unknown version {rest[1]!r} of {self.name!r}; versions: ['1']", 404)
             rest = rest[2:]
         action = rest[0] if rest else ""
-        if action == "" and method == "GET":
+        if len(rest) > 1 or action not in ROUTES:
+            raise v2.ClientError(f"no route {method} {route}", 404)
+        _allow(method, ROUTES[action])
+        if action == "":
             return self._json(200, self.metadata)
-        if action == "ready" and method == "GET":
+        if action == "ready":
             return self._json(200 if self.ready else 503, {"name": self.name, "ready": self.ready})
-        if action == "infer" and method == "POST":
+        if action == "infer":
             return self._infer(headers, body)
-        if action == "outcomes" and method == "POST":
+        if action == "outcomes":
             self._authorise(headers)
             return self._outcomes(body)
-        if action == "fairness" and method == "GET":
+        if action == "fairness":
             return self._json(200, fairness_summary(self.session, self.config.min_cell))
-        if action == "counters" and method == "GET":
-            return self._counters(path, headers)
-        raise v2.ClientError(f"no route {method} {route}", 404 if action not in ("infer", "outcomes") else 405)
+        return self._counters(path, headers)
 
     def _json(self, status: int, doc: Any) -> tuple[int, bytes, dict[str, str]]:
         return status, json.dumps(doc, separators=(",", ":")).encode(), {"Content-Type": "application/json"}
@@ -137,13 +171,14 @@ class App:
 
     def _infer(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes, dict[str, str]]:
         length = headers.get("inference-header-content-length")
-        try:
-            header_length = int(length) if length is not None else None
-        except ValueError:
-            raise v2.ClientError("Inference-Header-Content-Length must be an integer") from None
+        if length is not None and not (length.isascii() and length.isdigit() and len(length) <= 19):
+            raise v2.ClientError("Inference-Header-Content-Length must be a non-negative integer")
+        header_length = int(length) if length is not None else None
         request = v2.parse_request(body, header_length, self.config.max_elements)
+        # everything that can refuse the request is checked before the model runs and counts
+        v2.check_outputs(request, self.output_names)
         sensitive, rows = self._split_sensitive(request)
-        rid = request.id or uuid.uuid4().hex
+        rid = uuid.uuid4().hex if request.id is None else request.id
         ids = self._row_ids(request, rid, rows)
         try:
             outputs = self.session.run(request.inputs, sensitive, ids)
@@ -200,10 +235,7 @@ class App:
         return [rid] if rows == 1 else [f"{rid}/{i}" for i in range(rows)]
 
     def _outcomes(self, body: bytes) -> tuple[int, bytes, dict[str, str]]:
-        try:
-            doc = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise v2.ClientError("request body is not valid JSON") from None
+        doc = v2.loads(body)
         if not isinstance(doc, dict) or not isinstance(doc.get("ids"), list) or not isinstance(doc.get("labels"), list):
             raise v2.ClientError("outcomes need 'ids' and 'labels' lists")
         try:

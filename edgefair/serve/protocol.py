@@ -44,10 +44,24 @@ ORT_TO_V2 = {
 }
 
 
+MAX_DIMS = 32  # numpy allows 64; no served model needs more than a handful
+
+
 class ClientError(Exception):
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
+        self.headers = headers or {}
+
+
+def loads(body: bytes | str) -> Any:
+    """``json.loads`` whose every failure (bad bytes, bad JSON, nesting too deep) is a 400."""
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ClientError("request body is not valid JSON") from None
+    except RecursionError:
+        raise ClientError("request JSON is nested too deeply") from None
 
 
 @dataclass
@@ -79,21 +93,32 @@ def _bytes_from_binary(buf: bytes, count: int, name: str) -> np.ndarray:
 def _shape(value: Any, name: str, max_elements: int) -> tuple[int, ...]:
     if not isinstance(value, list):
         raise ClientError(f"input {name!r}: 'shape' must be a list of non-negative integers")
+    if len(value) > MAX_DIMS:
+        raise ClientError(f"input {name!r}: {len(value)} dimensions is over the cap of {MAX_DIMS}")
     for d in value:
         if type(d) is not int or d < 0:  # bool is not an int here
             raise ClientError(f"input {name!r}: 'shape' must be a list of non-negative integers")
+        if d > max_elements:  # also a zero-size tensor: [0, 2**63] must not reach numpy
+            raise ClientError(f"input {name!r}: dimension {d} is over the cap of {max_elements}", 413)
     count = math.prod(value)
     if count > max_elements:
         raise ClientError(f"input {name!r}: {count} elements is over the cap of {max_elements}", 413)
     return tuple(value)
 
 
-def _flatten(data: Any) -> list[Any]:
-    if isinstance(data, list) and data and isinstance(data[0], list):
-        return [x for row in data for x in _flatten(row)]
+def _flatten(data: Any, name: str, max_depth: int) -> list[Any]:
+    """Row-major values of a flat or nested list (only the count is checked against the
+    shape); a list mixing lists and values at one level is refused. No recursion."""
     if not isinstance(data, list):
-        raise ClientError("'data' must be a list")
-    return data
+        raise ClientError(f"input {name!r}: 'data' must be a list")
+    level: list[Any] = data
+    for _ in range(max_depth + 1):
+        if not level or not isinstance(level[0], list):
+            return level  # a list further on is refused by numpy or the BYTES check
+        if not all(isinstance(x, list) for x in level):
+            raise ClientError(f"input {name!r}: 'data' mixes lists and values at one level")
+        level = [x for row in level for x in row]
+    raise ClientError(f"input {name!r}: 'data' is nested deeper than its shape")
 
 
 def parse_request(body: bytes, header_length: int | None, max_elements: int) -> InferRequest:
@@ -103,10 +128,7 @@ def parse_request(body: bytes, header_length: int | None, max_elements: int) -> 
         head, binary = body[:header_length], body[header_length:]
     else:
         head, binary = body, b""
-    try:
-        doc = json.loads(head)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ClientError("request body is not valid JSON") from None
+    doc = loads(head)
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
         raise ClientError("request needs a non-empty 'inputs' list")
     params = doc.get("parameters") or {}
@@ -121,14 +143,14 @@ def parse_request(body: bytes, header_length: int | None, max_elements: int) -> 
         if name in inputs:
             raise ClientError(f"input {name!r} appears twice")
         datatype = item.get("datatype")
-        if datatype not in DATATYPES:
+        if not isinstance(datatype, str) or datatype not in DATATYPES:
             raise ClientError(f"input {name!r}: datatype {datatype!r} is not a v2 datatype")
         shape = _shape(item.get("shape"), name, max_elements)
         count = math.prod(shape)
         iparams = item.get("parameters") or {}
         size = iparams.get("binary_data_size") if isinstance(iparams, dict) else None
         if size is not None:
-            if not isinstance(size, int) or size < 0 or pos + size > len(binary):
+            if type(size) is not int or size < 0 or pos + size > len(binary):
                 raise ClientError(f"input {name!r}: binary_data_size {size!r} runs past the body")
             chunk = binary[pos : pos + size]
             pos += size
@@ -142,7 +164,7 @@ def parse_request(body: bytes, header_length: int | None, max_elements: int) -> 
         else:
             if "data" not in item:
                 raise ClientError(f"input {name!r} has neither 'data' nor binary_data_size")
-            flat = _flatten(item["data"])
+            flat = _flatten(item["data"], name, len(shape))
             if len(flat) != count:
                 raise ClientError(f"input {name!r}: shape {list(shape)} needs {count} values, got {len(flat)}")
             arr = _json_array(flat, datatype, name)
@@ -155,6 +177,12 @@ def parse_request(body: bytes, header_length: int | None, max_elements: int) -> 
         or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs)
     ):
         raise ClientError("'outputs' must be a list of objects with a 'name'")
+    for o in outputs or ():
+        oparams = o.get("parameters")
+        if oparams is not None and not isinstance(oparams, dict):
+            raise ClientError(f"output {o['name']!r}: 'parameters' must be an object")
+        if oparams:
+            _flag(oparams, "binary_data", f"output {o['name']!r}: ")
     rid = doc.get("id")
     if rid is not None and not isinstance(rid, str):
         raise ClientError("'id' must be a string")
@@ -163,16 +191,34 @@ def parse_request(body: bytes, header_length: int | None, max_elements: int) -> 
         inputs,
         params,
         outputs,
-        bool(params.get("binary_data_output", False)),
+        _flag(params, "binary_data_output", "") or False,
         [i["name"] for i in doc["inputs"]],
     )
 
 
+def _flag(params: dict[str, Any], key: str, where: str) -> bool | None:
+    """A boolean parameter: true/false only (the string "false" is not taken as true)."""
+    value = params.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise ClientError(f"{where}parameter {key!r} must be true or false, got {type(value).__name__}")
+    return value
+
+
+def check_outputs(request: InferRequest, names: list[str]) -> None:
+    """Refuse unknown requested outputs before the model runs (so the counters stay put)."""
+    for spec in request.outputs or ():
+        if spec["name"] not in names:
+            raise ClientError(f"unknown output {spec['name']!r}; outputs are {names}")
+
+
 def _json_array(flat: list[Any], datatype: str, name: str) -> np.ndarray:
-    guess = np.array(flat)  # one pass in C tells what the values are
+    try:
+        guess = np.array(flat)  # one pass in C tells what the values are
+    except (ValueError, TypeError, OverflowError):
+        raise ClientError(f"input {name!r}: 'data' values are not all of one kind") from None
     kind = guess.dtype.kind if flat else ""
     if datatype == "BYTES":
-        if flat and kind != "U":
+        if flat and (kind != "U" or not all(type(v) is str for v in flat)):
             raise ClientError(f"input {name!r}: BYTES data must be strings")
         return np.array(flat, dtype=object)
     if datatype == "BOOL":
@@ -225,11 +271,8 @@ def encode_response(
             raise ClientError(f"unknown output {name!r}; outputs are {list(outputs)}")
         arr = outputs[name]
         oparams = spec.get("parameters") or {}
-        binary = (
-            oparams.get("binary_data", request.binary_outputs_default)
-            if isinstance(oparams, dict)
-            else request.binary_outputs_default
-        )
+        flag = oparams.get("binary_data") if isinstance(oparams, dict) else None
+        binary = request.binary_outputs_default if flag is None else flag
         entry: dict[str, Any] = {"name": name, "datatype": v2_datatype(arr), "shape": list(arr.shape)}
         if binary:
             blob = _binary_bytes(arr)

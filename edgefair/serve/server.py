@@ -11,12 +11,15 @@ accepting, let in-flight requests finish, flush the store and exit 0.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import re
 import signal
 import socket
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +33,58 @@ REASONS = {
     401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     411: "Length Required",
     413: "Payload Too Large",
+    415: "Unsupported Media Type",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
+    501: "Not Implemented",
     503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
 }
-MAX_HEADER_BYTES = 16384
+MAX_HEADER_BYTES = 16384  # the request line, and all header lines together
+MAX_HEADERS = 100
 IDLE_SECONDS = 30  # an idle keep-alive connection is closed after this
+LINGER_SECONDS = 2.0  # after a refusal: how long unread request bytes are drained before closing
+TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII digits only: not '1_0', '+10', ' 10 ' or '0x10'
+DECODERS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # zlib wbits: gzip and zlib wrappers
+
+
+class _Refusal(Exception):
+    """A request refused while it is read: answered, then the connection is closed."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.headers = status, headers or {}
+
+
+class _Request:
+    def __init__(self, method: str, target: str, headers: dict[str, str], body: bytes, keep: bool):
+        self.method, self.target, self.headers, self.body, self.keep = method, target, headers, body, keep
+
+
+def _decode_body(body: bytes, encoding: str, cap: int) -> bytes:
+    """The body under its Content-Encoding; never more than ``cap`` bytes decompressed."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in DECODERS:
+        raise v2.ClientError(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none", 415)
+    d = zlib.decompressobj(DECODERS[encoding])
+    try:
+        out = d.decompress(body, cap + 1)
+        if len(out) > cap:
+            raise v2.ClientError(f"decompressed body is over the cap of {cap} bytes", 413)
+        out += d.flush()
+    except zlib.error:
+        raise v2.ClientError(f"body is not valid {encoding} data") from None
+    if len(out) > cap:
+        raise v2.ClientError(f"decompressed body is over the cap of {cap} bytes", 413)
+    if not d.eof or d.unused_data:
+        raise v2.ClientError(f"body is not one complete {encoding} stream")
+    return out
 
 
 class _Connection:
@@ -45,96 +92,185 @@ class _Connection:
 
     def __init__(self, server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.server, self.reader, self.writer = server, reader, writer
+        self.reserved = 0  # bytes of this connection's body counted against the in-flight budget
 
-    def _send(self, status: int, body: bytes, headers: dict[str, str], keep: bool) -> None:
-        head = [
+    def _send(self, status: int, body: bytes, headers: dict[str, str], keep: bool, head: bool = False) -> None:
+        lines = [
             f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
             f"Content-Length: {len(body)}",
             "Connection: keep-alive" if keep else "Connection: close",
         ]
-        head += [f"{k}: {v}" for k, v in headers.items()]
-        self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else body))
 
-    def _error(self, status: int, message: str, keep: bool) -> None:
+    def _error(
+        self, status: int, message: str, keep: bool, headers: dict[str, str] | None = None, head: bool = False
+    ) -> None:
         # one line per error; messages name fields, never the request's sensitive values
         print(f"edgefair serve: {status} {message}", file=sys.stderr, flush=True)
-        self._send(status, json.dumps({"error": message}).encode(), {"Content-Type": "application/json"}, keep)
+        extra = {"Content-Type": "application/json", **(headers or {})}
+        self._send(status, json.dumps({"error": message}).encode(), extra, keep, head)
+
+    async def refuse(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        """Answer, then close without a reset: stop writing, drain (and drop) what the client
+        is still sending, for a bounded time and size."""
+        self._error(status, message, False, headers)
+        try:
+            await asyncio.wait_for(self.writer.drain(), LINGER_SECONDS)
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            await asyncio.wait_for(self._discard(), LINGER_SECONDS)
+        except (asyncio.TimeoutError, ConnectionError, OSError):
+            pass
+
+    async def _discard(self) -> None:
+        budget = self.server.config.max_body_bytes + MAX_HEADER_BYTES
+        while budget > 0:
+            chunk = await self.reader.read(min(65536, budget))
+            if not chunk:
+                return
+            budget -= len(chunk)
 
     async def run(self) -> None:
         sock = self.writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small responses go out at once
+        timeout = self.server.config.read_timeout_seconds
         try:
             while not self.server.stopping.is_set():
-                keep = await asyncio.wait_for(self._one_request(), IDLE_SECONDS)
-                await self.writer.drain()
+                try:
+                    line = await asyncio.wait_for(self.reader.readline(), IDLE_SECONDS)
+                except ValueError:  # over the stream limit: no end of line within MAX_HEADER_BYTES
+                    await self.refuse(431, "request line too large")
+                    break
+                if not line:
+                    break
+                try:
+                    request = await asyncio.wait_for(self._read(line), timeout)
+                except _Refusal as exc:
+                    await self.refuse(exc.status, str(exc), exc.headers)
+                    break
+                except v2.ClientError as exc:  # the body was read: the connection can go on
+                    self._release()
+                    self._error(exc.status, str(exc), exc.status < 413, exc.headers)
+                    await asyncio.wait_for(self.writer.drain(), IDLE_SECONDS)
+                    if exc.status >= 413:
+                        break
+                    continue
+                except asyncio.TimeoutError:
+                    await self.refuse(408, f"request not received within {timeout:g} s")
+                    break
+                keep = self._answer(request)
+                self._release()
+                await asyncio.wait_for(self.writer.drain(), IDLE_SECONDS)
                 if not keep:
                     break
-        except (
-            asyncio.TimeoutError,
-            asyncio.IncompleteReadError,
-            ConnectionError,
-            asyncio.LimitOverrunError,
-            ValueError,
-        ):
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError, ValueError):
             pass
         finally:
+            self._release()
             self.writer.close()
 
-    async def _one_request(self) -> bool:
-        line = await self.reader.readline()
-        if not line:
-            return False
-        try:
-            method, target, version = line.decode("latin-1").split()
-        except ValueError:
-            self._error(400, "malformed request line", False)
-            return False
+    def _release(self) -> None:
+        self.server.inflight -= self.reserved
+        self.reserved = 0
+
+    async def _read(self, line: bytes) -> _Request:
+        """The rest of one request after its first line: headers, then the body."""
+        parts = line.decode("latin-1").split()
+        if len(parts) != 3 or not TOKEN.fullmatch(parts[0]) or not parts[2].startswith("HTTP/"):
+            raise _Refusal(400, "malformed request line")
+        method, target, version = parts
+        if version not in ("HTTP/1.1", "HTTP/1.0"):
+            raise _Refusal(505, f"{version} is not supported; use HTTP/1.1")
         headers: dict[str, str] = {}
-        size = 0
-        while True:
-            h = await self.reader.readline()
+        lengths: set[str] = set()
+        size = len(line)
+        for _ in range(MAX_HEADERS + 1):
+            try:
+                h = await self.reader.readline()
+            except ValueError:
+                raise _Refusal(431, "request header line too large") from None
             size += len(h)
             if size > MAX_HEADER_BYTES:
-                self._error(431, "request headers too large", False)
-                return False
-            if h in (b"\r\n", b"\n", b""):
+                raise _Refusal(431, "request headers too large")
+            if h in (b"\r\n", b"\n"):
                 break
-            name, _, value = h.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
+            if not h.endswith(b"\n"):
+                raise asyncio.IncompleteReadError(h, None)  # the client went away mid-headers
+            name, colon, value = h.decode("latin-1").partition(":")
+            if not colon or not TOKEN.fullmatch(name):  # also ' Name' (folding) and 'Name :'
+                raise _Refusal(400, "malformed header line")
+            name, value = name.lower(), value.strip()
+            if name == "content-length":
+                lengths.add(value)
+            headers[name] = value
+        else:
+            raise _Refusal(431, f"more than {MAX_HEADERS} header lines")
         keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            self._error(411, "chunked bodies are not supported; send Content-Length", False)
-            return False
-        try:
-            length = int(headers.get("content-length", "0"))
-        except ValueError:
-            self._error(400, "Content-Length must be an integer", False)
-            return False
-        app = self.server.app
-        if length < 0 or length > app.config.max_body_bytes:
-            self._error(413, f"body of {length} bytes is over the cap of {app.config.max_body_bytes}", False)
-            return False
+        if "transfer-encoding" in headers:
+            if "chunked" in headers["transfer-encoding"].lower():
+                raise _Refusal(411, "chunked bodies are not supported; send Content-Length")
+            raise _Refusal(501, "Transfer-Encoding is not supported; send Content-Length")
+        if len(lengths) > 1:
+            raise _Refusal(400, "conflicting Content-Length headers")
+        raw = headers.get("content-length", "0")
+        if not DIGITS.fullmatch(raw):
+            raise _Refusal(400, "Content-Length must be a decimal integer")
+        length = int(raw)
+        config = self.server.config
+        if length > config.max_body_bytes:
+            raise _Refusal(413, f"body of {length} bytes is over the cap of {config.max_body_bytes}")
+        if length and self.server.inflight + length > config.max_inflight_bytes:
+            raise _Refusal(503, "too many request bytes in flight; retry shortly", {"Retry-After": "1"})
+        self.server.inflight += length
+        self.reserved = length
         body = await self.reader.readexactly(length) if length else b""
+        if "content-encoding" in headers:
+            body = _decode_body(body, headers["content-encoding"], config.max_body_bytes)
+        return _Request(method, target, headers, body, keep)
+
+    def _answer(self, request: _Request) -> bool:
         start = time.perf_counter()
-        endpoint = "infer" if target.endswith("/infer") else "other"
+        app = self.server.app
+        keep, head = request.keep, request.method == "HEAD"
+        endpoint = "infer" if request.target.split("?", 1)[0].rstrip("/").endswith("/infer") else "other"
         # handled in the event loop, one request at a time, in arrival order (as uvicorn does):
         # no GIL contention between requests and no starved connection under load
         try:
-            status, payload, extra = app.handle(method, target, headers, body)
-            self._send(status, payload, extra, keep)
+            status, payload, extra = app.handle(request.method, request.target, request.headers, request.body)
+            self._send(status, payload, extra, keep, head)
         except v2.ClientError as exc:
             status = exc.status
             keep = keep and status < 413
-            self._error(status, str(exc), keep)
+            self._error(status, str(exc), keep, exc.headers, head)
         except EdgefairError as exc:
             status = 400
-            self._error(400, str(exc), keep)
+            self._error(400, str(exc), keep, None, head)
         except Exception as exc:  # a bug of ours, not the client's
             status, keep = 500, False
-            self._error(500, f"internal error: {type(exc).__name__}", False)
+            self._error(500, f"internal error: {type(exc).__name__}", False, None, head)
         app.metrics.request(endpoint, status, time.perf_counter() - start)
         return keep
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_warning(config: ServeConfig) -> str | None:
+    """The warning to print when ``no_auth`` lets a non-loopback host be served without a token."""
+    if config.token is None and not is_loopback(config.host):
+        return (
+            f"edgefair serve: WARNING: serving {config.host} without a token (no_auth): anyone who can "
+            "reach it can post outcomes and read raw counters"
+        )
+    return None
 
 
 class Server:
@@ -147,6 +283,15 @@ class Server:
             raise InputError(f"--port must be between 0 and 65535, got {c.port}")
         if c.threads < 1 or c.max_body_bytes < 1 or c.max_elements < 1:
             raise InputError("--threads, --max-body-bytes and the element cap must be positive")
+        if c.max_connections < 1 or c.max_inflight_bytes < 1 or not c.read_timeout_seconds > 0:
+            raise InputError("max_connections, max_inflight_bytes and read_timeout_seconds must be positive")
+        if c.token is None and not c.no_auth and not is_loopback(c.host):
+            raise InputError(
+                f"refusing to serve {c.host} without a token: pass --token-file, bind 127.0.0.1, "
+                "or pass --no-auth to serve it unprotected"
+            )
+        self.connections = 0  # open connections being served
+        self.inflight = 0  # bytes of request bodies being read or handled
         self.app = App(bundle, self.config)
         self.stopping = threading.Event()
         self._loop = asyncio.new_event_loop()
@@ -171,7 +316,22 @@ class Server:
         self._done = threading.Event()
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _Connection(self, reader, writer).run()
+        conn = _Connection(self, reader, writer)
+        if self.connections >= self.config.max_connections:
+            try:
+                await conn.refuse(503, "too many connections; retry shortly", {"Retry-After": "1"})
+            finally:
+                writer.close()
+            return
+        self.connections += 1
+        try:
+            await conn.run()
+        except asyncio.CancelledError:
+            # shutdown cancels idle keep-alive connections; ending quietly keeps Python 3.11's
+            # stream callback from logging the cancellation as an error
+            pass
+        finally:
+            self.connections -= 1
 
     def serve_forever(self) -> None:
         """Serve until ``stop()`` or a signal; in-flight requests finish (each runs to completion
@@ -221,6 +381,9 @@ class Server:
 def serve(bundle: str | Path, config: ServeConfig, announce: Any = print) -> None:
     """Run until SIGTERM/SIGINT, then drain, flush and return."""
     server = Server(bundle, config)
+    warning = bind_warning(config)
+    if warning is not None:
+        announce(warning)
     server.install_signal_handlers()
     announce(
         f"edgefair serve: {server.app.name} on http://{config.host}:{server.port} "

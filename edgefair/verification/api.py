@@ -20,7 +20,7 @@ from edgefair.verification import evaluate as ev
 from edgefair.verification.gate import GateResult, gate
 from edgefair.verification.policy import Policy, load_policy
 
-EXIT_PASS, EXIT_FAIL = 0, 1
+EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 3}  # 2 is bad input (the CLI's)
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class VerifyReport:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_PASS if self.gate.passed else EXIT_FAIL
+        return EXIT_CODES[self.gate.verdict]
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,14 @@ class CompareReport:
         return all(r.passed for r in self.reports)
 
     @property
+    def verdict(self) -> str:
+        """fail if any candidate failed, else inconclusive if any was, else pass."""
+        verdicts = {r.verdict for r in self.reports}
+        return "fail" if "fail" in verdicts else "inconclusive" if "inconclusive" in verdicts else "pass"
+
+    @property
     def exit_code(self) -> int:
-        return EXIT_PASS if self.passed else EXIT_FAIL
+        return EXIT_CODES[self.verdict]
 
 
 def _options(

@@ -37,6 +37,7 @@ from edgefair.verification.policy import Check, CheckKind, Policy
 
 Counts = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
+DISCORDANCE_PRIOR = 0.5  # pseudo-disagreements per cell: no evidence of agreement from a few rows
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,12 +86,15 @@ def _num(x: float) -> float | None:
 @dataclass(frozen=True)
 class GateResult:
     results: tuple[CheckResult, ...]
-    passed: bool
+    verdict: str  # "pass", "fail" or "inconclusive" (no check failed, and none passed)
     confidence: float  # the simultaneous level of every interval
 
     @property
-    def verdict(self) -> str:
-        return "pass" if self.passed else "fail"
+    def passed(self) -> bool:
+        return self.verdict == "pass"
+
+    def unsettled(self) -> list[CheckResult]:
+        return [r for r in self.results if r.verdict == "inconclusive"]
 
     def counts(self) -> dict[str, int]:
         out = {"checks": len(self.results), "pass": 0, "fail": 0, "inconclusive": 0}
@@ -305,7 +309,7 @@ def gate(table: CountsTable, policy: Policy) -> GateResult:
     """Verdicts for every check of ``policy`` on a paired table."""
     if not table.paired:
         raise InputError("gating needs a paired table (reference and candidate decisions)")
-    reps = stats.bootstrap_counts(table.counts, policy.bootstrap_replicates, policy.seed)
+    reps = stats.bootstrap_counts(table.counts, policy.bootstrap_replicates, policy.seed, DISCORDANCE_PRIOR)
     tested = [
         _scope(table, reps, attrs) for attrs, gated in scopes(table.attributes, policy.gate_intersections) if gated
     ]
@@ -373,9 +377,15 @@ def _decide(found: Found, policy: Policy) -> GateResult:
             result = dataclasses.replace(result, rows_needed=_rows_needed(result))
         decided[id(e)] = result
     final = tuple(decided[id(x)] if isinstance(x, Evidence) else x for x in found)
-    fails = any(r.verdict == "fail" for r in final)
-    unsure = any(r.verdict == "inconclusive" for r in final)
-    return GateResult(final, not fails and not (unsure and policy.inconclusive_fails), level)
+    return GateResult(final, overall_verdict([r.verdict for r in final], policy.inconclusive_fails), level)
+
+
+def overall_verdict(verdicts: list[str], inconclusive_fails: bool) -> str:
+    """Fail if any check failed (or was inconclusive, when the policy says that fails);
+    pass only if some check passed; otherwise inconclusive: no evidence is never a pass."""
+    if "fail" in verdicts or (inconclusive_fails and "inconclusive" in verdicts):
+        return "fail"
+    return "pass" if "pass" in verdicts else "inconclusive"
 
 
 def _rows_needed(r: CheckResult) -> int | None:

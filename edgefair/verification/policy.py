@@ -96,6 +96,9 @@ DEFAULT_CHECKS: tuple[Check, ...] = (
 )
 DEFAULT_POLICY = Policy(DEFAULT_CHECKS)
 
+MAX_SEED = 2**32 - 1  # what every numpy generator accepts, and what a report can name
+MAX_MIN_GROUP_SIZE = 10**9
+
 _TOP_KEYS = {
     "confidence": float,
     "adjustment": str,
@@ -113,7 +116,8 @@ def _typed(key: str, value: Any, expected: type, where: str) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise PolicyError(f"{where}: {key!r} must be {expected.__name__}, got {value!r}")
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise PolicyError(f"{where}: {key!r} must be {expected.__name__}, got {shown}")
     return value
 
 
@@ -157,17 +161,39 @@ def policy_from_dict(doc: dict[str, Any], where: str = "policy") -> Policy:
         if not checks:
             raise PolicyError(f"{where}: 'checks' is empty; give at least one check")
     if "sensitive" in values:
-        values["sensitive"] = tuple(str(s) for s in values["sensitive"])
+        values["sensitive"] = _sensitive(values["sensitive"], where)
+    names = [c.name for c in checks]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise PolicyError(f"{where}: check {dup!r} is listed twice; give each kind and metric once")
     policy = Policy(checks, **values)
-    if not 0.5 <= policy.confidence < 1.0:
+    if not 0.5 <= policy.confidence < 1.0:  # NaN fails too
         raise PolicyError(f"{where}: 'confidence' must be in [0.5, 1), got {policy.confidence}")
     if policy.adjustment not in ADJUSTMENTS:
-        raise PolicyError(f"{where}: 'adjustment' must be one of {', '.join(ADJUSTMENTS)}")
-    if policy.min_group_size < 1:
-        raise PolicyError(f"{where}: 'min_group_size' must be at least 1")
+        raise PolicyError(f"{where}: 'adjustment' must be one of {', '.join(ADJUSTMENTS)}, got {policy.adjustment!r}")
+    if not 1 <= policy.min_group_size <= MAX_MIN_GROUP_SIZE:
+        raise PolicyError(
+            f"{where}: 'min_group_size' must be between 1 and {MAX_MIN_GROUP_SIZE}, got {policy.min_group_size}"
+        )
     if not 100 <= policy.bootstrap_replicates <= 100_000:
-        raise PolicyError(f"{where}: 'bootstrap_replicates' must be between 100 and 100000")
+        raise PolicyError(
+            f"{where}: 'bootstrap_replicates' must be between 100 and 100000, got {policy.bootstrap_replicates}"
+        )
+    if not 0 <= policy.seed <= MAX_SEED:
+        raise PolicyError(f"{where}: 'seed' must be an integer between 0 and {MAX_SEED} (2**32 - 1), got {policy.seed}")
     return policy
+
+
+def _sensitive(value: list[Any], where: str) -> tuple[str, ...]:
+    """Column names: non-empty strings, each once."""
+    for i, name in enumerate(value):
+        if not isinstance(name, str) or not name.strip():
+            raise PolicyError(f"{where}: sensitive[{i}] must be a non-empty column name (a string), got {name!r}")
+    names = tuple(s.strip() for s in value)
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise PolicyError(f"{where}: sensitive column {dup!r} is listed twice")
+    return names
 
 
 def load_policy(path: str | Path | None) -> Policy:
