@@ -19,15 +19,9 @@ import pytest
 from onnx import helper, numpy_helper
 
 from edgefair.errors import BundleError
-from edgefair.runtime.bundling import build_bundle
-from edgefair.runtime.signing import (
-    SIGNATURE,
-    SignatureInfo,
-    sign_blobs,
-    sign_bundle,
-    verify_blobs,
-    verify_bundle,
-)
+from edgefair.runtime.bundle import verify_bundle
+from edgefair.runtime.bundling import _read, build_bundle, sign_bundle
+from edgefair.runtime.signing import SIGNATURE, SignatureInfo, sign_blobs, verify_blobs
 from tests.conftest import ROOT
 
 pytest.importorskip("model_signing")
@@ -130,11 +124,24 @@ def test_wrong_public_key_refused(signed, other_keys):
     refused(signed, other_keys[1], f"{signed}/model.sig", "signed by another key", "attacker.pub")
 
 
+def blobs_refused(signed, public_key, change, fragment):
+    """The signature layer alone (hashes not consulted): ``change`` edits the bytes verified."""
+    files = _read(signed)
+    signature = files.pop(SIGNATURE)
+    change(files)
+    with pytest.raises(BundleError) as info:
+        verify_blobs(files, signature, public_key, where=str(signed))
+    assert fragment in str(info.value) and len(str(info.value).splitlines()) == 1, str(info.value)
+
+
 def test_changed_file_refused(signed, keys):
     model = bytearray((signed / "model.onnx").read_bytes())
     model[-1] ^= 1
+    blobs_refused(
+        signed, keys[1], lambda f: f.update({"model.onnx": bytes(model)}), "model.onnx: changed after signing"
+    )
     (signed / "model.onnx").write_bytes(bytes(model))
-    refused(signed, keys[1], f"{signed}/model.onnx: changed after signing")
+    refused(signed, keys[1], f"{signed}/model.onnx: SHA-256 does not match")  # the hashes catch it first
 
 
 def test_consistent_hashes_attack_refused(signed, keys):
@@ -144,19 +151,21 @@ def test_consistent_hashes_attack_refused(signed, keys):
 
 
 def test_added_file_refused(signed, keys):
+    blobs_refused(signed, keys[1], lambda f: f.update({"extra.txt": b"hi"}), "extra.txt: added after signing")
     (signed / "extra.txt").write_text("hi")
-    refused(signed, keys[1], f"{signed}/extra.txt: added after signing")
+    refused(signed, keys[1], f"{signed}/extra.txt: file not listed in the manifest")
 
 
 def test_added_git_file_refused(signed, keys):
-    """model-signing itself never hashes .git* files; a bundle may not hold one unsigned."""
+    blobs_refused(signed, keys[1], lambda f: f.update({".gitignore": b"*"}), "a name a signed bundle may not hold")
     (signed / ".gitignore").write_text("*")
-    refused(signed, keys[1], f"{signed}/.gitignore: a name a signed bundle may not hold")
+    refused(signed, keys[1], f"{signed}/.gitignore: file not listed in the manifest")
 
 
 def test_removed_file_refused(signed, keys):
+    blobs_refused(signed, keys[1], lambda f: f.pop("manifest.sha256"), "manifest.sha256: signed but missing")
     (signed / "manifest.sha256").unlink()
-    refused(signed, keys[1], f"{signed}/manifest.sha256: signed but missing")
+    refused(signed, keys[1], "no manifest.sha256")
 
 
 def test_resigned_with_another_key_refused(signed, keys, other_keys):
@@ -342,7 +351,7 @@ def test_without_the_library_one_line_install_hint(signed, keys):
     proc = _run(
         "import sys; sys.modules['model_signing'] = None\n"
         "from edgefair.errors import BundleError\n"
-        "from edgefair.runtime.signing import verify_bundle\n"
+        "from edgefair.runtime.bundle import verify_bundle\n"
         f"try: verify_bundle({str(signed)!r}, {str(keys[1])!r})\n"
         "except BundleError as e: print(e)\n"
     )
@@ -355,3 +364,24 @@ def test_copy_of_a_signed_bundle_verifies(signed, keys, tmp_path):
     """The folder name is only informative in model-signing: a moved bundle still verifies."""
     moved = shutil.copytree(signed, tmp_path / "elsewhere")
     assert verify_bundle(moved, keys[1])
+
+
+def test_the_cli_signs_checks_and_serves_only_trusted_bundles(tmp_path, keys, other_keys):
+    """`bundle build --sign-key`, `bundle check --trust-key` and FairSession(trust_key=) end to end."""
+    from edgefair.runtime.session import FairSession
+    from tests.conftest import assert_one_line_error, run_cli
+
+    model = tiny_model(tmp_path / "cli.onnx")
+    out = tmp_path / "signed"
+    build = run_cli("bundle", "build", str(model), "-o", str(out), "--sensitive", "g", "--sign-key", str(keys[0]))
+    assert build.returncode == 0 and "signed" in build.stdout, build.stderr
+    check = run_cli("bundle", "check", str(out), "--trust-key", str(keys[1]))
+    assert check.returncode == 0 and "signed by key" in check.stdout, check.stderr
+    assert_one_line_error(run_cli("bundle", "check", str(out), "--trust-key", str(other_keys[1])), "another key")
+    with FairSession(out, trust_key=keys[1]) as session:
+        session.run({"x": np.zeros((1, 2), np.float32)}, {"g": ["a"]})
+    rehash(out, threshold=0.0)  # consistent hashes: integrity checks alone would pass it
+    assert run_cli("bundle", "check", str(out)).returncode == 0
+    assert_one_line_error(run_cli("bundle", "check", str(out), "--trust-key", str(keys[1])), "changed after signing")
+    with pytest.raises(BundleError, match="changed after signing"):
+        FairSession(out, trust_key=keys[1])

@@ -24,6 +24,9 @@ def bundle_build(
     allow_failed_certificate: Annotated[
         bool, typer.Option(help="Bundle a model whose certificate did not pass (recorded in the manifest).")
     ] = False,
+    sign_key: Annotated[
+        Path | None, typer.Option(help="EC private key (PEM): sign the bundle (OpenSSF model-signing format).")
+    ] = None,
 ) -> None:
     """Build a bundle: the model, its manifest (hashes of every file) and its certificate."""
     from edgefair.runtime.bundling import build_bundle
@@ -35,8 +38,10 @@ def bundle_build(
         sensitive=split_columns(sensitive) or None,
         threshold=threshold,
         allow_failed_certificate=allow_failed_certificate,
+        sign_key=sign_key,
     )
     note = "" if certificate else " (no certificate: drift has no baseline)"
+    note += "; signed" if sign_key else ""
     typer.echo(f"wrote bundle {path}{note}")
 
 
@@ -44,11 +49,14 @@ def bundle_build(
 def bundle_check(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory or zip.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    trust_key: Annotated[
+        Path | None, typer.Option(help="EC public key (PEM): also require a signature by this key.")
+    ] = None,
 ) -> None:
-    """Check every file of a bundle against its manifest's SHA-256."""
+    """Check every file of a bundle against its manifest's SHA-256 (and its signature)."""
     from edgefair.runtime.bundle import load_bundle
 
-    loaded = load_bundle(bundle)
+    loaded = load_bundle(bundle, trust_key=trust_key)
     if as_json:
         emit_json(loaded.manifest)
         return
@@ -57,6 +65,7 @@ def bundle_check(
         f"{'ok' if verdict in (None, 'pass') else 'NOT CERTIFIED'}: {bundle}: {len(loaded.manifest['files'])} "
         f"files match their SHA-256; sensitive {', '.join(loaded.sensitive)}; certificate: "
         + (f"verdict {verdict}" if verdict else "no certificate, so drift has no baseline and nothing was verified")
+        + (f"; signed by key {loaded.signature.key_sha256[:12]}" if loaded.signature else "")
     )
     if verdict not in (None, "pass"):
         raise typer.Exit(1)  # the files are intact, but what they certify is not a pass

@@ -51,9 +51,15 @@ class Dataset:
 
 def require_column(columns: Mapping[str, np.ndarray], name: str, source: str) -> np.ndarray:
     if name not in columns:
-        known = ", ".join(list(columns)[:20])
+        known = ", ".join(show_name(str(c)) for c in list(columns)[:20])
         raise InputError(f"{source}: no column {name!r}; columns are: {known}")
     return columns[name]
+
+
+def show_name(name: str) -> str:
+    """A column name as a message shows it: as is, or quoted if it has a line break or
+    another unprintable character (an error stays one line)."""
+    return name if name.isprintable() else repr(name)
 
 
 def is_missing(text: npt.NDArray[np.str_]) -> npt.NDArray[np.bool_]:

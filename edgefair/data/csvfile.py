@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgefair.data.columns import DEFAULT_CHUNK_ROWS, Chunk
+from edgefair.data.columns import DEFAULT_CHUNK_ROWS, Chunk, show_name
 from edgefair.errors import InputError
 
 
@@ -126,7 +126,9 @@ def _header(reader: Any, source: str, columns: Sequence[str] | None) -> tuple[li
     wanted = list(header) if columns is None else list(columns)
     for name in wanted:
         if name not in header:
-            shown = ", ".join(header[:20]) + (f" (and {len(header) - 20} more)" if len(header) > 20 else "")
+            shown = ", ".join(map(show_name, header[:20])) + (
+                f" (and {len(header) - 20} more)" if len(header) > 20 else ""
+            )
             raise InputError(f"{source}: no column {name!r}; columns are: {shown}")
     return wanted, [header.index(n) for n in wanted], len(header)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from edgefair.errors import BundleError
 from edgefair.modelio.safety import MAX_MODEL_BYTES, check_model_bytes
+from edgefair.runtime.signing import SIGNATURE, SignatureInfo, read_signature, verify_blobs
 
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.sha256"  # integrity of the manifest itself (not a signature)
@@ -30,6 +31,7 @@ class Bundle:
     manifest: dict[str, Any]
     model: bytes
     certificate: dict[str, Any] | None
+    signature: SignatureInfo | None = None  # set when loaded with a trusted key
 
     @property
     def sensitive(self) -> dict[str, list[str]]:
@@ -190,18 +192,20 @@ def _is_size(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def load_bundle(path: str | Path) -> Bundle:
+def load_bundle(path: str | Path, trust_key: str | Path | None = None) -> Bundle:
     """Read and verify a bundle: exactly the listed files, each of the listed size and SHA-256
     (sizes are checked before anything is decompressed), and a model that passes the
-    model-safety check (no onnx package needed)."""
+    model-safety check (no onnx package needed). With ``trust_key`` (an EC public key, PEM)
+    the bundle must also carry a model-signing signature by that key over those bytes."""
     p = Path(path)
     if not p.exists():
         raise BundleError(f"{p}: no such bundle")
     files = _Files(p)
+    signed: SignatureInfo | None = None
     try:
-        _, manifest = _manifest(files, str(p))
+        raw, manifest = _manifest(files, str(p))
         listed = manifest["files"]
-        extra = set(files.sizes) - set(listed) - {MANIFEST, MANIFEST_HASH}
+        extra = set(files.sizes) - set(listed) - {MANIFEST, MANIFEST_HASH, SIGNATURE}
         if extra:
             raise BundleError(f"{p}/{sorted(extra)[0]}: file not listed in the manifest")
         blobs = {}
@@ -212,6 +216,9 @@ def load_bundle(path: str | Path) -> Bundle:
             if _sha(blob) != meta["sha256"]:
                 raise BundleError(f"{p}/{name}: SHA-256 does not match the manifest (tampered?)")
             blobs[name] = blob
+        if trust_key is not None:  # what is verified is exactly what is loaded
+            own = {MANIFEST: raw, MANIFEST_HASH: (_sha(raw) + "\n").encode()}
+            signed = verify_blobs({**blobs, **own}, read_signature(files, str(p)), trust_key, where=str(p))
     finally:
         files.close()
     model = blobs[manifest["model"]]
@@ -222,4 +229,11 @@ def load_bundle(path: str | Path) -> Bundle:
             cert = json.loads(blobs[CERTIFICATE])
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise BundleError(f"{p}/{CERTIFICATE}: not JSON") from None
-    return Bundle(p, manifest, model, cert)
+    return Bundle(p, manifest, model, cert, signed)
+
+
+def verify_bundle(path: str | Path, public_key: str | Path) -> SignatureInfo:
+    """Load ``path`` trusting only bundles signed by ``public_key``; what the signature covers."""
+    signed = load_bundle(path, trust_key=public_key).signature
+    assert signed is not None  # load_bundle refuses an unsigned bundle when a key is given
+    return signed

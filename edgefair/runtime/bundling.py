@@ -20,7 +20,18 @@ from edgefair import modelio
 from edgefair.core import tables
 from edgefair.errors import BundleError, InputError
 from edgefair.modelio.safety import check_model_bytes
-from edgefair.runtime.bundle import CERTIFICATE, MANIFEST, MANIFEST_HASH, MODEL, _sha, check_manifest
+from edgefair.runtime.bundle import (
+    CERTIFICATE,
+    MANIFEST,
+    MANIFEST_HASH,
+    MAX_BUNDLE_BYTES,
+    MODEL,
+    _Files,
+    _sha,
+    check_manifest,
+    load_bundle,
+)
+from edgefair.runtime.signing import MAX_SIGNATURE_BYTES, SIGNATURE, _library, _materialized, _sign_folder, sign_blobs
 
 
 def build_bundle(
@@ -32,6 +43,7 @@ def build_bundle(
     threshold: float | None = None,
     score_output: str | None = None,
     allow_failed_certificate: bool = False,
+    sign_key: str | Path | None = None,
 ) -> Path:
     """Write a bundle directory atomically (built beside ``out``, then renamed).
 
@@ -82,6 +94,8 @@ def build_bundle(
     files[MANIFEST] = (json.dumps(manifest, indent=2) + "\n").encode()
     files[MANIFEST_HASH] = (_sha(files[MANIFEST]) + "\n").encode()
     check_manifest(manifest, f"{out_dir}/{MANIFEST}")
+    if sign_key is not None:  # signed in memory, so the bundle is written (atomically) signed or not at all
+        files[SIGNATURE] = sign_blobs(files, sign_key, name=out_dir.name)
     _write_dir(out_dir, files)
     return out_dir
 
@@ -98,7 +112,11 @@ def _replaceable(out_dir: Path) -> bool:
         return True
     try:
         manifest = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
-        own = {*manifest["files"], MANIFEST, MANIFEST_HASH} if manifest.get("kind") == "edgefair.bundle" else set()
+        own = (
+            {*manifest["files"], MANIFEST, MANIFEST_HASH, SIGNATURE}
+            if manifest.get("kind") == "edgefair.bundle"
+            else set()
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         own = set()
     foreign = [e for e in entries if e not in own]
@@ -184,3 +202,38 @@ def _known_values(cert: dict[str, Any] | None, sensitive: Sequence[str] | None) 
     if sensitive and list(sensitive) != list(attrs):
         raise BundleError(f"--sensitive {list(sensitive)} does not match the certificate's {attrs}")
     return {a: sorted(v) for a, v in known.items()}
+
+
+def _read(path: Path) -> dict[str, bytes]:
+    """Every file of a bundle folder or zip, sizes checked before anything is read."""
+    files = _Files(path)
+    try:
+        if sum(files.sizes.values()) > MAX_BUNDLE_BYTES + MAX_SIGNATURE_BYTES:
+            raise BundleError(f"{path}: larger than any edgefair bundle; refused")
+        if files.sizes.get(SIGNATURE, 0) > MAX_SIGNATURE_BYTES:
+            raise BundleError(f"{path}/{SIGNATURE}: larger than any model-signing signature; refused")
+        return {n: files.read(n, size) for n, size in files.sizes.items()}
+    finally:
+        files.close()
+
+
+def sign_bundle(bundle_dir: str | Path, private_key: str | Path, *, password: str | None = None) -> Path:
+    """Check a bundle folder loads, sign exactly the bytes checked, write ``model.sig`` atomically."""
+    lib, d = _library(), Path(bundle_dir)
+    if not d.is_dir():
+        raise BundleError(f"{d}: not a bundle folder (sign the folder, zip it afterwards)")
+    files = _read(d)
+    files.pop(SIGNATURE, None)  # re-signing replaces the old signature
+    with _materialized(files, d.name, str(d)) as folder:
+        try:
+            load_bundle(folder)
+        except BundleError as exc:
+            raise BundleError(str(exc).replace(str(folder), str(d))) from None
+        sig = _sign_folder(lib, folder, Path(private_key), password)
+    tmp = d / f".{SIGNATURE}.{os.getpid()}"
+    try:
+        tmp.write_bytes(sig)
+        os.replace(tmp, d / SIGNATURE)  # atomic: the old signature or the new one, never half of one
+    finally:
+        tmp.unlink(missing_ok=True)
+    return d / SIGNATURE

@@ -74,11 +74,12 @@ class FairSession:
         max_pending: int = 100_000,
         ttl_seconds: float = 7 * 86400,
         allow_failed_certificate: bool = False,
+        trust_key: str | Path | None = None,
     ) -> None:
         path = Path(model)
         self.bundle: Bundle | None = None
         if path.is_dir() or path.suffix == ".zip":
-            self.bundle = load_bundle(path)
+            self.bundle = load_bundle(path, trust_key=trust_key)
             self.bundle.require_certified(allow_failed_certificate)
             data = self.bundle.model
             known = self.bundle.sensitive
@@ -87,6 +88,8 @@ class FairSession:
             threshold = self.bundle.manifest["threshold"] if threshold is None else threshold
             score_output = score_output or self.bundle.manifest["score_output"]
         else:
+            if trust_key is not None:
+                raise InputError(f"{path}: a trusted key verifies signed bundles; this is a bare model file")
             if not path.exists():
                 raise ModelError(f"{path}: no such model or bundle")
             data = path.read_bytes()

@@ -11,12 +11,11 @@ Exact bytes: the library hashes paths, so the blobs are written to a private (07
 signature and key beside it. ``load_bundle`` passes the bytes it read after its size checks (a zip is
 never extracted before the caps; what is verified is what is loaded)::
 
-    extra = set(files.sizes) - set(listed) - {MANIFEST, MANIFEST_HASH, SIGNATURE}  # signed bundles load
     if trust_key is not None:  # after the blobs loop, files still open; raw = the manifest bytes read
         verify_blobs({**blobs, MANIFEST: raw, MANIFEST_HASH: (_sha(raw) + "\n").encode()},
                      read_signature(files, str(p)), trust_key, where=str(p))
 
-and ``build_bundle`` signs in memory before its atomic write (``_replaceable`` must own SIGNATURE)::
+and ``build_bundle`` signs in memory before its atomic write (``_replaceable`` owns SIGNATURE)::
 
     if private_key is not None:
         files[SIGNATURE] = sign_blobs(files, private_key, name=out_dir.name)
@@ -32,15 +31,13 @@ import base64
 import contextlib
 import hashlib
 import json
-import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edgefair.errors import BundleError
-from edgefair.runtime.bundle import MAX_BUNDLE_BYTES, _Files, load_bundle
 
 SIGNATURE = "model.sig"
 MAX_SIGNATURE_BYTES = 1024 * 1024  # an edgefair signature is ~2 KB; a bundle has a handful of files
@@ -125,53 +122,15 @@ def _sign_folder(lib: Any, folder: Path, private_key: Path, password: str | None
     return sig.read_bytes()
 
 
-def _read(path: Path) -> dict[str, bytes]:
-    """Every file of a bundle folder or zip, sizes checked before anything is read."""
-    files = _Files(path)
-    try:
-        if sum(files.sizes.values()) > MAX_BUNDLE_BYTES + MAX_SIGNATURE_BYTES:
-            raise BundleError(f"{path}: larger than any edgefair bundle; refused")
-        if files.sizes.get(SIGNATURE, 0) > MAX_SIGNATURE_BYTES:
-            raise BundleError(f"{path}/{SIGNATURE}: larger than any model-signing signature; refused")
-        return {n: files.read(n, size) for n, size in files.sizes.items()}
-    finally:
-        files.close()
+class Readable(Protocol):
+    """What ``load_bundle`` has open: file sizes, and reads that check them."""
+
+    sizes: dict[str, int]
+
+    def read(self, name: str, size: int) -> bytes: ...
 
 
-def sign_bundle(bundle_dir: str | Path, private_key: str | Path, *, password: str | None = None) -> Path:
-    """Check a bundle folder loads, sign exactly the bytes checked, write ``model.sig`` atomically."""
-    lib, d = _library(), Path(bundle_dir)
-    if not d.is_dir():
-        raise BundleError(f"{d}: not a bundle folder (sign the folder, zip it afterwards)")
-    files = _read(d)
-    files.pop(SIGNATURE, None)  # re-signing replaces the old signature
-    with _materialized(files, d.name, str(d)) as folder:
-        try:
-            load_bundle(folder)
-        except BundleError as exc:
-            raise BundleError(str(exc).replace(str(folder), str(d))) from None
-        sig = _sign_folder(lib, folder, Path(private_key), password)
-    tmp = d / f".{SIGNATURE}.{os.getpid()}"
-    try:
-        tmp.write_bytes(sig)
-        os.replace(tmp, d / SIGNATURE)  # atomic: the old signature or the new one, never half of one
-    finally:
-        tmp.unlink(missing_ok=True)
-    return d / SIGNATURE
-
-
-def verify_bundle(bundle: str | Path, public_key: str | Path) -> SignatureInfo:
-    """Verify the ``model.sig`` of a bundle folder or zip against a trusted public key."""
-    p = Path(bundle)
-    if not p.exists():
-        raise BundleError(f"{p}: no such bundle")
-    _library()
-    _public_key(Path(public_key))  # a bad key is reported before the bundle is read
-    files = _read(p)
-    return verify_blobs(files, files.pop(SIGNATURE, None), public_key, where=str(p))
-
-
-def read_signature(files: _Files, where: str) -> bytes | None:
+def read_signature(files: Readable, where: str) -> bytes | None:
     """``model.sig`` from a bundle ``load_bundle`` has open, size-capped; None when unsigned."""
     size = files.sizes.get(SIGNATURE)
     if size is not None and size > MAX_SIGNATURE_BYTES:

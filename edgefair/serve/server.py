@@ -198,10 +198,10 @@ class _Connection:
                 break
             if not h.endswith(b"\n"):
                 raise asyncio.IncompleteReadError(h, None)  # the client went away mid-headers
-            name, colon, value = h.decode("latin-1").partition(":")
+            name, colon, value = h.decode("latin-1").rstrip("\r\n").partition(":")
             if not colon or not TOKEN.fullmatch(name):  # also ' Name' (folding) and 'Name :'
                 raise _Refusal(400, "malformed header line")
-            name, value = name.lower(), value.strip()
+            name, value = name.lower(), value.strip(" \t")  # OWS only: not NBSP and friends
             if name == "content-length":
                 lengths.add(value)
             headers[name] = value
