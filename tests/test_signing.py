@@ -20,7 +20,7 @@ from onnx import helper, numpy_helper
 
 from edgefair.errors import BundleError
 from edgefair.runtime.bundle import verify_bundle
-from edgefair.runtime.bundling import _read, build_bundle, sign_bundle
+from edgefair.runtime.bundling import build_bundle, read_bundle_files, sign_bundle
 from edgefair.runtime.signing import SIGNATURE, SignatureInfo, sign_blobs, verify_blobs
 from tests.conftest import ROOT
 
@@ -126,7 +126,7 @@ def test_wrong_public_key_refused(signed, other_keys):
 
 def blobs_refused(signed, public_key, change, fragment):
     """The signature layer alone (hashes not consulted): ``change`` edits the bytes verified."""
-    files = _read(signed)
+    files = read_bundle_files(signed)
     signature = files.pop(SIGNATURE)
     change(files)
     with pytest.raises(BundleError) as info:

@@ -61,7 +61,7 @@ class Bundle:
         return tables.from_dict(cert["baseline_table"])
 
 
-def _sha(data: bytes) -> str:
+def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -84,7 +84,7 @@ def _regular_files(path: Path) -> dict[str, int]:
     return out
 
 
-class _Files:
+class BundleFiles:
     """The files of a bundle directory or zip, read only after their sizes are checked."""
 
     def __init__(self, path: Path) -> None:
@@ -134,14 +134,14 @@ class _Files:
             self._zip.close()
 
 
-def _manifest(files: _Files, where: str) -> tuple[bytes, dict[str, Any]]:
+def _manifest(files: BundleFiles, where: str) -> tuple[bytes, dict[str, Any]]:
     for name in (MANIFEST, MANIFEST_HASH):
         if name not in files.sizes:
             raise BundleError(f"{where}: no {name}; not an edgefair bundle")
     if files.sizes[MANIFEST] > MAX_MANIFEST_BYTES or files.sizes[MANIFEST_HASH] > 65:
         raise BundleError(f"{where}/{MANIFEST}: larger than any edgefair manifest; refused")
     raw = files.read(MANIFEST, files.sizes[MANIFEST])
-    if files.read(MANIFEST_HASH, files.sizes[MANIFEST_HASH]) != (_sha(raw) + "\n").encode():
+    if files.read(MANIFEST_HASH, files.sizes[MANIFEST_HASH]) != (sha256_hex(raw) + "\n").encode():
         raise BundleError(f"{where}/{MANIFEST}: SHA-256 does not match {MANIFEST_HASH} (tampered?)")
     try:
         manifest = json.loads(raw)
@@ -200,7 +200,7 @@ def load_bundle(path: str | Path, trust_key: str | Path | None = None) -> Bundle
     p = Path(path)
     if not p.exists():
         raise BundleError(f"{p}: no such bundle")
-    files = _Files(p)
+    files = BundleFiles(p)
     signed: SignatureInfo | None = None
     try:
         raw, manifest = _manifest(files, str(p))
@@ -213,11 +213,11 @@ def load_bundle(path: str | Path, trust_key: str | Path | None = None) -> Bundle
             if name not in files.sizes:
                 raise BundleError(f"{p}/{name}: listed in the manifest but missing")
             blob = files.read(name, meta["size_bytes"])
-            if _sha(blob) != meta["sha256"]:
+            if sha256_hex(blob) != meta["sha256"]:
                 raise BundleError(f"{p}/{name}: SHA-256 does not match the manifest (tampered?)")
             blobs[name] = blob
         if trust_key is not None:  # what is verified is exactly what is loaded
-            own = {MANIFEST: raw, MANIFEST_HASH: (_sha(raw) + "\n").encode()}
+            own = {MANIFEST: raw, MANIFEST_HASH: (sha256_hex(raw) + "\n").encode()}
             signed = verify_blobs({**blobs, **own}, read_signature(files, str(p)), trust_key, where=str(p))
     finally:
         files.close()

@@ -26,12 +26,19 @@ from edgefair.runtime.bundle import (
     MANIFEST_HASH,
     MAX_BUNDLE_BYTES,
     MODEL,
-    _Files,
-    _sha,
+    BundleFiles,
     check_manifest,
     load_bundle,
+    sha256_hex,
 )
-from edgefair.runtime.signing import MAX_SIGNATURE_BYTES, SIGNATURE, _library, _materialized, _sign_folder, sign_blobs
+from edgefair.runtime.signing import (
+    MAX_SIGNATURE_BYTES,
+    SIGNATURE,
+    materialized,
+    sign_blobs,
+    sign_folder,
+    signing_library,
+)
 
 
 def build_bundle(
@@ -53,7 +60,7 @@ def build_bundle(
         raise BundleError(f"{model_path}: no such model file")
     data = model_path.read_bytes()
     check_model_bytes(data, str(model_path))
-    cert = _read_certificate(certificate, _sha(data)) if certificate else None
+    cert = _read_certificate(certificate, sha256_hex(data)) if certificate else None
     if cert is not None and cert["verdict"] != "pass" and not allow_failed_certificate:
         raise BundleError(
             f"{certificate}: the certificate's verdict is {cert['verdict']}, not pass; "
@@ -75,7 +82,7 @@ def build_bundle(
         "schema_version": 1,
         "kind": "edgefair.bundle",
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "files": {n: {"sha256": _sha(b), "size_bytes": len(b)} for n, b in files.items()},
+        "files": {n: {"sha256": sha256_hex(b), "size_bytes": len(b)} for n, b in files.items()},
         "model": MODEL,
         "inputs": [t.to_dict() for t in sig.inputs],
         "outputs": [t.to_dict() for t in sig.outputs],
@@ -92,7 +99,7 @@ def build_bundle(
         },
     }
     files[MANIFEST] = (json.dumps(manifest, indent=2) + "\n").encode()
-    files[MANIFEST_HASH] = (_sha(files[MANIFEST]) + "\n").encode()
+    files[MANIFEST_HASH] = (sha256_hex(files[MANIFEST]) + "\n").encode()
     check_manifest(manifest, f"{out_dir}/{MANIFEST}")
     if sign_key is not None:  # signed in memory, so the bundle is written (atomically) signed or not at all
         files[SIGNATURE] = sign_blobs(files, sign_key, name=out_dir.name)
@@ -204,9 +211,9 @@ def _known_values(cert: dict[str, Any] | None, sensitive: Sequence[str] | None) 
     return {a: sorted(v) for a, v in known.items()}
 
 
-def _read(path: Path) -> dict[str, bytes]:
+def read_bundle_files(path: Path) -> dict[str, bytes]:
     """Every file of a bundle folder or zip, sizes checked before anything is read."""
-    files = _Files(path)
+    files = BundleFiles(path)
     try:
         if sum(files.sizes.values()) > MAX_BUNDLE_BYTES + MAX_SIGNATURE_BYTES:
             raise BundleError(f"{path}: larger than any edgefair bundle; refused")
@@ -219,17 +226,17 @@ def _read(path: Path) -> dict[str, bytes]:
 
 def sign_bundle(bundle_dir: str | Path, private_key: str | Path, *, password: str | None = None) -> Path:
     """Check a bundle folder loads, sign exactly the bytes checked, write ``model.sig`` atomically."""
-    lib, d = _library(), Path(bundle_dir)
+    lib, d = signing_library(), Path(bundle_dir)
     if not d.is_dir():
         raise BundleError(f"{d}: not a bundle folder (sign the folder, zip it afterwards)")
-    files = _read(d)
+    files = read_bundle_files(d)
     files.pop(SIGNATURE, None)  # re-signing replaces the old signature
-    with _materialized(files, d.name, str(d)) as folder:
+    with materialized(files, d.name, str(d)) as folder:
         try:
             load_bundle(folder)
         except BundleError as exc:
             raise BundleError(str(exc).replace(str(folder), str(d))) from None
-        sig = _sign_folder(lib, folder, Path(private_key), password)
+        sig = sign_folder(lib, folder, Path(private_key), password)
     tmp = d / f".{SIGNATURE}.{os.getpid()}"
     try:
         tmp.write_bytes(sig)

@@ -12,7 +12,7 @@ signature and key beside it. ``load_bundle`` passes the bytes it read after its 
 never extracted before the caps; what is verified is what is loaded)::
 
     if trust_key is not None:  # after the blobs loop, files still open; raw = the manifest bytes read
-        verify_blobs({**blobs, MANIFEST: raw, MANIFEST_HASH: (_sha(raw) + "\n").encode()},
+        verify_blobs({**blobs, MANIFEST: raw, MANIFEST_HASH: (sha256_hex(raw) + "\n").encode()},
                      read_signature(files, str(p)), trust_key, where=str(p))
 
 and ``build_bundle`` signs in memory before its atomic write (``_replaceable`` owns SIGNATURE)::
@@ -51,7 +51,7 @@ class SignatureInfo:
     files: tuple[str, ...]  # the signed file names, sorted
 
 
-def _library() -> Any:
+def signing_library() -> Any:
     try:
         import model_signing.hashing
         import model_signing.signing
@@ -86,7 +86,7 @@ def _public_key(path: Path) -> tuple[bytes, str]:
 
 
 @contextlib.contextmanager
-def _materialized(files: Mapping[str, bytes], name: str, where: str) -> Iterator[Path]:
+def materialized(files: Mapping[str, bytes], name: str, where: str) -> Iterator[Path]:
     """A private temp folder ``<tmp>/<name>/`` holding ``files``; ``<tmp>`` is free for the signature."""
     with tempfile.TemporaryDirectory(prefix="edgefair-sig.") as tmp:
         folder = Path(tmp) / name
@@ -102,12 +102,12 @@ def sign_blobs(
     files: Mapping[str, bytes], private_key: str | Path, *, name: str = "bundle", password: str | None = None
 ) -> bytes:
     """The ``model.sig`` bytes for a bundle's files (name -> bytes, without model.sig itself)."""
-    lib = _library()
-    with _materialized(files, name, name) as folder:
-        return _sign_folder(lib, folder, Path(private_key), password)
+    lib = signing_library()
+    with materialized(files, name, name) as folder:
+        return sign_folder(lib, folder, Path(private_key), password)
 
 
-def _sign_folder(lib: Any, folder: Path, private_key: Path, password: str | None) -> bytes:
+def sign_folder(lib: Any, folder: Path, private_key: Path, password: str | None) -> bytes:
     sig = folder.parent / SIGNATURE
     hashing = lib.hashing.Config().set_ignored_paths(paths=[SIGNATURE], ignore_git_paths=False)
     try:
@@ -168,7 +168,7 @@ def verify_blobs(
     bundle, name -> bytes) with a trusted public key; ``where`` names the bundle in errors."""
     from cryptography.exceptions import InvalidSignature
 
-    lib, key = _library(), Path(public_key)
+    lib, key = signing_library(), Path(public_key)
     pem, key_sha = _public_key(key)
     if signature is None:
         raise BundleError(f"{where}: not signed (no {SIGNATURE}) but a trusted key was given; refused")
@@ -180,7 +180,7 @@ def verify_blobs(
     if hint != key_sha:
         raise BundleError(f"{where}/{SIGNATURE}: signed by another key ({hint[:12]}), not {key.name} ({key_sha[:12]})")
     mismatch = ""
-    with _materialized(files, Path(where).name or "bundle", where) as folder:
+    with materialized(files, Path(where).name or "bundle", where) as folder:
         (folder.parent / SIGNATURE).write_bytes(signature)
         (folder.parent / "trusted.pub").write_bytes(pem)
         verifier = lib.verifying.Config().use_elliptic_key_verifier(public_key=folder.parent / "trusted.pub")

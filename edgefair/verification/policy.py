@@ -203,8 +203,16 @@ def load_policy(path: str | Path | None) -> Policy:
     p = Path(path)
     if not p.exists():
         raise PolicyError(f"{p}: no such policy file")
+    if p.is_dir():
+        raise PolicyError(f"{p}: is a folder, expected a policy TOML file")
     try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        text = p.read_text(encoding="utf-8-sig")  # an editor's byte-order mark is not TOML
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{p}: not UTF-8 text (byte {exc.start}: {exc.reason}); expected a TOML file") from None
+    except OSError as exc:
+        raise PolicyError(f"{p}: cannot read the policy ({exc.strerror or exc})") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{p}: not valid TOML ({exc})") from None
     return policy_from_dict(doc, str(p))
