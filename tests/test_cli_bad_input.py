@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -34,8 +35,11 @@ from edgefair.runtime.store import CounterStore, load_counters, open_store
 from edgefair.verification.policy import MAX_SEED, load_policy, policy_from_dict
 from tests.conftest import assert_one_line_error, run_cli
 
-CAMPAIGN = settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+MODEL = str(Path(__file__).resolve().parents[1] / "edgefair" / "demo" / "models" / "adult_sklearn.onnx")
+CAMPAIGN = settings(  # EDGEFAIR_CAMPAIGN_EXAMPLES=500 for a deeper run by hand
+    max_examples=int(os.environ.get("EDGEFAIR_CAMPAIGN_EXAMPLES", "25")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
 
@@ -121,6 +125,17 @@ def test_policy_seed_bounds_are_inclusive() -> None:
     assert policy_from_dict({"seed": MAX_SEED}).seed == MAX_SEED
 
 
+def test_policy_with_a_bom_loads_and_a_folder_is_one_line(tmp_path: Path) -> None:
+    pol = tmp_path / "bom.toml"
+    pol.write_bytes(b"\xef\xbb\xbfseed = 7\n")
+    assert load_policy(pol).seed == 7
+    with pytest.raises(PolicyError, match="is a folder"):
+        load_policy(tmp_path)
+    (tmp_path / "latin.toml").write_bytes(b"seed = 1 # caf\xe9\n")
+    with pytest.raises(PolicyError, match="not UTF-8"):
+        load_policy(tmp_path / "latin.toml")
+
+
 def test_verify_with_negative_seed_is_one_line(tmp_path: Path) -> None:
     from tests.conftest import MODELS
 
@@ -190,6 +205,16 @@ def test_odd_table_documents_are_input_errors(text: str) -> None:
     assert "\n" not in str(info.value)
 
 
+def test_a_table_claiming_many_bins_is_refused_before_any_allocation() -> None:
+    doc = {
+        **table_doc(),
+        "bins": 100_000,
+        "groups": [{"key": [str(i)], "counts": [], "score_hist": []} for i in range(10**4)],
+    }
+    with pytest.raises(InputError, match="0 cells, expected 12"):
+        tables.from_dict(doc)  # not a 48 GB zero array first
+
+
 def test_a_table_round_trips_at_the_largest_count() -> None:
     doc = table_doc([2**62] + [0] * 11)
     assert tables.from_dict(doc).counts.reshape(-1)[0] == 2**62
@@ -202,6 +227,14 @@ def test_merge_of_a_huge_float_count_is_refused_and_writes_nothing(tmp_path: Pat
     out = tmp_path / "m.json"
     one_line(run_main("counters", "merge", str(a), str(b), "-o", str(out)), str(a), "counts[0]")
     assert not out.exists()
+
+
+@pytest.mark.xfail(strict=True, reason="files.write_atomic names its temp file, not the output (not ours)")
+def test_merge_into_a_folder_names_the_folder(tmp_path: Path) -> None:
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps(table_doc()))
+    (tmp_path / "out").mkdir()
+    one_line(run_main("counters", "merge", str(a), "-o", str(tmp_path / "out")), f"{tmp_path / 'out'}:")
 
 
 @pytest.mark.xfail(strict=True, reason="tables.merge adds int64 without an overflow check (tables.py, not ours)")
@@ -354,7 +387,7 @@ def test_store_with_bad_meta_is_one_line(tmp_path: Path, key: str, value: str, f
     "sql",
     [
         "INSERT INTO cells VALUES ('nope', 0, 1)",
-        "INSERT INTO cells VALUES ('[\"a\", \"b\"]', 0, 1)",
+        'INSERT INTO cells VALUES (\'["a", "b"]\', 0, 1)',
         "INSERT INTO cells VALUES ('[\"a\"]', 9999, 1)",
         "UPDATE cells SET value = -4",
         "UPDATE cells SET value = 'x'",
@@ -636,7 +669,7 @@ def toml_literal(value: Any) -> str:
 def policy_docs(draw: st.DrawFn) -> dict[str, Any]:
     doc: dict[str, Any] = {}
     for key in draw(st.lists(POLICY_KEYS, unique=True, max_size=4)):
-        strategy = GOOD_VALUES.get(key, TOML_VALUES) if draw(st.booleans()) else TOML_VALUES
+        strategy = GOOD_VALUES.get(key, TOML_VALUES) if draw(st.integers(0, 3)) else TOML_VALUES
         doc[key] = draw(strategy)
     return doc
 
@@ -653,6 +686,8 @@ def test_campaign_policies_load_or_say_why(tmp_path: Path, doc: dict[str, Any], 
         policy = load_policy(path)
     except PolicyError as exc:
         assert "\n" not in str(exc) and str(path) in str(exc)
+        # the policy is read before any model or data: the real command fails fast, in one line
+        one_line(run_main("verify", MODEL, MODEL, "--policy", str(path)), str(path))
         return
     assert tomllib.loads(text) is not None
     # a policy that loads must gate a small table without an error of any kind

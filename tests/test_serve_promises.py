@@ -300,36 +300,40 @@ def test_body_cap_counts_non_json_bodies_too(start):
 
 # -- 3: the tensor element cap ---------------------------------------------------------------
 def test_element_cap_on_the_declared_shape(start):
-    cap = 40
+    cap = 39
     srv = start("tiny", max_elements=cap, token=TOKEN)
     status, body = post_infer(srv.port, infer_doc([0.5] * cap))
     assert status == 200, body
     assert json.loads(body)["outputs"][0]["shape"] == [cap, 1]
     before = raw_table(srv.port)
-    status, body = post_infer(srv.port, infer_doc([0.5] * (cap + 1)))
-    assert 400 <= status < 500, body
-    error = json.loads(body)["error"]
-    assert "cap" in error and str(cap) in error, error
-    # declared as [1, cap + 1]: the cap is on elements, not on rows
-    doc = {"inputs": [{"name": "x", "shape": [1, cap + 1], "datatype": "FP32", "data": [0.5] * (cap + 1)}]}
-    status, body = post_infer(srv.port, doc)
-    assert 400 <= status < 500 and "cap" in json.loads(body)["error"]
+    over = [
+        infer_doc([0.5] * (cap + 1)),  # [40, 1]
+        {"inputs": [{"name": "x", "shape": [1, cap + 1], "datatype": "FP32", "data": [0.5] * (cap + 1)}]},
+        # 40 elements, yet no dimension over 39: the cap is on the product
+        {"inputs": [{"name": "x", "shape": [(cap + 1) // 2, 2], "datatype": "FP32", "data": [0.5] * (cap + 1)}]},
+    ]
+    for doc in over:
+        status, body = post_infer(srv.port, doc)
+        assert 400 <= status < 500, body
+        error = json.loads(body)["error"]
+        assert "cap" in error and str(cap) in error, (doc["inputs"][0]["shape"], error)
     assert raw_table(srv.port) == before
 
 
 def test_element_cap_counts_elements_not_the_longest_dimension(start):
-    cap = 40  # the mlp4 model takes x[N, 4]: 10 rows are 40 elements, 11 rows are 44
+    cap = 44  # the mlp4 model takes x[N, 4]: 11 rows are exactly the cap
     srv = start("mlp4", max_elements=cap, token=TOKEN)
-    for rows, ok in ((cap // 4, True), (cap // 4 + 1, False)):
-        doc = {"inputs": [{"name": "x", "shape": [rows, 4], "datatype": "FP32", "data": [0.1] * (rows * 4)}]}
+    doc = {"inputs": [{"name": "x", "shape": [11, 4], "datatype": "FP32", "data": [0.1] * cap}]}
+    status, body = post_infer(srv.port, doc, "mlp4")
+    assert status == 200, body
+    for shape in ([15, 3], [12, 4]):  # 45 and 48 elements
+        n = shape[0] * shape[1]
+        doc = {"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": [0.1] * n}]}
         status, body = post_infer(srv.port, doc, "mlp4")
-        if ok:
-            assert status == 200, body
-        else:
-            assert 400 <= status < 500, body
-            error = json.loads(body)["error"]
-            assert "cap" in error and str(cap) in error, error
-    assert sum(sum(c) for c in raw_table(srv.port, "mlp4").values()) == cap // 4
+        assert 400 <= status < 500, body
+        error = json.loads(body)["error"]
+        assert "cap" in error and str(cap) in error, (shape, error)
+    assert sum(sum(c) for c in raw_table(srv.port, "mlp4").values()) == 11
 
 
 # -- 4: /counters: private by default, exact only with the token ------------------------------

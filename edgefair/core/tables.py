@@ -225,8 +225,8 @@ def from_dict(doc: Mapping[str, Any]) -> CountsTable:
     if not isinstance(entries, list):
         raise InputError(f"counts table 'groups' must be a list, got {_short(entries)}")
     groups: list[GroupKey] = []
-    counts = np.zeros((len(entries), 3, 2, 2), np.int64)
-    hist = np.zeros((len(entries), 3, 2, bins), np.int64)
+    cells: list[list[int]] = []
+    bars: list[list[int]] = []  # arrays are built from what the document holds: its size bounds them
     for i, entry in enumerate(entries):
         if not isinstance(entry, Mapping) or not {"key", "counts", "score_hist"} <= set(entry):
             raise InputError(f"counts table groups[{i}] must be an object with key, counts and score_hist")
@@ -237,9 +237,11 @@ def from_dict(doc: Mapping[str, Any]) -> CountsTable:
                 f"(one per attribute), got {_short(key)}"
             )
         name = f"{i} {_short(key)}"
-        counts[i] = np.array(_cells(entry["counts"], CELLS_PER_GROUP, name, "counts"), np.int64).reshape(3, 2, 2)
-        hist[i] = np.array(_cells(entry["score_hist"], 6 * bins, name, "score_hist"), np.int64).reshape(3, 2, bins)
+        cells.append(_cells(entry["counts"], CELLS_PER_GROUP, name, "counts"))
+        bars.append(_cells(entry["score_hist"], 6 * bins, name, "score_hist"))
         groups.append(tuple(key))
+    counts = np.array(cells, np.int64).reshape(len(groups), 3, 2, 2)
+    hist = np.array(bars, np.int64).reshape(len(groups), 3, 2, bins)
     if len(set(groups)) != len(groups):
         dup = next(k for k in groups if groups.count(k) > 1)
         raise InputError(f"counts table lists group {list(dup)} twice")
@@ -255,7 +257,9 @@ def from_json(text: str) -> CountsTable:
     except json.JSONDecodeError as exc:
         raise InputError(f"counts table is not valid JSON: {exc}") from None
     except (ValueError, RecursionError) as exc:  # an integer of > 4300 digits; nesting too deep
-        raise InputError(f"counts table is not usable JSON: {str(exc).splitlines()[0][:100]}") from None
+        raise InputError(
+            f"counts table is not usable JSON: {(str(exc).splitlines() or [type(exc).__name__])[0][:100]}"
+        ) from None
     if not isinstance(doc, dict):
         raise InputError("counts table JSON must be an object")
     return from_dict(doc)

@@ -225,6 +225,8 @@ class _Connection:
             raise _Refusal(503, "too many request bytes in flight; retry shortly", {"Retry-After": "1"})
         self.server.inflight += length
         self.reserved = length
+        if length and headers.get("expect", "").lower() == "100-continue":  # curl, for bodies over 1 KB
+            self.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = await self.reader.readexactly(length) if length else b""
         if "content-encoding" in headers:
             body = _decode_body(body, headers["content-encoding"], config.max_body_bytes)

@@ -5,7 +5,8 @@ either bootstrap replicates of it or (for per-group rate caps) the exact success
 rows of a score test. ``_decide`` then does what every kind shares: one-sided p-values for
 "outside the tolerance" (fail) and "inside it" (pass), both adjusted for the number of
 tested checks (Holm by default), an interval at the simultaneous confidence 1 - alpha/m
-over the same m, and a verdict: ``fail`` when the adjusted evidence says outside, ``pass``
+over the same m (for the family-wise adjustments, Holm and Bonferroni; with BH or none the
+intervals are at the plain confidence), and a verdict: ``fail`` when the adjusted evidence says outside, ``pass``
 when it says inside, ``inconclusive`` otherwise.
 
 ``difference_increase`` is gated on the worst pair of groups: the largest widening
@@ -282,6 +283,9 @@ def overall_drop(check: Check, scope: Scope, policy: Policy) -> Found:
     total, reps = scope.table.counts.sum(axis=0), scope.replicates.sum(axis=1)
     ref_v = float(m.compute(total, check.metric, "reference"))
     cand_v = float(m.compute(total, check.metric, "candidate"))
+    rows = int(min(m.parts(total, check.metric, "reference")[1], m.parts(total, check.metric, "candidate")[1]))
+    if rows < policy.min_group_size:
+        return [_too_small(check, "overall", "all rows", rows, ref_v, cand_v, policy)]
     samples = m.compute(reps, check.metric, "reference") - m.compute(reps, check.metric, "candidate")
     return [
         Evidence(
@@ -341,6 +345,19 @@ def _test(e: Evidence, level: float) -> tuple[tuple[float, float], float, float]
     return (float(low), float(high)), p_fail, p_pass
 
 
+def _floor_note(e: Evidence, raw: tuple[float, float], policy: Policy, tested: int) -> str:
+    """Say so when replicates, not rows, are missing: every bootstrap sample lies on one side
+    (the p-value is at its floor 1/(R+1)) and the adjustment for m checks still keeps it
+    above alpha."""
+    floor = 1.0 / (policy.bootstrap_replicates + 1)
+    if e.samples is None or min(raw) > floor * (1 + 1e-9):
+        return e.note
+    needed = math.ceil(tested / policy.alpha)
+    replicates = policy.bootstrap_replicates
+    hint = f"the bootstrap cannot decide {tested} checks at bootstrap_replicates {replicates}; use >= {needed}"
+    return f"{e.note}; {hint}" if e.note else hint
+
+
 def simultaneous_level(policy: Policy, tested: int) -> float:
     """The level of each interval: 1 - alpha/m for the family-wise adjustments, over the
     same m checks the p-values are adjusted for."""
@@ -374,7 +391,8 @@ def _decide(found: Found, policy: Policy) -> GateResult:
             note=e.note,
         )
         if verdict == "inconclusive":
-            result = dataclasses.replace(result, rows_needed=_rows_needed(result))
+            note = _floor_note(e, (tests[j][1], tests[j][2]), policy, len(evidence))
+            result = dataclasses.replace(result, rows_needed=_rows_needed(result), note=note)
         decided[id(e)] = result
     final = tuple(decided[id(x)] if isinstance(x, Evidence) else x for x in found)
     return GateResult(final, overall_verdict([r.verdict for r in final], policy.inconclusive_fails), level)
@@ -390,9 +408,11 @@ def overall_verdict(verdicts: list[str], inconclusive_fails: bool) -> str:
 
 def _rows_needed(r: CheckResult) -> int | None:
     """Rows (per group, for group checks) at which the interval would clear the tolerance,
-    assuming the estimate holds and the width shrinks as 1/sqrt(rows)."""
+    assuming the estimate holds and the width shrinks as 1/sqrt(rows); None when that says
+    no more rows than the check already has (then rows are not what is missing)."""
     half = (r.interval[1] - r.interval[0]) / 2.0
     distance = abs(r.estimate - r.check.tolerance)
     if not (half > 0 and distance > 0) or half != half:
         return None
-    return math.ceil(r.rows * (half / distance) ** 2)
+    needed = math.ceil(r.rows * (half / distance) ** 2)
+    return needed if needed > r.rows else None
