@@ -203,6 +203,39 @@ def test_body_mistakes_on_infer_are_4xx_json(start, name):
     assert request(srv.port, "GET", "/v2/health/live")[0] == 200
 
 
+NEAR_LIMIT = {
+    "data": '{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, DEEP]}]}',
+    "bytes": '{"inputs": [{"name": "grp", "shape": [2], "datatype": "BYTES", "data": ["a", DEEP]}]}',
+    "ids": '{"parameters": {"edgefair_ids": [DEEP]}, "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", '
+    '"data": [1]}]}',
+    "id": '{"id": DEEP, "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}',
+    "shape": '{"inputs": [{"name": "x", "shape": DEEP, "datatype": "FP32", "data": [1]}]}',
+    "binary_data": '{"outputs": [{"name": "score", "parameters": {"binary_data": DEEP}}], "inputs": [{"name": "x", '
+    '"shape": [1], "datatype": "FP32", "data": [1]}]}',
+    "outcome ids": '{"ids": [DEEP], "labels": [1]}',
+    "outcome labels": '{"ids": ["a"], "labels": [DEEP]}',
+}
+
+
+def test_json_nested_just_under_the_parser_limit_is_4xx_everywhere(start):
+    """Depths the JSON parser still takes must not blow the stack further on (repr, str, numpy)."""
+    srv = start()
+    for depth in (sys.getrecursionlimit() - 200, sys.getrecursionlimit() - 60, sys.getrecursionlimit() - 20):
+        nested = "[" * depth + "]" * depth
+        for field, template in NEAR_LIMIT.items():
+            route = "outcomes" if field.startswith("outcome") else "infer"
+            body = template.replace("DEEP", nested).encode()
+            status, _, reply = request(srv.port, "POST", f"{TINY}/{route}", body, AUTH)
+            assert status < 500, (field, depth, reply)  # an outcome id is taken as its str(): 200
+            assert route == "outcomes" or status >= 400, (field, depth, reply)
+
+
+def test_long_client_strings_are_cut_in_errors(start):
+    srv = start()
+    status, _, reply = request(srv.port, "POST", f"{TINY}/infer", _one(datatype="Q" * 100_000))
+    assert status == 400 and len(json.loads(reply)["error"]) <= 503
+
+
 def test_deep_json_on_outcomes_is_400(start):
     srv = start()
     status, _, reply = request(srv.port, "POST", f"{TINY}/outcomes", b'{"ids": ' + DEEP + b"}", AUTH)

@@ -311,6 +311,8 @@ def test_element_cap_on_the_declared_shape(start):
         {"inputs": [{"name": "x", "shape": [1, cap + 1], "datatype": "FP32", "data": [0.5] * (cap + 1)}]},
         # 40 elements, yet no dimension over 39: the cap is on the product
         {"inputs": [{"name": "x", "shape": [(cap + 1) // 2, 2], "datatype": "FP32", "data": [0.5] * (cap + 1)}]},
+        # no elements at all, but a dimension numpy cannot hold
+        {"inputs": [{"name": "x", "shape": [0, 2**63], "datatype": "FP32", "data": []}]},
     ]
     for doc in over:
         status, body = post_infer(srv.port, doc)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgefair.cli.common import AsJsonOpt, emit_json
+from edgefair.cli.common import AsJsonOpt, FeaturesOpt, emit_json, split_columns
 from edgefair.convert.quantize import CalibrationMethod, QuantMode
 
 
@@ -49,6 +49,8 @@ def convert(
     prune_structured: Annotated[float | None, typer.Option(help="Fraction of hidden units to remove.")] = None,
     sample_data: Annotated[str | None, typer.Option(help="CSV (or 'adult') to compare outputs on.")] = None,
     threshold: Annotated[float, typer.Option(help="Decision threshold for agreement.")] = 0.5,
+    features: FeaturesOpt = None,
+    allow_larger: Annotated[bool, typer.Option(help="Keep a result larger than its source.")] = False,
     as_json: AsJsonOpt = False,
 ) -> None:
     """Quantise and/or prune an ONNX model; check it; write it atomically."""
@@ -68,6 +70,8 @@ def convert(
         prune=prune,
         prune_structured=prune_structured,
         threshold=threshold,
+        feature_columns=tuple(split_columns(features)) or None,
+        allow_larger=allow_larger,
     )
     with typer.progressbar(
         length=calibration_rows,
@@ -112,12 +116,21 @@ def format_conversion(doc: dict[str, Any]) -> str:
             lines.append(f"  pruned {layer}: {units['hidden_before']} -> {units['hidden_after']} units")
         if "compressed_size_after" in step:
             lines.append(f"  gzip size {step['compressed_size_before']:,} -> {step['compressed_size_after']:,}")
+        noise = step.get("quantiser_warnings") or {}
+        if noise.get("count"):
+            lines.append(f"  onnxruntime's quantiser logged {noise['count']} warnings (first: {noise['first']})")
     check = doc["check"]
     if check and check["rows_compared"]:
         diffs = ", ".join(f"{k} {v:.4g}" for k, v in check["max_abs_difference"].items())
         agree = check["decision_agreement"]
         lines.append(
-            f"  vs source on {check['rows_compared']} rows: max abs diff {diffs}"
-            + (f"; decisions agree {agree:.2%}" if agree is not None else "")
+            f"  vs source on {check['rows_compared']} rows: max abs diff {diffs}; "
+            + (
+                f"decisions agree {agree:.2%}"
+                if agree is not None
+                else "decisions not compared (not a binary classifier)"
+            )
         )
+    elif check:
+        lines.append("  outputs not compared with the source (give --sample-data to compare them)")
     return "\n".join(lines)

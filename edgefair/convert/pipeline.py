@@ -30,6 +30,8 @@ class ConvertOptions:
     prune: float | None = None  # unstructured magnitude sparsity, in (0, 1)
     prune_structured: float | None = None  # fraction of hidden units removed, in (0, 1)
     threshold: float = 0.5
+    feature_columns: tuple[str, ...] | None = None  # the columns a single [N, k] input takes, in order
+    allow_larger: bool = False  # keep a "compressed" model that came out larger than its source
 
     def __post_init__(self) -> None:
         for name, value in (("prune", self.prune), ("prune_structured", self.prune_structured)):
@@ -77,14 +79,25 @@ def convert(
     if options.quantize is not None:
         feeds = None
         if calibration is not None:
-            feeds = modelio.build_feeds(modelio.signature(session(current)), calibration, source="calibration data")
+            feeds = modelio.build_feeds(
+                modelio.signature(session(current)),
+                calibration,
+                feature_columns=options.feature_columns,
+                source="calibration data",
+            )
         result = quantize(current, options.quantize, feeds, progress)
         current = result.model
         steps.append(result.report)
     if not steps:
         raise ModelError("nothing to do: choose --quantize and/or --prune/--prune-structured")
-    report = check(current, source, sample, options.threshold)
-    return ConvertResult(current, steps, report, len(model_bytes(source)))
+    report = check(current, source, sample, options.threshold, options.feature_columns)
+    before = len(model_bytes(source))
+    if report.size_bytes > before and not options.allow_larger:
+        raise ModelError(
+            f"the result is {report.size_bytes:,} bytes, {report.size_bytes / before:.0%} of its source's {before:,}: "
+            "nothing was saved, so nothing was written (keep it anyway with --allow-larger)"
+        )
+    return ConvertResult(current, steps, report, before)
 
 
 def convert_file(
@@ -111,6 +124,9 @@ def convert_file(
         calibration = calibration_sample(
             columns, quantize_options.calibration_rows, balance_by, data.resolve(calibration_data).name
         )
+        inputs = {t.name for t in modelio.signature(session(source)).inputs}
+        if balance_by is not None and balance_by not in inputs:  # it picked the rows; it is not a feature
+            calibration.pop(balance_by)
     checked_on = sample_data if sample_data is not None else calibration_data
     sample = data.load(checked_on, SAMPLE_ROWS).columns if checked_on is not None else None
     return convert(source, options, sample, calibration, progress)

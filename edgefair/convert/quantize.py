@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import io
+import logging
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -150,7 +151,7 @@ def quantize(
             ops = [o for o in DYNAMIC_OPS if o in before]
             if not ops:
                 raise ModelError(_nothing_message(before, "dynamic int8", DYNAMIC_OPS))
-            _run(lambda: _dynamic(src, out, ops, options))
+            noise = _run(lambda: _dynamic(src, out, ops, options))
         else:
             ops = [o for o in STATIC_OPS if o in before]
             if not ops:
@@ -159,7 +160,7 @@ def quantize(
                 raise InputError("static int8 needs calibration data (--calibration-data)")
             reader = _FeedReader(calibration_feeds, options.calibration_batch, progress)
             excluded = _output_layers(prepared) if options.keep_output_layer_float else []
-            _run(lambda: _static(src, out, ops, options, reader, excluded))
+            noise = _run(lambda: _static(src, out, ops, options, reader, excluded))
         quantised = onnx.load_model(str(out))
         drop_unused_opsets(quantised)
     after = op_counts(quantised)
@@ -175,6 +176,7 @@ def quantize(
         "quantisation_ops_added": added,
         "size_before": len(model_bytes(model)),
         "size_after": len(model_bytes(quantised)),
+        "quantiser_warnings": {"count": len(noise), "first": noise[0] if noise else None},
     }
     if options.mode is QuantMode.STATIC_INT8:
         report["calibration_method"] = options.calibration_method.value
@@ -203,7 +205,8 @@ def _quantised_by_type(before: dict[str, int], quantised: onnx.ModelProto, ops: 
             1 for n in quantised.graph.node if n.op_type == op and len(n.input) > slot and n.input[slot] in dq
         )
         replaced = max(0, before.get(op, 0) - after.get(op, 0))
-        out[op] = wrapped + replaced
+        if wrapped + replaced:  # count what changed, never "Relu x0"
+            out[op] = wrapped + replaced
     return out
 
 
@@ -222,14 +225,34 @@ def _pre_process(src: Path, dst: Path) -> Path:
         return src
 
 
-def _run(job: Callable[[], None]) -> None:
+class _Collect(logging.Handler):
+    """Keeps what onnxruntime's quantiser logs, so it is summarised in the report, not printed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage().splitlines()[0][:200] if record.getMessage() else record.levelname)
+
+
+def _run(job: Callable[[], None]) -> list[str]:
+    """Run a quantiser call with its log output collected; returns the warnings."""
+    collect, root = _Collect(), logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = [collect]  # the quantiser logs on the root logger
     try:
-        job()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            job()
     except (ModelError, InputError):
         raise
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"onnxruntime quantisation failed: {first}") from None
+    finally:
+        root.handlers[:] = saved
+    return collect.messages + [str(w.message).splitlines()[0][:200] for w in caught]
 
 
 def _dynamic(src: Path, out: Path, ops: list[str], options: QuantizeOptions) -> None:

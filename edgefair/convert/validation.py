@@ -7,7 +7,7 @@ rows (max abs difference of every float output, decision agreement rate).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,7 @@ def check(
     source: onnx.ModelProto,
     sample: Mapping[str, np.ndarray] | None = None,
     threshold: float = 0.5,
+    feature_columns: Sequence[str] | None = None,
 ) -> CheckReport:
     """Raise ModelError unless ``candidate`` is a valid, loadable stand-in for ``source``."""
     cand_sess, src_sess = validate(candidate), session(source)
@@ -70,7 +71,7 @@ def check(
     agreement = None
     rows = 0
     if sample:
-        feeds = modelio.build_feeds(src_sig, sample, source="sample data")
+        feeds = modelio.build_feeds(src_sig, sample, feature_columns=feature_columns, source="sample data")
         rows = len(next(iter(feeds.values())))
         names = [o.name for o in src_sig.outputs]
         ref_out = dict(zip(names, src_sess.run(names, feeds), strict=True))

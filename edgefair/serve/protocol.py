@@ -214,7 +214,7 @@ def check_outputs(request: InferRequest, names: list[str]) -> None:
 def _json_array(flat: list[Any], datatype: str, name: str) -> np.ndarray:
     try:
         guess = np.array(flat)  # one pass in C tells what the values are
-    except (ValueError, TypeError, OverflowError):
+    except (ValueError, TypeError, OverflowError, RecursionError):
         raise ClientError(f"input {name!r}: 'data' values are not all of one kind") from None
     kind = guess.dtype.kind if flat else ""
     if datatype == "BYTES":

@@ -46,6 +46,7 @@ REASONS = {
 MAX_HEADER_BYTES = 16384  # the request line, and all header lines together
 MAX_HEADERS = 100
 IDLE_SECONDS = 30  # an idle keep-alive connection is closed after this
+MAX_ERROR_CHARS = 500
 LINGER_SECONDS = 2.0  # after a refusal: how long unread request bytes are drained before closing
 TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII digits only: not '1_0', '+10', ' 10 ' or '0x10'
@@ -106,7 +107,10 @@ class _Connection:
     def _error(
         self, status: int, message: str, keep: bool, headers: dict[str, str] | None = None, head: bool = False
     ) -> None:
-        # one line per error; messages name fields, never the request's sensitive values
+        # one line per error; messages name fields, never the request's sensitive values, and
+        # a client's long names or values are cut so neither the log nor the reply balloons
+        if len(message) > MAX_ERROR_CHARS:
+            message = message[:MAX_ERROR_CHARS] + "..."
         print(f"edgefair serve: {status} {message}", file=sys.stderr, flush=True)
         extra = {"Content-Type": "application/json", **(headers or {})}
         self._send(status, json.dumps({"error": message}).encode(), extra, keep, head)
@@ -162,7 +166,10 @@ class _Connection:
                     break
                 keep = self._answer(request)
                 self._release()
+                # a response the client is slow to read counts against the budget until it is sent
+                self._hold(self.writer.transport.get_write_buffer_size())
                 await asyncio.wait_for(self.writer.drain(), IDLE_SECONDS)
+                self._release()
                 if not keep:
                     break
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError, ValueError):
@@ -170,6 +177,10 @@ class _Connection:
         finally:
             self._release()
             self.writer.close()
+
+    def _hold(self, size: int) -> None:
+        self.server.inflight += size
+        self.reserved += size
 
     def _release(self) -> None:
         self.server.inflight -= self.reserved
@@ -223,8 +234,7 @@ class _Connection:
             raise _Refusal(413, f"body of {length} bytes is over the cap of {config.max_body_bytes}")
         if length and self.server.inflight + length > config.max_inflight_bytes:
             raise _Refusal(503, "too many request bytes in flight; retry shortly", {"Retry-After": "1"})
-        self.server.inflight += length
-        self.reserved = length
+        self._hold(length)
         if length and headers.get("expect", "").lower() == "100-continue":  # curl, for bodies over 1 KB
             self.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = await self.reader.readexactly(length) if length else b""
@@ -293,7 +303,7 @@ class Server:
                 "or pass --no-auth to serve it unprotected"
             )
         self.connections = 0  # open connections being served
-        self.inflight = 0  # bytes of request bodies being read or handled
+        self.inflight = 0  # bytes of request bodies being read or handled, and of responses unsent
         self.app = App(bundle, self.config)
         self.stopping = threading.Event()
         self._loop = asyncio.new_event_loop()
