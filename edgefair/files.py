@@ -17,6 +17,8 @@ from edgefair.errors import InputError
 def write_atomic(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (fsync, then rename); readable by all (0644)."""
     target = Path(path)
+    if target.is_dir():
+        raise InputError(f"{target}: is a folder, expected a file path")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:

@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("edgefair.data",),
     ("edgefair.modelio",),
     ("edgefair.convert", "edgefair.verification", "edgefair.runtime"),
+    ("edgefair.distributed",),
     ("edgefair.report",),
     ("edgefair.serve",),
     ("edgefair.demo",),

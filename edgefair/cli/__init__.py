@@ -52,7 +52,7 @@ def main() -> None:
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except EdgefairError as exc:
-        typer.echo(f"edgefair: error: {exc}", err=True)
+        typer.echo(f"edgefair: error: {' '.join(str(exc).split())}", err=True)  # always one line
         sys.exit(EXIT_USAGE)
     except OSError as exc:
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""

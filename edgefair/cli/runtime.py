@@ -119,7 +119,10 @@ def counters_export(
     output: Annotated[Path, typer.Option("-o", "--output", help="Export JSON.")],
     min_cell: Annotated[int, typer.Option(help="Suppress cells under this count.")] = 11,
     epsilon: Annotated[float | None, typer.Option(help="Add discrete Laplace noise at this epsilon.")] = None,
-    budget: Annotated[float | None, typer.Option(help="Refuse exports past this total epsilon.")] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option(help="Set the store's privacy budget (total epsilon; the first time, later only lowered)."),
+    ] = None,
     raw: Annotated[bool, typer.Option(help="Exact counts (no suppression): the owner's choice.")] = False,
 ) -> None:
     """Export counters for upload: small cells suppressed, optional noise, ledger kept."""
@@ -130,7 +133,10 @@ def counters_export(
         typer.echo(f"wrote exact counts to {output} (raw: no suppression, no noise)")
         return
     if done.epsilon_spent is not None:
-        typer.echo(f"privacy ledger: {done.epsilon_spent:.4g} epsilon spent" + (f" of {budget:.4g}" if budget else ""))
+        typer.echo(
+            f"privacy ledger: {done.epsilon_spent:.4g} epsilon spent"
+            + (f" of {done.budget:.4g}" if done.budget is not None else "")
+        )
     typer.echo(
         f"wrote {output}: cells under {min_cell} suppressed"
         + (f", discrete Laplace noise at epsilon {epsilon}" if epsilon else "")

@@ -15,7 +15,8 @@ import numpy.typing as npt
 
 from edgefair.core import metrics as m
 from edgefair.core import stats, tables
-from edgefair.core.tables import CountsTable, GroupKey
+from edgefair.core.groups import GroupKey
+from edgefair.core.tables import CountsTable
 from edgefair.errors import InputError
 
 GroupLabel = str | tuple[str, ...]

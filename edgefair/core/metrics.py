@@ -28,7 +28,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from edgefair.core.tables import UNKNOWN_LABEL, CountsTable, GroupKey
+from edgefair.core.groups import GroupKey
+from edgefair.core.tables import UNKNOWN_LABEL, CountsTable
 from edgefair.errors import InputError
 
 FloatArray = npt.NDArray[np.float64]

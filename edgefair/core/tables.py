@@ -21,15 +21,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edgefair.core.groups import GroupKey, IntArray, factorize_groups
 from edgefair.errors import InputError
 
 SCHEMA_VERSION = 1
 UNKNOWN_LABEL = 2
 CELLS_PER_GROUP = 12  # 3 labels x 2 reference decisions x 2 candidate decisions
 DEFAULT_BINS = 50
-
-GroupKey = tuple[str, ...]
-IntArray = npt.NDArray[np.int64]
 
 
 def cell_index(label: Any, reference: Any, candidate: Any) -> Any:
@@ -280,6 +278,9 @@ def merge(tables: Iterable[CountsTable]) -> CountsTable:
     index = {k: i for i, k in enumerate(keys)}
     counts = np.zeros((len(keys), 3, 2, 2), np.int64)
     hist = np.zeros((len(keys), 3, 2, first.bins), np.int64)
+    total = sum(float(t.counts.sum()) + float(t.score_hist.sum()) for t in items)
+    if total > MAX_COUNT:  # int64 would wrap silently
+        raise InputError(f"merged counts would exceed {MAX_COUNT:.3g} rows; refusing to overflow")
     for t in items:
         rows = [index[k] for k in t.groups]
         np.add.at(counts, rows, t.counts)
@@ -357,71 +358,6 @@ def score_bins(values: npt.ArrayLike, bins: int, length: int, what: str) -> IntA
         i = int(np.argmax(bad))
         raise InputError(f"{what} must lie in [0, 1]; row {i} is {arr[i].item()!r}")
     return np.minimum((arr * bins).astype(np.int64), bins - 1)
-
-
-def factorize(values: npt.ArrayLike, what: str = "values") -> tuple[IntArray, list[str]]:
-    """Codes 0..k-1 and the k distinct values as strings (order of first appearance)."""
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise InputError(f"{what} must be one-dimensional, got shape {arr.shape}")
-    if arr.dtype.kind in "iub" and len(arr):
-        # small-range integers: a bincount finds the values without sorting
-        lo, hi = int(arr.min()), int(arr.max())
-        if hi - lo < 1 << 20:
-            shifted = arr.astype(np.int64) - lo
-            present = np.flatnonzero(np.bincount(shifted, minlength=hi - lo + 1))
-            lookup = np.zeros(hi - lo + 1, np.int64)
-            lookup[present] = np.arange(len(present))
-            return lookup[shifted], [str(v + lo) for v in present.tolist()]
-    items = arr.tolist()
-    index: dict[Any, int] = {}
-    for v in dict.fromkeys(items):
-        index[v] = len(index)
-    codes = np.fromiter(map(index.__getitem__, items), dtype=np.int64, count=len(items))
-    return codes, [str(v) for v in index]
-
-
-def factorize_groups(
-    sensitive: Mapping[str, npt.ArrayLike], length: int | None = None
-) -> tuple[IntArray, tuple[GroupKey, ...]]:
-    """Per-row group code over the intersection of every attribute, groups sorted."""
-    names = list(sensitive)
-    per_attr = []
-    for name in names:
-        codes, uniques = factorize(sensitive[name], f"sensitive attribute {name!r}")
-        if length is not None and len(codes) != length:
-            raise InputError(f"sensitive attribute {name!r} has {len(codes)} rows, expected {length}")
-        length = len(codes)
-        per_attr.append((codes, uniques))
-    combined = per_attr[0][0]
-    for codes, uniques in per_attr[1:]:
-        combined = combined * len(uniques) + codes
-    sizes = [len(u) for _, u in per_attr]
-    total = int(np.prod(sizes)) if sizes else 1
-    if total <= 1 << 22:
-        present = np.flatnonzero(np.bincount(combined, minlength=total))
-        lookup = np.zeros(total, np.int64)
-    else:
-        present = np.unique(combined)
-        lookup = None
-    keys = []
-    for flat in present.tolist():
-        key = []
-        for (_, uniques), size in zip(reversed(per_attr), reversed(sizes), strict=True):
-            flat, r = divmod(flat, size)
-            key.append(uniques[r])
-        keys.append(tuple(reversed(key)))
-    order = sorted(range(len(keys)), key=keys.__getitem__)
-    rank = np.empty(len(keys), np.int64)
-    rank[order] = np.arange(len(keys))
-    if lookup is not None and len(present) == total and (rank == np.arange(total)).all():
-        group_codes = combined  # codes already are the sorted group indices
-    elif lookup is not None:
-        lookup[present] = rank
-        group_codes = lookup[combined]
-    else:
-        group_codes = rank[np.searchsorted(present, combined)]
-    return group_codes, tuple(keys[i] for i in order)
 
 
 def _regroup(table: CountsTable, attributes: tuple[str, ...], keys: list[GroupKey]) -> CountsTable:

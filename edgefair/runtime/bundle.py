@@ -145,7 +145,7 @@ def _manifest(files: BundleFiles, where: str) -> tuple[bytes, dict[str, Any]]:
         raise BundleError(f"{where}/{MANIFEST}: SHA-256 does not match {MANIFEST_HASH} (tampered?)")
     try:
         manifest = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8, huge integers, deep nesting
         raise BundleError(f"{where}/{MANIFEST}: not JSON") from None
     return raw, check_manifest(manifest, f"{where}/{MANIFEST}")
 
@@ -166,7 +166,7 @@ def check_manifest(manifest: Any, where: str) -> dict[str, Any]:
             raise bad(f"files.{name}", "{sha256: hex string, size_bytes: whole number >= 0}")
         if name in (MANIFEST, MANIFEST_HASH) or "/" in name or name in ("", ".", ".."):
             raise bad(f"files.{name}", "a plain file name other than the manifest's own")
-    if manifest.get("model") not in listed:
+    if not isinstance(manifest.get("model"), str) or manifest["model"] not in listed:
         raise bad("model", f"the name of a listed file (one of {sorted(listed)})")
     sensitive = manifest.get("sensitive")
     if not isinstance(sensitive, dict) or not sensitive:
@@ -227,7 +227,7 @@ def load_bundle(path: str | Path, trust_key: str | Path | None = None) -> Bundle
     if CERTIFICATE in blobs:
         try:
             cert = json.loads(blobs[CERTIFICATE])
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             raise BundleError(f"{p}/{CERTIFICATE}: not JSON") from None
     return Bundle(p, manifest, model, cert, signed)
 

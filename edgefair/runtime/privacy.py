@@ -35,7 +35,7 @@ def check_epsilon(epsilon: float) -> float:
         raise InputError(f"epsilon must be a number, got {epsilon!r}")
     if not (math.isfinite(epsilon) and epsilon >= MIN_EPSILON):
         raise InputError(
-            f"epsilon must be a finite number of at least {MIN_EPSILON:g} (noise scale 2/epsilon at most "
+            f"epsilon (--epsilon) must be a finite number of at least {MIN_EPSILON:g} (noise scale 2/epsilon at most "
             f"{SENSITIVITY / MIN_EPSILON:g}), got {epsilon}"
         )
     return float(epsilon)
@@ -134,7 +134,7 @@ def write_private_export(
         raise InputError("raw exports exact counts: give either raw (--raw) or epsilon (--epsilon), not both")
     if not raw and (isinstance(min_cell, bool) or not isinstance(min_cell, int) or min_cell < MIN_SUPPRESSED_CELL):
         raise InputError(
-            f"min_cell must be at least {MIN_SUPPRESSED_CELL}, got {min_cell!r}: a smaller one suppresses "
+            f"min_cell (--min-cell) must be at least {MIN_SUPPRESSED_CELL}, got {min_cell!r}: a smaller one suppresses "
             "nothing; exact counts are the explicit raw export (--raw)"
         )
     if epsilon is not None:

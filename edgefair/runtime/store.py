@@ -290,7 +290,7 @@ class CounterStore:
 
 def check_budget(budget: float) -> None:
     if not (budget > 0 and math.isfinite(budget)):
-        raise PrivacyBudgetError(f"budget must be a positive, finite total epsilon, got {budget}")
+        raise PrivacyBudgetError(f"budget (--budget) must be a positive, finite total epsilon, got {budget}")
 
 
 def load_counters(path: str | Path) -> CountsTable:

@@ -14,6 +14,7 @@ import numpy as np
 
 from edgefair.core import metrics as m
 from edgefair.core import stats
+from edgefair.errors import EdgefairError
 from edgefair.runtime.counters import OutcomeStats
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -44,7 +45,9 @@ class Metrics:
             self.outcomes.joined += result.joined
             self.outcomes.unknown_id += result.unknown_id
 
-    def exposition(self, session: Any) -> str:
+    def exposition(self, session: Any, min_cell: int = 11) -> str:
+        """Prometheus text. Per-group series whose count is under ``min_cell`` are left out
+        until they reach it (counters stay monotonic: a series appears, it never shrinks)."""
         lines = [
             "# HELP edgefair_requests_total HTTP requests by endpoint and status code.",
             "# TYPE edgefair_requests_total counter",
@@ -86,15 +89,17 @@ class Metrics:
                 c: np.ndarray = marginal.counts[index[group]] if group in index else np.zeros((3, 2, 2), np.int64)
                 by_decision = c.sum(axis=(0, 2))  # decisions are on the diagonal for one model
                 for d in (0, 1):
-                    lines.append(
-                        f'edgefair_predictions_total{{attribute="{_label(attr)}",group="{_label(group)}",'
-                        f'decision="{d}"}} {int(by_decision[d])}'
-                    )
-                    for y in (0, 1):
-                        outcome_lines.append(
-                            f'edgefair_outcomes_total{{attribute="{_label(attr)}",group="{_label(group)}",'
-                            f'decision="{d}",label="{y}"}} {int(c[y, d, :].sum())}'
+                    if by_decision[d] >= min_cell:
+                        lines.append(
+                            f'edgefair_predictions_total{{attribute="{_label(attr)}",group="{_label(group)}",'
+                            f'decision="{d}"}} {int(by_decision[d])}'
                         )
+                    for y in (0, 1):
+                        if c[y, d, :].sum() >= min_cell:
+                            outcome_lines.append(
+                                f'edgefair_outcomes_total{{attribute="{_label(attr)}",group="{_label(group)}",'
+                                f'decision="{d}",label="{y}"}} {int(c[y, d, :].sum())}'
+                            )
         lines += outcome_lines
         lines += [
             "# HELP edgefair_outcomes_unknown_id_total Outcomes whose id matched no pending prediction.",
@@ -104,8 +109,20 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
+def withheld_groups(sizes: dict[str, int], min_cell: int) -> set[str]:
+    """Groups under ``min_cell`` rows, plus the smallest other one when only one is under
+    (complementary suppression: otherwise the total minus the shown groups gives it away)."""
+    small = {g for g, n in sizes.items() if n < min_cell}
+    if len(small) == 1 and len(sizes) > 1:
+        small.add(min((n, g) for g, n in sizes.items() if g not in small)[1])
+    return small
+
+
 def fairness_summary(session: Any, min_cell: int, confidence: float = 0.95) -> dict[str, Any]:
-    """By-group metrics with Wilson intervals; groups under ``min_cell`` rows are withheld."""
+    """By-group rates with Wilson intervals under one privacy rule: a group under ``min_cell``
+    rows is withheld (with a complement, so subtraction cannot recover it), and a rate is shown
+    only when its numerator and the rest of its denominator both hold ``min_cell`` rows (rate
+    and rows together would give the numerator away)."""
     table = session.table()
     out: dict[str, Any] = {
         "rows": table.rows,
@@ -116,16 +133,18 @@ def fairness_summary(session: Any, min_cell: int, confidence: float = 0.95) -> d
     names = ("selection_rate", "true_positive_rate", "false_positive_rate", "accuracy")
     for attr in table.attributes:
         marginal = table.marginal([attr])
-        groups = {}
+        sizes = {key[0]: int(marginal.counts[i].sum()) for i, key in enumerate(marginal.groups)}
+        hidden = withheld_groups(sizes, min_cell)
+        groups: dict[str, Any] = {}
         for i, key in enumerate(marginal.groups):
-            counts = marginal.counts[i]
-            if counts.sum() < min_cell:
-                groups[key[0]] = {"suppressed": True, "note": f"fewer than {min_cell} rows"}
+            if key[0] in hidden:
+                groups[key[0]] = {"suppressed": True, "note": f"under {min_cell} rows, or its complement"}
                 continue
-            row: dict[str, Any] = {"count": int(counts.sum())}
+            counts = marginal.counts[i]
+            row: dict[str, Any] = {"count": sizes[key[0]]}
             for metric in names:
                 num, den = (int(x) for x in m.parts(counts, metric))
-                if den < min_cell:
+                if min(num, den - num) < min_cell:
                     row[metric] = None
                     continue
                 low, high = stats.wilson_interval(num, den, confidence)
@@ -134,10 +153,12 @@ def fairness_summary(session: Any, min_cell: int, confidence: float = 0.95) -> d
         out["by_attribute"][attr] = groups
     try:
         result = session.drift()
+        shown = [r for r in result["rows"] if r.get("field_rows", 0) >= min_cell]
         out["drift"] = {
             "verdict": result["verdict"],
-            "rows": [r for r in result["rows"] if r.get("field_rows", 0) >= min_cell],
+            "rows": shown,
+            "note": f"the verdict covers every group; {len(result['rows']) - len(shown)} rows on small groups withheld",
         }
-    except Exception as exc:  # no certificate: say so instead of failing the endpoint
+    except EdgefairError as exc:  # no certificate: say so instead of failing the endpoint
         out["drift"] = {"verdict": None, "note": str(exc)}
     return out

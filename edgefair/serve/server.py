@@ -6,6 +6,14 @@ FairSession. Sensitive attributes arrive as extra BYTES inputs
 named in the bundle manifest and are stripped before the model. Client mistakes are 4xx
 with ``{"error": "..."}``; rejected requests never move the counters. SIGTERM/SIGINT stop
 accepting, let in-flight requests finish, flush the store and exit 0.
+
+Bounded against sloppy or hostile clients: 16 KB of request line and headers (431), strict
+Content-Length (400), headers and body within ``read_timeout_seconds`` (408), at most
+``max_connections`` connections and ``max_inflight_bytes`` of bodies and unsent responses
+at once (503 with Retry-After), gzip/deflate bodies decompressed up to the body cap (413).
+A refusal is answered, then the connection drains what the client still sends (bounded)
+and closes, so the client reads the answer instead of a reset. A non-loopback host needs a
+token unless ``no_auth`` is set.
 """
 
 from __future__ import annotations
@@ -49,7 +57,9 @@ IDLE_SECONDS = 30  # an idle keep-alive connection is closed after this
 MAX_ERROR_CHARS = 500
 LINGER_SECONDS = 2.0  # after a refusal: how long unread request bytes are drained before closing
 TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII digits only: not '1_0', '+10', ' 10 ' or '0x10'
+# Content-Length: ASCII digits only (not '1_0', '+10', '0x10', '1 0' or Unicode digits); the
+# spaces and tabs around a field value are not part of it (RFC 9112), NBSP and the like are
+DIGITS = re.compile(r"[0-9]{1,19}")
 DECODERS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # zlib wbits: gzip and zlib wrappers
 
 
