@@ -283,14 +283,6 @@ def test_balance_by_column_is_not_a_feature_when_calibrating(tmp_path):
     assert result.steps[0]["calibration_rows"] == 90
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InputError,
-    reason="known bug, half fixed: the --balance-by column is dropped from the calibration feeds "
-    "(9d1ab62) but when the calibration CSV is also the default --sample-data, the check still "
-    "counts it as a feature ('sample data: model input x takes 4 features per row but 5 feature "
-    "columns were found'); pipeline.py convert_file keeps balance_by in `sample`",
-)
 def test_balance_by_column_is_not_a_feature_of_the_default_sample(tmp_path):
     model, calib, _ = _feature_matrix_calibration(tmp_path)
     result = conv.convert_file(model, TINY_STATIC, calibration_data=calib, balance_by="race")
@@ -383,13 +375,6 @@ def test_trusted_pickle_exports_like_sklearn(tmp_path, numeric_csv, suffix):
     np.testing.assert_allclose(probs["probabilities"], lr.predict_proba(x), atol=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ModelError,
-    reason="known bug: export reads the --sample-data CSV as one string input per column, so a "
-    "numeric-only LogisticRegression pickle cannot be exported from a CSV (skl2onnx: 'at most 1 "
-    "input(s) is(are) supported but we got 4')",
-)
 @pytest.mark.parametrize("suffix", [".pkl", ".joblib"])
 def test_trusted_pickle_exports_from_csv(tmp_path, numeric_csv, suffix):
     """``edgefair export lr.pkl --sample-data CSV --trust-pickle``: the library call it makes."""
@@ -433,12 +418,6 @@ def test_convert_prints_real_sizes_quantisation_and_agreement(tmp_path, adult_te
     assert float(agree.group(1)) == pytest.approx(round(100 * mine, 2), abs=1e-9)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="convert reports the size of the re-serialised source after merging its duplicate opset "
-    "imports (380,719), not the size of the source file (380,723): pipeline.py size_before = "
-    "len(model_bytes(source)) after dedupe_opsets",
-)
 def test_convert_reports_source_file_size_for_duplicate_opset_model():
     """What the CLI prints as 'A -> B bytes' is ConvertResult.size_before -> check.size_bytes."""
     src = MODELS / "adult_mlp.onnx"

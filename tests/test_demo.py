@@ -81,11 +81,6 @@ def test_demo_exits_zero_and_lists_six_variants(demo, printed):
         assert after == os.path.getsize(out / f"adult_mlp.{name}.onnx"), name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="convert prints the size of the re-serialised, opset-deduplicated source (380,719), not the "
-    "source file's size on disk (380,723): pipeline.py convert() len(model_bytes(source))",
-)
 def test_demo_source_size_is_the_file_size(printed):
     for name, (before, _, _) in printed.items():
         assert before == os.path.getsize(MODELS / "adult_mlp.onnx"), name

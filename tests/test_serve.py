@@ -138,9 +138,9 @@ def test_metrics_count_rows_by_group_and_outcomes_join(server, adult_test):
     # oracle: onnxruntime on the bundle's model; series under min_cell (11) are not exported
     sess = ort.InferenceSession(str(server.app.session.bundle.path / "model.onnx"))
     feeds = {
-        name: adult_test.columns[name][:300].reshape(-1, 1).astype(
-            np.float32 if adult_test.columns[name].dtype.kind == "f" else object
-        )
+        name: adult_test.columns[name][:300]
+        .reshape(-1, 1)
+        .astype(np.float32 if adult_test.columns[name].dtype.kind == "f" else object)
         for name in ADULT_FEATURES
     }
     decisions = (sess.run(["probabilities"], feeds)[0][:, 1] >= 0.5).astype(int)

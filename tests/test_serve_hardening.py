@@ -575,7 +575,6 @@ def _flood(argv, connections, size, min_refused):
         assert exchange(port, post_bytes(f"{TINY}/infer", json.dumps(infer_doc()).encode()))[0] == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-        print("flood", base >> 20, peak >> 20, after >> 20, statuses.count(503))
         return base, peak, after, statuses
     finally:
         for sock in socks:

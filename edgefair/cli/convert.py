@@ -24,9 +24,9 @@ def export(
     from edgefair.files import refuse_overwriting_inputs
 
     refuse_overwriting_inputs([output], [src] + ([Path(sample_data)] if sample_data else []))
-    if trust_pickle:
-        typer.echo(f"warning: unpickling {src} runs code from that file", err=True)
     result = export_model(src, sample_data=sample_data, trust_pickle=trust_pickle)
+    if trust_pickle and src.suffix.lower() in (".pkl", ".pickle", ".joblib"):
+        typer.echo(f"note: {src} was unpickled, which ran code from that file (--trust-pickle)")
     save_model(result.model, output)
     if as_json:
         emit_json({"output": str(output), **result.to_dict()})

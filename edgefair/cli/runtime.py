@@ -178,6 +178,16 @@ def serve(
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 8 * 1024 * 1024,
     require_sensitive: Annotated[bool, typer.Option(help="Reject requests without sensitive inputs.")] = False,
     name: Annotated[str | None, typer.Option(help="Model name in URLs (default: bundle folder name).")] = None,
+    min_cell: Annotated[int, typer.Option(help="Withhold groups and cells under this many rows.")] = 11,
+    max_elements: Annotated[int, typer.Option(help="Largest tensor (elements) a request may declare.")] = 1_000_000,
+    max_connections: Annotated[int, typer.Option(help="Connections served at once (more get 503).")] = 64,
+    trust_key: Annotated[Path | None, typer.Option(help="EC public key (PEM): serve only a bundle it signed.")] = None,
+    allow_failed_certificate: Annotated[
+        bool, typer.Option(help="Serve a bundle whose certificate did not pass.")
+    ] = False,
+    no_auth: Annotated[
+        bool, typer.Option(help="Bind a non-loopback address without --token-file (prints a warning).")
+    ] = False,
 ) -> None:
     """Serve a bundle over the Open Inference Protocol (KServe v2 REST) with fairness counters."""
     from edgefair.serve.app import ServeConfig, read_token
@@ -192,6 +202,12 @@ def serve(
         max_body_bytes=max_body_bytes,
         require_sensitive=require_sensitive,
         model_name=name,
+        min_cell=min_cell,
+        max_elements=max_elements,
+        max_connections=max_connections,
+        trust_key=str(trust_key) if trust_key else None,
+        allow_failed_certificate=allow_failed_certificate,
+        no_auth=no_auth,
     )
     run_server(bundle_dir, config, typer.echo)
 

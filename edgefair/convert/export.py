@@ -114,6 +114,40 @@ def _Unregistered(inner: Any) -> Any:
     return _unregistered_class()(inner)
 
 
+def sklearn_sample(
+    estimator: Any, sample: np.ndarray | Mapping[str, np.ndarray], where: Path
+) -> np.ndarray | dict[str, np.ndarray]:
+    """Sample data typed by what the estimator was fitted on.
+
+    Fitted on a DataFrame (``feature_names_in_``): one input per named column, numbers as
+    numbers (a column whose every value parses as a number) and the rest as strings. Fitted
+    on a matrix: one [N, k] float input from the k columns, in order."""
+    if not isinstance(sample, Mapping):
+        return np.asarray(sample)
+    from edgefair.data.columns import numeric
+
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is None:
+        k = getattr(estimator, "n_features_in_", len(sample))
+        if k != len(sample):
+            raise InputError(
+                f"{where}: the model was fitted on a matrix of {k} features; the sample data has {len(sample)} "
+                f"columns ({', '.join(list(sample)[:8])}): give a CSV with exactly its feature columns, in order"
+            )
+        return np.stack([numeric(v, c, "sample data", allow_missing=True) for c, v in sample.items()], axis=1)
+    missing = [str(n) for n in names if str(n) not in sample]
+    if missing:
+        raise InputError(f"{where}: the model takes column {missing[0]!r}, which the sample data does not have")
+    typed: dict[str, np.ndarray] = {}
+    for name in (str(n) for n in names):
+        values = np.asarray(sample[name])
+        try:
+            typed[name] = numeric(values, name, "sample data") if values.dtype.kind in "OUS" else values
+        except InputError:  # not all numbers: a string column
+            typed[name] = values.astype(str).astype(object)
+    return typed
+
+
 def sklearn_initial_types(columns: Mapping[str, np.ndarray]) -> list[tuple[str, Any]]:
     """One [None, 1] input per column: strings as StringTensorType, numbers as floats."""
     from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
@@ -237,7 +271,7 @@ def export_file(
                     estimator = pickle.load(f)
         except Exception as exc:
             raise ModelError(f"{path}: could not unpickle ({type(exc).__name__}: {exc})") from None
-        return export_sklearn(estimator, sample)
+        return export_sklearn(estimator, sklearn_sample(estimator, sample, path))
     raise InputError(f"{path}: unknown model type {suffix!r}; expected .onnx, .pt2, .pt, .pkl or .joblib")
 
 

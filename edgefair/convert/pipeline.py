@@ -91,7 +91,7 @@ def convert(
     if not steps:
         raise ModelError("nothing to do: choose --quantize and/or --prune/--prune-structured")
     report = check(current, source, sample, options.threshold, options.feature_columns)
-    before = len(model_bytes(source))
+    before = len(model_bytes(model))  # the model as given (the file's size), before any fixes
     if report.size_bytes > before and not options.allow_larger:
         raise ModelError(
             f"the result is {report.size_bytes:,} bytes, {report.size_bytes / before:.0%} of its source's {before:,}: "
@@ -124,9 +124,11 @@ def convert_file(
         calibration = calibration_sample(
             columns, quantize_options.calibration_rows, balance_by, data.resolve(calibration_data).name
         )
-        inputs = {t.name for t in modelio.signature(session(source)).inputs}
-        if balance_by is not None and balance_by not in inputs:  # it picked the rows; it is not a feature
-            calibration.pop(balance_by)
     checked_on = sample_data if sample_data is not None else calibration_data
     sample = data.load(checked_on, SAMPLE_ROWS).columns if checked_on is not None else None
+    inputs = {t.name for t in modelio.signature(session(source)).inputs}
+    if balance_by is not None and balance_by not in inputs:  # it picked the rows; it is not a feature
+        for held in (calibration, sample):
+            if held is not None:
+                held.pop(balance_by, None)
     return convert(source, options, sample, calibration, progress)

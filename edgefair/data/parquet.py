@@ -144,7 +144,7 @@ def check_columns(files: Sequence[FileMeta], columns: Sequence[str] | None, sour
     if columns is None:
         for f in files[1:]:
             if f.names != first.names:
-                i = next((i for i, (a, b) in enumerate(zip(first.names, f.names)) if a != b), None)
+                i = next((i for i, (a, b) in enumerate(zip(first.names, f.names, strict=False)) if a != b), None)
                 i = min(len(first.names), len(f.names)) if i is None else i
                 a = first.names[i] if i < len(first.names) else None
                 b = f.names[i] if i < len(f.names) else None
@@ -171,7 +171,8 @@ def check_columns(files: Sequence[FileMeta], columns: Sequence[str] | None, sour
             a, b = base.type_of(name) or "", f.type_of(name) or ""
             if _kind(a) != _kind(b):
                 raise InputError(
-                    f"{base.path} and {f.path} have different schemas: column {name!r} is {a} in the first, {b} in the second"
+                    f"{base.path} and {f.path} have different schemas: "
+                    f"column {name!r} is {a} in the first, {b} in the second"
                 )
     return names
 

@@ -134,14 +134,14 @@ def _frame_tasks(
     blobs: list[Any],
     options: ev.EvaluateOptions,
 ) -> list[Any]:
-    import dask
+    from dask.delayed import delayed
 
     known = [str(c) for c in frame.columns]
     for name in names or ():
         if name not in known:
             raise InputError(f"{source}: no column {name!r}; columns are: {', '.join(known[:20])}")
     parts = (frame[names] if names is not None else frame).to_delayed()
-    score = dask.delayed(worker.score_frame, pure=False)
+    score = delayed(worker.score_frame, pure=False)
     tasks = [score(p, i, names, source, specs, blobs, options) for i, p in enumerate(parts)]
     return list(client.compute(tasks))
 
@@ -212,7 +212,7 @@ def compare(
         root, made = _tree(client, leaves)
         held += made
         if progress is not None:
-            for done in distributed.as_completed(leaves):
+            for done in distributed.as_completed(leaves, loop=client.loop):
                 progress(done.result().rows)
         partial: worker.Partial = root.result()
         sha = combined_sha256(client.gather(hashes)) if files is not None else ""

@@ -21,7 +21,7 @@ def dask_distributed() -> Any:
 
 def connect(address: str, timeout: float = 10.0) -> Any:
     """A ``dask.distributed.Client``: ``local:N`` starts a LocalCluster of N worker processes
-    (one thread each, on 127.0.0.1, no dashboard) that closes with the client; any other
+    (one thread each, every port on 127.0.0.1) that closes with the client; any other
     address is a running scheduler, which must answer within ``timeout`` seconds.
 
     Use it as a context manager (``with connect("local:2") as client: ...``) or close it."""
@@ -36,7 +36,7 @@ def connect(address: str, timeout: float = 10.0) -> Any:
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",  # the HTTP routes always start: keep them on loopback
             timeout=timeout,
             set_as_default=False,
         )

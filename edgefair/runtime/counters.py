@@ -71,11 +71,14 @@ class Counters:
         self._flat_counts = self.counts.reshape(-1)
         self._flat_hist = self.hist.reshape(-1)
         self._pending: OrderedDict[str, tuple[int, int, int, float]] = OrderedDict()
+        self._joined: OrderedDict[str, None] = OrderedDict()  # recent joined ids (bounded), to tell duplicates
         self.max_pending = max_pending
         self.ttl_seconds = ttl_seconds
         self.outcomes = OutcomeStats()
 
     def _code(self, attr: int, value: Any) -> int:
+        if value is None or (isinstance(value, float) and value != value) or value == "":
+            return 1  # not given: 'unknown', never a learned group called "None" or "nan"
         table = self._values[attr]
         key = value if isinstance(value, str) else str(value)
         code = table.get(key)
@@ -165,6 +168,9 @@ class Counters:
         now = time.monotonic()
         for i, key in enumerate(ids):
             b = min(int(scores[i] * self.bins), self.bins - 1) if scores is not None else -1
+            if str(key) in self._pending:  # a reused id: the first prediction keeps it
+                self.outcomes.duplicate += 1
+                continue
             self._pending[str(key)] = (groups[i], decisions[i], b, now)
         self._trim(now)
 
@@ -192,16 +198,24 @@ class Counters:
                 raise InputError(f"label {i} is {y!r}; expected 0 or 1")
         result = OutcomeStats()
         with self._lock:
+            expired_before = self.outcomes.expired
             self._trim(time.monotonic())
+            result.expired = self.outcomes.expired - expired_before
             for key, y in zip(ids, parsed, strict=True):
                 entry = self._pending.pop(str(key), None)
-                if entry is None:
+                if entry is not None:
+                    self._move(entry, y)
+                    self._joined[str(key)] = None
+                    result.joined += 1
+                elif str(key) in self._joined:  # a second outcome for one prediction: counted once
+                    result.duplicate += 1
+                else:
                     result.unknown_id += 1
-                    continue
-                self._move(entry, y)
-                result.joined += 1
+            while len(self._joined) > self.max_pending:
+                self._joined.popitem(last=False)
             self.outcomes.joined += result.joined
             self.outcomes.unknown_id += result.unknown_id
+            self.outcomes.duplicate += result.duplicate
         return result
 
     def _move(self, entry: tuple[int, int, int, float], label: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,8 @@ class ServeConfig:
     read_timeout_seconds: float = 5.0
     # serve a non-loopback host without a token (the CLI's --no-auth); prints a warning
     no_auth: bool = False
+    trust_key: str | None = None  # EC public key (PEM): serve only bundles it signed
+    allow_failed_certificate: bool = False  # serve a bundle whose certificate did not pass
 
 
 GET, POST = ("GET", "HEAD"), ("POST",)
@@ -61,7 +64,13 @@ class App:
     def __init__(self, bundle: str | Path, config: ServeConfig):
         self.config = config
         self.ready = False
-        self.session = FairSession(bundle, store=config.store, threads=config.threads)
+        self.session = FairSession(
+            bundle,
+            store=config.store,
+            threads=config.threads,
+            trust_key=config.trust_key,
+            allow_failed_certificate=config.allow_failed_certificate,
+        )
         described = self.session.describe()
         self.name = config.model_name or Path(bundle).name.removesuffix(".zip")
         self.sensitive = described.attributes
@@ -112,7 +121,7 @@ class App:
             _allow(method, GET)
             return (
                 200,
-                self.metrics.exposition(self.session).encode(),
+                self.metrics.exposition(self.session, self.config.min_cell).encode(),
                 {"Content-Type": "text/plain; version=0.0.4"},
             )
         if parts[0] != "v2":
@@ -248,7 +257,8 @@ class App:
     def _counters(self, path: str, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
         from edgefair.runtime.privacy import private_export
 
-        raw = "raw=1" in path.split("?", 1)[-1]
+        query = urllib.parse.parse_qs(path.split("?", 1)[1]) if "?" in path else {}
+        raw = query.get("raw", ["0"])[-1] in ("1", "true")
         if raw:
             self._authorise(headers)
             if self.config.token is None:

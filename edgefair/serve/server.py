@@ -307,6 +307,8 @@ class Server:
             raise InputError("--threads, --max-body-bytes and the element cap must be positive")
         if c.max_connections < 1 or c.max_inflight_bytes < 1 or not c.read_timeout_seconds > 0:
             raise InputError("max_connections, max_inflight_bytes and read_timeout_seconds must be positive")
+        if c.min_cell < 2:
+            raise InputError(f"--min-cell must be at least 2 (smaller shows exact counts), got {c.min_cell}")
         if c.token is None and not c.no_auth and not is_loopback(c.host):
             raise InputError(
                 f"refusing to serve {c.host} without a token: pass --token-file, bind 127.0.0.1, "

@@ -79,12 +79,32 @@ class _Model:
             raise ModelError(f"{p}: {exc}") from None
         self.threshold = threshold
 
-    def decide(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray]:
+    def decide(
+        self, feeds: dict[str, np.ndarray], chunk: data.Chunk | None = None
+    ) -> tuple[np.ndarray | None, np.ndarray]:
         out = self.session.run([self.choice.name], feeds)[0]
         try:
             return modelio.decisions(out, self.choice, self.threshold)
         except ModelError as exc:
+            if chunk is not None:
+                _blame_missing(out, feeds, chunk, self.info.path)
             raise ModelError(f"{self.info.path}: {exc}") from None
+
+
+def _blame_missing(out: np.ndarray, feeds: dict[str, np.ndarray], chunk: data.Chunk, model: str) -> None:
+    """A NaN score on a row with a missing feature is the data's doing: name the line and column."""
+    scores = np.asarray(out, np.float64).reshape(len(out), -1)
+    for row in np.flatnonzero(np.isnan(scores).any(axis=1))[:1].tolist():
+        if not any(np.asarray(v).dtype.kind == "f" and np.isnan(np.asarray(v)[row]).any() for v in feeds.values()):
+            return  # the model made the NaN itself
+        for name, values in chunk.columns.items():
+            value = np.asarray(values)[row]
+            text_missing = isinstance(value, str) and value.strip() in data.MISSING
+            if text_missing or (isinstance(value, float) and value != value):
+                raise InputError(
+                    f"{chunk.source}, line {chunk.first_line + row}, column {name!r}: missing value {value!r} "
+                    f"reaches the model as NaN and {model} scores it NaN; fill or drop such rows"
+                )
 
 
 def _same_inputs(reference: _Model, candidate: _Model) -> None:
@@ -153,9 +173,9 @@ def evaluate(
         )
         if not sample:
             sample = {k: v[:256].copy() for k, v in feeds.items()}
-        ref_scores, ref_dec = ref.decide(feeds)
+        ref_scores, ref_dec = ref.decide(feeds, chunk)
         for i, cand in enumerate(cands):
-            cand_scores, cand_dec = cand.decide(feeds)
+            cand_scores, cand_dec = cand.decide(feeds, chunk)
             parts[i].append(
                 tables.from_arrays(
                     sens,
