@@ -186,6 +186,19 @@ def test_a_dask_dataframe_gives_the_same_tables(files, client):
     assert again["data"]["sha256"] == dask_doc(files, client, aligned)["data"]["sha256"]  # deterministic
 
 
+def test_bad_rows_give_the_single_process_error(files, client):
+    for kw in ({"label": "race", "sensitive": ["sex"]}, {"label": "y", "sensitive": ["sex", "nope"]}):
+        with pytest.raises(InputError) as single:
+            edgefair.verify(files["ref"], files["cand"], files["parquet"], **kw)
+        with pytest.raises(InputError) as dask:
+            distributed.verify(files["ref"], files["cand"], files["parquet"], client=client, batch_size=BATCH, **kw)
+        assert len(str(dask.value).splitlines()) == 1 and str(files["parquet"]) in str(dask.value)
+        if kw["label"] == "race":  # found on a worker: the same message, line and values seen
+            assert str(dask.value) == str(single.value) and "line " in str(dask.value)
+        else:
+            assert "no column 'nope'" in str(dask.value) and "no column 'nope'" in str(single.value)
+
+
 def test_connect_refuses_a_silent_address_within_the_timeout():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -206,3 +219,16 @@ def test_needed_columns_leave_other_columns_unread(files):
     options = ev.EvaluateOptions(label=LABEL, sensitive=SENSITIVE)
     assert distributed.needed_columns(ref.sig, options) == ["age", "hours", "job", "y", "sex", "race"]
     assert isinstance(source, data.source.ParquetSource) and Path(source.name) == files["parquet"]
+
+
+def test_the_cli_runs_verify_on_a_local_cluster(files, tmp_path):
+    """`edgefair verify ... --dask local:1` writes the report the single process writes."""
+    from tests.conftest import run_cli
+
+    common = ["--data", str(files["parquet"]), "--label", LABEL, "--sensitive", ",".join(SENSITIVE)]
+    here, there = tmp_path / "here.json", tmp_path / "there.json"
+    local = run_cli("verify", str(files["ref"]), str(files["cand"]), *common, "--json", str(here))
+    dask = run_cli("verify", str(files["ref"]), str(files["cand"]), *common, "--json", str(there), "--dask", "local:1")
+    assert dask.returncode == local.returncode and dask.returncode in (0, 1, 3), dask.stderr
+    assert dask.stdout.splitlines()[0] == local.stdout.splitlines()[0]
+    assert canonical(json.loads(here.read_text())) == canonical(json.loads(there.read_text()))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -49,6 +49,65 @@ def metrics(
     typer.echo(text.format_metrics(doc, list(frame.metrics)))
 
 
+DaskOpt = Annotated[str | None, typer.Option(help="Score on a Dask cluster: local:N or tcp://host:port.")]
+DaskTimeoutOpt = Annotated[float, typer.Option(help="Seconds to wait for the Dask scheduler.")]
+
+
+def _gate(
+    reference: Path,
+    candidates: list[Path],
+    data: str,
+    policy: Path | None,
+    options: dict[str, Any],
+    dask: str | None,
+    dask_timeout: float,
+    outputs: tuple[Path | None, Path | None, Path | None],
+    single: bool,
+) -> tuple[Any, list[Path]]:
+    """verify and compare share this: one library call (here or on a Dask cluster), reports written.
+    ``single``: verify's one candidate, reported as a verify report."""
+    from edgefair import report as reports
+    from edgefair.files import refuse_overwriting_inputs
+    from edgefair.verification.api import compare as run_compare
+
+    inputs = [p for p in (reference, *candidates, Path(data), policy) if p is not None]
+    refuse_overwriting_inputs([p for p in outputs if p], inputs)
+    label = "verifying" if single else "comparing"
+    args = (reference, [str(c) for c in candidates], data, policy)
+    if dask:
+        from edgefair import distributed
+
+        with distributed.connect(dask, timeout=dask_timeout) as client:
+            result = distributed.compare(*args, client=client, **options, progress=row_progress(label))
+    else:
+        result = run_compare(*args, **options, progress=row_progress(label))
+    end_progress()
+    rendered = reports.build(result.reports[0] if single else result)
+    json_out, markdown, html = outputs
+    return rendered, reports.write(rendered, json=json_out, markdown=markdown, html=html, inputs=inputs)
+
+
+def _options(
+    label: str | None,
+    sensitive: str | None,
+    threshold: float,
+    positive_label: str | None,
+    score_output: str | None,
+    features: str | None,
+    latency: bool,
+) -> dict[str, Any]:
+    """The library keyword arguments verify and compare share."""
+    return {
+        "label": label,
+        "sensitive": split_columns(sensitive) or None,
+        "threshold": threshold,
+        "positive_label": positive_label,
+        "score_output": score_output,
+        "feature_columns": split_columns(features) or None,
+        "measure_latency": latency,
+    }
+
+
 def verify(
     reference: Annotated[Path, typer.Argument(help="Reference ONNX model (e.g. fp32).")],
     candidate: Annotated[Path, typer.Argument(help="Candidate ONNX model (e.g. int8).")],
@@ -63,34 +122,17 @@ def verify(
     json_out: JsonOutOpt = None,
     markdown: MarkdownOpt = None,
     html: HtmlOpt = None,
+    dask: DaskOpt = None,
+    dask_timeout: DaskTimeoutOpt = 10.0,
 ) -> None:
-    """Gate a candidate against the reference: exit 0 pass, 1 fail, 2 bad input."""
-    from edgefair import report as reports
-    from edgefair.files import refuse_overwriting_inputs
-    from edgefair.verification.api import verify as run_verify
-
-    inputs = [p for p in (reference, candidate, Path(data), policy) if p is not None]
-    refuse_overwriting_inputs([p for p in (json_out, markdown, html) if p], inputs)
-    result = run_verify(
-        reference,
-        candidate,
-        data,
-        policy,
-        label=label,
-        sensitive=split_columns(sensitive) or None,
-        threshold=threshold,
-        positive_label=positive_label,
-        score_output=score_output,
-        feature_columns=split_columns(features) or None,
-        progress=row_progress("verifying"),
-    )
-    end_progress()
-    rendered = reports.build(result)
-    written = reports.write(rendered, json=json_out, markdown=markdown, html=html, inputs=inputs)
+    """Gate a candidate against the reference: exit 0 pass, 1 fail, 2 bad input, 3 inconclusive."""
+    options = _options(label, sensitive, threshold, positive_label, score_output, features, False)
+    outputs = (json_out, markdown, html)
+    rendered, written = _gate(reference, [candidate], data, policy, options, dask, dask_timeout, outputs, True)
     typer.echo(text.format_verify(rendered.doc, str(candidate), str(reference)))
     for path in written:
         typer.echo(f"wrote {path}")
-    raise typer.Exit(result.exit_code)
+    raise typer.Exit(rendered.doc["exit_code"])
 
 
 def compare(
@@ -108,34 +150,17 @@ def compare(
     json_out: JsonOutOpt = None,
     markdown: MarkdownOpt = None,
     html: HtmlOpt = None,
+    dask: DaskOpt = None,
+    dask_timeout: DaskTimeoutOpt = 10.0,
 ) -> None:
     """Verify many candidates in one pass over the data; one row per candidate."""
-    from edgefair import report as reports
-    from edgefair.files import refuse_overwriting_inputs
-    from edgefair.verification.api import compare as run_compare
-
-    inputs = [p for p in (reference, *candidates, Path(data), policy) if p is not None]
-    refuse_overwriting_inputs([p for p in (json_out, markdown, html) if p], inputs)
-    result = run_compare(
-        reference,
-        [str(c) for c in candidates],
-        data,
-        policy,
-        label=label,
-        sensitive=split_columns(sensitive) or None,
-        threshold=threshold,
-        positive_label=positive_label,
-        score_output=score_output,
-        feature_columns=split_columns(features) or None,
-        measure_latency=latency,
-        progress=row_progress("comparing"),
-    )
-    end_progress()
-    rendered = reports.build(result)
+    options = _options(label, sensitive, threshold, positive_label, score_output, features, latency)
+    outputs = (json_out, markdown, html)
+    rendered, written = _gate(reference, candidates, data, policy, options, dask, dask_timeout, outputs, False)
     typer.echo(text.format_compare(rendered.doc))
-    for path in reports.write(rendered, json=json_out, markdown=markdown, html=html, inputs=inputs):
+    for path in written:
         typer.echo(f"wrote {path}")
-    raise typer.Exit(result.exit_code)
+    raise typer.Exit(rendered.doc["exit_code"])
 
 
 def schema() -> None:

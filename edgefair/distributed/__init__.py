@@ -10,7 +10,8 @@ the rows scored on the workers (one onnxruntime session per model per worker pro
 ``pip install 'edgefair[dask]'`` (dask.distributed and pyarrow); imported only when used.
 """
 
-from edgefair.distributed.api import compare, needed_columns, verify
+from edgefair.distributed.api import compare, verify
 from edgefair.distributed.cluster import connect
+from edgefair.verification.evaluate import needed_columns
 
 __all__ = ["compare", "connect", "needed_columns", "verify"]

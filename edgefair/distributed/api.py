@@ -33,7 +33,6 @@ from edgefair.distributed import worker
 from edgefair.distributed.cluster import dask_distributed
 from edgefair.errors import EdgefairError, InputError
 from edgefair.modelio import build_feeds
-from edgefair.modelio.session import Signature
 from edgefair.verification import api
 from edgefair.verification import evaluate as ev
 from edgefair.verification.gate import gate
@@ -44,16 +43,6 @@ SAMPLE_ROWS = 256  # as evaluate keeps: the first rows' feeds, for latency measu
 
 def is_dask_frame(data: Any) -> bool:
     return type(data).__module__.split(".")[0] == "dask" and hasattr(data, "to_delayed") and hasattr(data, "columns")
-
-
-def needed_columns(sig: Signature, options: ev.EvaluateOptions) -> list[str] | None:
-    """The columns scoring reads (None: all, for one 2-D input fed every other column)."""
-    exclude = [options.label, *options.sensitive]
-    if len(sig.inputs) == 1 and (sig.inputs[0].width or 0) > 1:
-        if not options.feature_columns:
-            return None
-        return list(dict.fromkeys([*options.feature_columns, *exclude]))
-    return list(dict.fromkeys([*(s.name for s in sig.inputs), *exclude]))
 
 
 def _models(
@@ -189,7 +178,7 @@ def compare(
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     options = replace(options, chunk_rows=batch_size or options.chunk_rows)
     ref, specs, raw = _models(reference, candidates, options)
-    names = needed_columns(ref.sig, options)
+    names = ev.needed_columns(ref.sig, options)
     blobs = [client.scatter(b, broadcast=True) for b in raw]  # once per worker; keyed by content
     held: list[Any] = [*blobs]
     try:
@@ -214,7 +203,11 @@ def compare(
         if progress is not None:
             for done in distributed.as_completed(leaves, loop=client.loop):
                 progress(done.result().rows)
-        partial: worker.Partial = root.result()
+        try:
+            partial: worker.Partial = root.result()
+        except Exception:
+            _raise_first_error(leaves)  # the single-process error: that of the first bad rows
+            raise
         sha = combined_sha256(client.gather(hashes)) if files is not None else ""
     finally:
         client.cancel(held)
@@ -248,6 +241,14 @@ def compare(
             ratio = {k: own[k] / ref_latency[k] for k in own}
         reports.append(api.VerifyReport(evaluation, i, gate(evaluation.tables[i], pol), pol, created, ratio))
     return api.CompareReport(tuple(reports))
+
+
+def _raise_first_error(leaves: Sequence[Any]) -> None:
+    """Raise the error of the first task, in row order, that failed (if a task did)."""
+    for leaf in leaves:
+        exc = leaf.exception()
+        if exc is not None:
+            raise exc
 
 
 def _warn_if_unaligned(sizes: Sequence[int], batch: int) -> None:

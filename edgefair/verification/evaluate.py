@@ -117,6 +117,16 @@ def _same_inputs(reference: _Model, candidate: _Model) -> None:
         )
 
 
+def needed_columns(sig: modelio.Signature, options: EvaluateOptions) -> list[str] | None:
+    """The columns scoring reads (None: all, for one 2-D input fed every other column)."""
+    exclude = [options.label, *options.sensitive]
+    if len(sig.inputs) == 1 and (sig.inputs[0].width or 0) > 1:
+        if not options.feature_columns:
+            return None
+        return list(dict.fromkeys([*options.feature_columns, *exclude]))
+    return list(dict.fromkeys([*(s.name for s in sig.inputs), *exclude]))
+
+
 def labels_of(values: np.ndarray, name: str, chunk: data.Chunk, positive: str | None) -> np.ndarray:
     """0/1 labels: the column itself, or ``column == positive`` when a positive value is named."""
     if positive is not None:
@@ -152,7 +162,7 @@ def evaluate(
     parts: list[list[CountsTable]] = [[] for _ in cands]
     rows = 0
     sample: dict[str, np.ndarray] = {}
-    for chunk in source.chunks(None, options.chunk_rows):
+    for chunk in source.chunks(needed_columns(ref.sig, options), options.chunk_rows):
         if chunk.rows == 0:
             continue
         cols = chunk.columns
