@@ -67,8 +67,8 @@ def triton_inputs(adult, rows, binary, sensitive=True):
     return inputs
 
 
-def metric_values(port):
-    text = http_get(port, "/metrics")[1].decode()
+def metric_values(port, token="s3cret"):
+    text = http_get(port, "/metrics", {"Authorization": f"Bearer {token}"})[1].decode()
     out = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -178,7 +178,9 @@ def test_metrics_count_rows_by_group_and_outcomes_join(server, adult_test):
     for sex, d, y in zip(adult_test.columns["sex"][:50].tolist(), decisions[:50].tolist(), labels_50, strict=True):
         joined[(sex, str(d), str(y))] = joined.get((sex, str(d), str(y)), 0) + 1
     assert outcomes == {k: v for k, v in joined.items() if v >= 11}
-    status, fairness = http_get(server.port, "/v2/models/adult_sklearn/fairness")
+    assert http_get(server.port, "/v2/models/adult_sklearn/fairness")[0] == 401  # counted data: the token
+    assert http_get(server.port, "/metrics")[0] == 401
+    status, fairness = http_get(server.port, "/v2/models/adult_sklearn/fairness", {"Authorization": "Bearer s3cret"})
     doc = json.loads(fairness)
     assert status == 200 and doc["rows"] == sent and doc["by_attribute"]["race"]["Other"]["suppressed"]
 

@@ -196,7 +196,7 @@ def test_fairness_withholds_small_denominators_and_matches_counts(start):
     srv = start("tiny", token=TOKEN)
     traffic = fairness_traffic()
     traffic.send(srv.port)
-    status, doc = get_json(srv.port, "/v2/models/tiny/fairness")
+    status, doc = get_json(srv.port, "/v2/models/tiny/fairness", GOOD)
     assert status == 200
     assert doc["rows"] == len(traffic.rows) == 55
     assert doc["labelled_rows"] == sum(r["label"] is not None for r in traffic.rows)

@@ -119,6 +119,7 @@ class App:
         parts = [unquote(p) for p in route.strip("/").split("/")]
         if route == "/metrics":
             _allow(method, GET)
+            self._authorise(headers)  # counted data: the token, when the server has one
             return (
                 200,
                 self.metrics.exposition(self.session, self.config.min_cell).encode(),
@@ -165,7 +166,9 @@ class App:
             self._authorise(headers)
             return self._outcomes(body)
         if action == "fairness":
+            self._authorise(headers)
             return self._json(200, fairness_summary(self.session, self.config.min_cell))
+        self._authorise(headers)
         return self._counters(path, headers)
 
     def _json(self, status: int, doc: Any) -> tuple[int, bytes, dict[str, str]]:
@@ -260,7 +263,6 @@ class App:
         query = urllib.parse.parse_qs(path.split("?", 1)[1]) if "?" in path else {}
         raw = query.get("raw", ["0"])[-1] in ("1", "true")
         if raw:
-            self._authorise(headers)
             if self.config.token is None:
                 raise v2.ClientError("raw counters need a server started with --token-file", 401)
             return self._json(200, self.session.table().to_dict())
