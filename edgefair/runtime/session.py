@@ -113,12 +113,12 @@ class FairSession:
             from edgefair.runtime.store import CounterStore  # sqlite3 only when a store is used
 
             self.store = CounterStore(store, tuple(known), DEFAULT_BINS)
-            stored = self.store.load()
+            stored = self.store.flushed  # the snapshot its deltas are taken from
         # room for every value the store already holds (other writers may have learned
         # values this one has not), so resuming never folds counted groups into 'other'
         groups = stored.groups if stored is not None else ()
         learned = max((len({k[i] for k in groups} - {OTHER, UNKNOWN}) for i in range(len(known))), default=0)
-        capacity = max(MAX_VALUES_PER_ATTRIBUTE, learned)
+        capacity = max(MAX_VALUES_PER_ATTRIBUTE, learned)  # the cap holds; values others learned keep their groups
         self.counters = Counters(list(known), known, DEFAULT_BINS, max_pending, ttl_seconds, capacity)
         if stored is not None:
             self.counters.add(stored)

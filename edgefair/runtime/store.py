@@ -177,6 +177,13 @@ class CounterStore:
         hist = np.array([by_group[k][CELLS_PER_GROUP:] for k in keys], np.int64).reshape(len(keys), 3, 1, self.bins)
         return CountsTable(self.attributes, tuple(keys), counts, np.repeat(hist, 2, axis=2), False)
 
+    @property
+    def flushed(self) -> CountsTable:
+        """The totals as this store last read or wrote them. A writer must start from this
+        snapshot, not from a fresh ``load()``: rows another writer flushed in between would
+        otherwise be counted again in this one's first delta."""
+        return self._flushed
+
     def flush(self, table: CountsTable) -> int:
         """Commit the difference since the last flush; returns how many cells changed."""
         with self._lock:
@@ -329,4 +336,4 @@ def open_store(path: str | Path, *, read_only: bool = False) -> tuple[CounterSto
         raise StoreError(f"{p}: not an edgefair counters store (no metadata)")
     attributes, bins = _meta_values(p, meta)
     store = CounterStore(p, attributes, bins, read_only=read_only)
-    return store, store._flushed
+    return store, store.flushed
