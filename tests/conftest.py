@@ -8,6 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase, settings
+
+# tools/mutation.py runs with --hypothesis-profile=mutation: the same examples every run, no example
+# database, and no shrinking (a failure is a kill; shrinking it only costs time)
+settings.register_profile("mutation", derandomize=True, database=None, deadline=None, phases=[Phase.generate])
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "edgefair" / "demo" / "models"
