@@ -112,6 +112,11 @@ def drift(
     """Drift rows per attribute and group, and an overall verdict (fail if any row fails)."""
     t = tolerances or DriftTolerances()
     rng = np.random.default_rng(seed)
+    if not set(field.attributes) & set(baseline.attributes):
+        raise InputError(
+            f"the field counters are over {list(field.attributes)} and the baseline over "
+            f"{list(baseline.attributes)}: nothing to compare"
+        )
     rows = []
     for attr in field.attributes:
         if attr not in baseline.attributes:

@@ -71,7 +71,10 @@ class _Model:
             raise InputError(f"{p}: no such model file")
         raw = p.read_bytes()
         self.info = ModelInfo(str(p), hashlib.sha256(raw).hexdigest(), len(raw))
-        self.session = modelio.open_session(raw)
+        try:
+            self.session = modelio.open_session(raw)
+        except ModelError as exc:  # name the file: compare opens many
+            raise ModelError(f"{p}: {exc}") from None
         self.sig = modelio.signature(self.session)
         try:
             self.choice = modelio.choose_output(self.sig, score_output)
