@@ -40,14 +40,20 @@ LABELS = (0, 1, UNKNOWN_LABEL)
 LABELLED = (0, 1)
 
 
+Cells = tuple[tuple[int, ...], ...]
+
+
 @dataclass(frozen=True, eq=False)
 class Metric:
-    """One metric: which cells it counts over which cells (flat masks of the 12 cells)."""
+    """One metric, as data: the cells it counts over the cells it is a share of.
+
+    A single-model metric lists (label, decision) pairs (the other model's decision is
+    summed out); a paired metric lists (label, reference, candidate) cells."""
 
     name: str
     description: str
-    numerator: dict[str, IntArray]  # model -> 0/1 mask over the 12 cells
-    denominator: dict[str, IntArray] | None  # None: the metric is a count, not a rate
+    numerator: Cells
+    denominator: Cells | None  # None: the metric is a count, not a rate
     paired: bool = False
 
     @property
@@ -55,65 +61,55 @@ class Metric:
         return self.denominator is not None
 
 
-def _mask(cells: Iterable[tuple[int, int, int]]) -> IntArray:
+def _mask(cells: Iterable[tuple[int, ...]]) -> IntArray:
     out = np.zeros((3, 2, 2), np.int64)
     for cell in cells:
         out[cell] = 1
     return out.reshape(-1)
 
 
-def _single(label_decisions: Iterable[tuple[int, int]]) -> dict[str, IntArray]:
-    """A mask per model from (label, decision) pairs: the other model's decision is summed out."""
-    pairs = list(label_decisions)
-    return {
-        "reference": _mask((y, d, other) for y, d in pairs for other in (0, 1)),
-        "candidate": _mask((y, other, d) for y, d in pairs for other in (0, 1)),
-    }
+def mask(metric: Metric, cells: Cells, model: Model) -> IntArray:
+    """The 0/1 mask over a group's 12 cells that ``cells`` of ``metric`` mean for ``model``
+    (built when asked: cheap, and nothing is computed at import)."""
+    if metric.paired:
+        return _mask(cells)
+    if model == "reference":
+        return _mask((y, d, other) for y, d in cells for other in (0, 1))
+    return _mask((y, other, d) for y, d in cells for other in (0, 1))
 
 
-def _pair(cells: Iterable[tuple[int, int, int]]) -> dict[str, IntArray]:
-    mask = _mask(cells)
-    return {"reference": mask, "candidate": mask}
-
-
-def _rate(
-    name: str, description: str, numerator: Iterable[tuple[int, int]], denominator: Iterable[tuple[int, int]]
-) -> Metric:
-    return Metric(name, description, _single(numerator), _single(denominator))
-
-
-def _flips(name: str, description: str, numerator: Iterable[tuple[int, int, int]], labels: Sequence[int]) -> Metric:
-    everything = [(y, r, c) for y in labels for r in (0, 1) for c in (0, 1)]
-    return Metric(name, description, _pair(numerator), _pair(everything), paired=True)
-
-
-ALL = [(y, d) for y in LABELS for d in (0, 1)]
+ALL: Cells = tuple((y, d) for y in LABELS for d in (0, 1))
+EVERY_LABELLED_CELL: Cells = tuple((y, r, c) for y in LABELLED for r in (0, 1) for c in (0, 1))
 DECLARATIONS: tuple[Metric, ...] = (
-    Metric("count", "rows", _single(ALL), None),
-    _rate("selection_rate", "decision 1 over all rows", [(y, 1) for y in LABELS], ALL),
-    _rate("true_positive_rate", "decision 1 over label-1 rows", [(1, 1)], [(1, 0), (1, 1)]),
-    _rate("false_positive_rate", "decision 1 over label-0 rows", [(0, 1)], [(0, 0), (0, 1)]),
-    _rate("true_negative_rate", "decision 0 over label-0 rows", [(0, 0)], [(0, 0), (0, 1)]),
-    _rate("false_negative_rate", "decision 0 over label-1 rows", [(1, 0)], [(1, 0), (1, 1)]),
-    _rate(
-        "accuracy",
-        "decision equals label, over labelled rows",
-        [(0, 0), (1, 1)],
-        [(y, d) for y in LABELLED for d in (0, 1)],
-    ),
-    _rate("positive_predictive_value", "label 1 over decision-1 labelled rows", [(1, 1)], [(0, 1), (1, 1)]),
-    _flips(
+    Metric("count", "rows", ALL, None),
+    Metric("selection_rate", "decision 1 over all rows", ((0, 1), (1, 1), (2, 1)), ALL),
+    Metric("true_positive_rate", "decision 1 over label-1 rows", ((1, 1),), ((1, 0), (1, 1))),
+    Metric("false_positive_rate", "decision 1 over label-0 rows", ((0, 1),), ((0, 0), (0, 1))),
+    Metric("true_negative_rate", "decision 0 over label-0 rows", ((0, 0),), ((0, 0), (0, 1))),
+    Metric("false_negative_rate", "decision 0 over label-1 rows", ((1, 0),), ((1, 0), (1, 1))),
+    Metric("accuracy", "decision equals label, over labelled rows", ((0, 0), (1, 1)), ((0, 0), (0, 1), (1, 0), (1, 1))),
+    Metric("positive_predictive_value", "label 1 over decision-1 labelled rows", ((1, 1),), ((0, 1), (1, 1))),
+    Metric(
         "flip_rate",
         "decision changed, over all rows",
-        [(y, 0, 1) for y in LABELS] + [(y, 1, 0) for y in LABELS],
-        LABELS,
+        tuple((y, r, 1 - r) for y in LABELS for r in (0, 1)),
+        tuple((y, r, c) for y in LABELS for r in (0, 1) for c in (0, 1)),
+        paired=True,
     ),
     # right before (reference) and wrong after (candidate): label 0 went 0 -> 1, label 1 went 1 -> 0
-    _flips(
-        "negative_flip_rate", "reference right, candidate wrong, over labelled rows", [(0, 0, 1), (1, 1, 0)], LABELLED
+    Metric(
+        "negative_flip_rate",
+        "reference right, candidate wrong, over labelled rows",
+        ((0, 0, 1), (1, 1, 0)),
+        EVERY_LABELLED_CELL,
+        paired=True,
     ),
-    _flips(
-        "positive_flip_rate", "reference wrong, candidate right, over labelled rows", [(0, 1, 0), (1, 0, 1)], LABELLED
+    Metric(
+        "positive_flip_rate",
+        "reference wrong, candidate right, over labelled rows",
+        ((0, 1, 0), (1, 0, 1)),
+        EVERY_LABELLED_CELL,
+        paired=True,
     ),
 )
 METRICS: dict[str, Metric] = {m.name: m for m in DECLARATIONS}
@@ -134,10 +130,10 @@ def check_metric(metric: str) -> None:
     get(metric)
 
 
-def _model(model: str) -> str:
+def _model(model: str) -> Model:
     if model not in ("reference", "candidate"):
         raise InputError(f"model must be 'reference' or 'candidate', got {model!r}")
-    return model
+    return "reference" if model == "reference" else "candidate"
 
 
 def _apply(counts: npt.NDArray[np.int64], mask: IntArray) -> IntArray:
@@ -148,10 +144,10 @@ def _apply(counts: npt.NDArray[np.int64], mask: IntArray) -> IntArray:
 def parts(counts: npt.NDArray[np.int64], metric: str, model: Model = "reference") -> tuple[IntArray, IntArray]:
     """The exact integer numerator and denominator of ``metric`` (a count's denominator is 1)."""
     declared, which = get(metric), _model(model)
-    numerator = _apply(counts, declared.numerator[which])
+    numerator = _apply(counts, mask(declared, declared.numerator, which))
     if declared.denominator is None:
         return numerator, np.ones_like(numerator)
-    return numerator, _apply(counts, declared.denominator[which])
+    return numerator, _apply(counts, mask(declared, declared.denominator, which))
 
 
 def denominator(counts: npt.NDArray[np.int64], metric: str, model: Model = "reference") -> FloatArray:
