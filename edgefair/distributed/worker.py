@@ -88,36 +88,10 @@ class WorkerModel(ev._Model):
 def score_chunk(
     ref: ev._Model, cands: Sequence[ev._Model], chunk: data.Chunk, options: ev.EvaluateOptions
 ) -> list[CountsTable] | None:
-    """One chunk's paired table per candidate (None for an empty chunk): the body of
-    ``evaluate``'s loop, step for step, so both give the same tables and the same errors."""
-    if chunk.rows == 0:
-        return None
-    cols = chunk.columns
-    exclude = [options.label, *options.sensitive]
-    for name in exclude:
-        data.require_column(cols, name, chunk.source)
-    y = ev.labels_of(cols[options.label], options.label, chunk, options.positive_label)
-    sens = {s: cols[s] for s in options.sensitive}
-    for name, values in sens.items():
-        if any(not str(v).strip() for v in set(np.asarray(values).tolist())):
-            empty = np.array([not str(v).strip() for v in np.asarray(values).tolist()])
-            raise InputError(
-                f"{chunk.source}, line {chunk.first_line + int(np.argmax(empty))}: sensitive column "
-                f"{name!r} is empty; an empty group cannot be reported (write e.g. 'unknown')"
-            )
-    feeds = modelio.build_feeds(
-        ref.sig, cols, feature_columns=options.feature_columns, exclude=exclude, source=chunk.source
-    )
-    ref_scores, ref_dec = ref.decide(feeds)
-    out = []
-    for cand in cands:
-        cand_scores, cand_dec = cand.decide(feeds)
-        out.append(
-            tables.from_arrays(
-                sens, ref_dec, cand_dec, y, reference_score=ref_scores, candidate_score=cand_scores, bins=options.bins
-            )
-        )
-    return out
+    """One chunk's paired table per candidate (None for an empty chunk): evaluate's own
+    ``score_chunk``, so both paths give the same tables and the same errors."""
+    scored = ev.score_chunk(ref, cands, chunk, options)
+    return None if scored is None else scored[0]
 
 
 def _score(chunks: Any, models: Sequence[ModelSpec], blobs: Sequence[bytes], options: ev.EvaluateOptions) -> Partial:

@@ -160,46 +160,19 @@ def evaluate(
     cands = [_Model(c, options.threshold, options.score_output) for c in candidates]
     for c in cands:
         _same_inputs(ref, c)
-    exclude = [options.label, *options.sensitive]
     described = source.name
     parts: list[list[CountsTable]] = [[] for _ in cands]
     rows = 0
     sample: dict[str, np.ndarray] = {}
     for chunk in source.chunks(needed_columns(ref.sig, options), options.chunk_rows):
-        if chunk.rows == 0:
+        scored = score_chunk(ref, cands, chunk, options)
+        if scored is None:
             continue
-        cols = chunk.columns
-        for name in exclude:
-            data.require_column(cols, name, chunk.source)
-        y = labels_of(cols[options.label], options.label, chunk, options.positive_label)
-        sens = {s: cols[s] for s in options.sensitive}
-        for name, values in sens.items():
-            # check the distinct values (few), not every row
-            if any(not str(v).strip() for v in set(np.asarray(values).tolist())):
-                empty = np.array([not str(v).strip() for v in np.asarray(values).tolist()])
-                raise InputError(
-                    f"{chunk.source}, line {chunk.first_line + int(np.argmax(empty))}: sensitive column "
-                    f"{name!r} is empty; an empty group cannot be reported (write e.g. 'unknown')"
-                )
-        feeds = modelio.build_feeds(
-            ref.sig, cols, feature_columns=options.feature_columns, exclude=exclude, source=chunk.source
-        )
+        chunk_tables, feeds = scored
         if not sample:
             sample = {k: v[:256].copy() for k, v in feeds.items()}
-        ref_scores, ref_dec = ref.decide(feeds, chunk)
-        for i, cand in enumerate(cands):
-            cand_scores, cand_dec = cand.decide(feeds, chunk)
-            parts[i].append(
-                tables.from_arrays(
-                    sens,
-                    ref_dec,
-                    cand_dec,
-                    y,
-                    reference_score=ref_scores,
-                    candidate_score=cand_scores,
-                    bins=options.bins,
-                )
-            )
+        for i, table in enumerate(chunk_tables):
+            parts[i].append(table)
         rows += chunk.rows
         if progress:
             progress(chunk.rows)
@@ -218,6 +191,42 @@ def evaluate(
         ref.choice.name,
         sample,
     )
+
+
+def score_chunk(
+    ref: _Model, cands: Sequence[_Model], chunk: data.Chunk, options: EvaluateOptions
+) -> tuple[list[CountsTable], dict[str, np.ndarray]] | None:
+    """One chunk's paired table per candidate and the feeds it scored (None for an empty
+    chunk). Every path (one process, Dask workers) scores chunks with this."""
+    if chunk.rows == 0:
+        return None
+    cols = chunk.columns
+    exclude = [options.label, *options.sensitive]
+    for name in exclude:
+        data.require_column(cols, name, chunk.source)
+    y = labels_of(cols[options.label], options.label, chunk, options.positive_label)
+    sens = {s: cols[s] for s in options.sensitive}
+    for name, values in sens.items():
+        # check the distinct values (few), not every row
+        if any(not str(v).strip() for v in set(np.asarray(values).tolist())):
+            empty = np.array([not str(v).strip() for v in np.asarray(values).tolist()])
+            raise InputError(
+                f"{chunk.source}, line {chunk.first_line + int(np.argmax(empty))}: sensitive column "
+                f"{name!r} is empty; an empty group cannot be reported (write e.g. 'unknown')"
+            )
+    feeds = modelio.build_feeds(
+        ref.sig, cols, feature_columns=options.feature_columns, exclude=exclude, source=chunk.source
+    )
+    ref_scores, ref_dec = ref.decide(feeds, chunk)
+    out = []
+    for cand in cands:
+        cand_scores, cand_dec = cand.decide(feeds, chunk)
+        out.append(
+            tables.from_arrays(
+                sens, ref_dec, cand_dec, y, reference_score=ref_scores, candidate_score=cand_scores, bins=options.bins
+            )
+        )
+    return out, feeds
 
 
 def latency(model: str | Path, feeds: dict[str, np.ndarray], batch: int, repeats: int = 30) -> float:
