@@ -149,7 +149,7 @@ def counters_drift(
     bundle_dir: Annotated[Path, typer.Option("--bundle", help="Bundle with a certificate.")],
     as_json: AsJsonOpt = False,
 ) -> None:
-    """Field counters against the verified baseline: exit 0 pass, 1 drift found."""
+    """Field counters against the verified baseline: exit 0 pass, 1 drift found, 3 inconclusive."""
     from edgefair.runtime.drift import drift_against_bundle
     from edgefair.runtime.store import load_counters
 
@@ -165,7 +165,7 @@ def counters_drift(
             if r["verdict"] != "pass":
                 detail = r.get("note") or f"interval {r['interval']}"
                 typer.echo(f"  {r['verdict']:12s} {r['metric']:20s} {r['group']}: {detail}")
-    raise typer.Exit(1 if result["verdict"] == "fail" else 0)
+    raise typer.Exit({"pass": 0, "fail": 1}.get(result["verdict"], 3))  # no evidence is not a pass
 
 
 def serve(
