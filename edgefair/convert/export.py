@@ -72,7 +72,8 @@ def load_torch_file(path: Path, sample: np.ndarray | None) -> onnx.ModelProto:
         raise ModelError("exporting PyTorch models needs torch: pip install 'edgefair[torch]'") from None
     if path.suffix == ".pt2":
         try:
-            program = torch.export.load(str(path))
+            with _quiet_torch():
+                program = torch.export.load(str(path))
         except Exception as exc:
             raise ModelError(f"{path}: not a torch.export program ({type(exc).__name__})") from None
         module = _Unregistered(program.module())
@@ -89,6 +90,20 @@ def load_torch_file(path: Path, sample: np.ndarray | None) -> onnx.ModelProto:
         if sample is None:
             raise InputError(f"{path}: a TorchScript model needs --sample-data to trace shapes")
     return export_torch(module, torch.from_numpy(np.asarray(sample, np.float32)))
+
+
+@contextlib.contextmanager
+def _quiet_torch() -> Any:
+    """torch logs its own warnings before raising; the error edgefair raises says it in one line."""
+    import logging
+
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.ERROR + 10)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _unregistered_class() -> Any:
