@@ -20,7 +20,7 @@ from onnx import numpy_helper
 from edgefair import convert as conv
 from edgefair import modelio
 from edgefair.convert.quantize import QuantizeOptions, QuantMode, quantize
-from edgefair.errors import InputError, ModelError
+from edgefair.errors import InputError
 from tests import models
 from tests.conftest import MODELS, assert_one_line_error, run_cli
 

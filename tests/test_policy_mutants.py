@@ -5,8 +5,9 @@ edgefair/verification/policy.py up, so they compare whole messages, not fragment
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -221,9 +222,7 @@ def test_long_values_are_cut_to_57_characters_and_dots() -> None:
 
 
 def test_unknown_top_level_key() -> None:
-    assert error(policy_from_dict, {"confidenc": 0.9}) == (
-        f"policy: unknown key 'confidenc'; known keys: {KNOWN_KEYS}"
-    )
+    assert error(policy_from_dict, {"confidenc": 0.9}) == (f"policy: unknown key 'confidenc'; known keys: {KNOWN_KEYS}")
     # the first one in sorted order is named
     assert error(policy_from_dict, {"zeta": 1, "alpha": 2, "seed": 1}) == (
         f"policy: unknown key 'alpha'; known keys: {KNOWN_KEYS}"
@@ -245,7 +244,8 @@ def test_confidence_in_range(value: float) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "shown"), [(0.4999, "0.4999"), (1.0, "1.0"), (1.5, "1.5"), (0, "0.0"), (math.nan, "nan"), (-math.inf, "-inf")]
+    ("value", "shown"),
+    [(0.4999, "0.4999"), (1.0, "1.0"), (1.5, "1.5"), (0, "0.0"), (math.nan, "nan"), (-math.inf, "-inf")],
 )
 def test_confidence_out_of_range(value: float, shown: str) -> None:
     assert error(policy_from_dict, {"confidence": value}) == f"policy: 'confidence' must be in [0.5, 1), got {shown}"
@@ -442,7 +442,9 @@ def test_duplicate_checks() -> None:
 
 def test_load_policy_file(tmp_path: Path) -> None:
     pol = tmp_path / "p.toml"
-    pol.write_text('seed = 9\nsensitive = ["sex"]\n[[checks]]\nkind = "group_max"\nmetric = "flip_rate"\ntolerance = 1\n')
+    pol.write_text(
+        'seed = 9\nsensitive = ["sex"]\n[[checks]]\nkind = "group_max"\nmetric = "flip_rate"\ntolerance = 1\n'
+    )
     p = load_policy(pol)
     assert p == Policy((Check(CheckKind.GROUP_MAX, "flip_rate", 1.0),), seed=9, sensitive=("sex",))
     assert load_policy(str(pol)) == p
@@ -467,7 +469,9 @@ def test_folder(tmp_path: Path) -> None:
 def test_bad_utf8(tmp_path: Path) -> None:
     pol = tmp_path / "latin.toml"
     pol.write_bytes(b"seed = 1 # caf\xe9\n")
-    assert error(load_policy, pol) == f"{pol}: not UTF-8 text (byte 14: invalid continuation byte); expected a TOML file"
+    assert (
+        error(load_policy, pol) == f"{pol}: not UTF-8 text (byte 14: invalid continuation byte); expected a TOML file"
+    )
 
 
 def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -498,9 +502,7 @@ def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
 def test_errors_in_a_file_name_the_file(tmp_path: Path) -> None:
     pol = tmp_path / "p.toml"
     pol.write_text("seed = -1\n")
-    assert error(load_policy, pol) == (
-        f"{pol}: 'seed' must be an integer between 0 and 4294967295 (2**32 - 1), got -1"
-    )
+    assert error(load_policy, pol) == (f"{pol}: 'seed' must be an integer between 0 and 4294967295 (2**32 - 1), got -1")
     pol.write_text("seed = 'x'\n")
     assert error(load_policy, pol) == f"{pol}: 'seed' must be int, got 'x'"
     pol.write_text('[[checks]]\nkind = "group_drop"\nmetric = "flip_rate"\ntolerance = 0.1\n')
