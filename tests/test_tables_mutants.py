@@ -141,7 +141,7 @@ def test_equality_checks_every_field():
     ]
     for other in others:
         assert base != other and other != base
-        assert not base == other
+        assert not base == other  # noqa: SIM201 (__eq__ itself, not __ne__)
     assert base.__eq__("table") is NotImplemented
     assert base != "table"
     assert base.__eq__(None) is NotImplemented
@@ -187,7 +187,7 @@ def test_add_is_the_cellwise_sum_over_the_union_of_groups():
 def test_merge_is_a_commutative_monoid():
     ts = [small(s) for s in range(6)]
     zero = tables.empty(["g"], bins=2)
-    for x, y, z in zip(ts, ts[1:], ts[2:]):
+    for x, y, z in zip(ts, ts[1:], ts[2:], strict=False):
         assert (x + y) + z == x + (y + z) == tables.merge([x, y, z])
         assert x + y == y + x
         assert x + zero == x and zero + x == x
@@ -208,7 +208,7 @@ def test_radd_only_accepts_zero():
     assert t.__radd__(1) is NotImplemented
     assert t.__radd__("x") is NotImplemented
     with pytest.raises(TypeError):
-        1 + t  # noqa: B018
+        1 + t
 
 
 def test_merge_errors():
@@ -403,7 +403,8 @@ def test_round_trip_and_canonical_order():
     assert tables.from_dict(doc(groups=[], bins=tables.MAX_BINS)).bins == 100000
     z = tables.from_dict(doc(groups=[]))
     assert z.groups == () and z.counts.shape == (0, 3, 2, 2) and z.score_hist.shape == (0, 3, 2, 1)
-    assert tables.from_dict(doc(attributes=[], groups=[{"key": [], "counts": [1] * 12, "score_hist": [2] * 6}])).rows == 12
+    no_attrs = doc(attributes=[], groups=[{"key": [], "counts": [1] * 12, "score_hist": [2] * 6}])
+    assert tables.from_dict(no_attrs).rows == 12
 
 
 def test_from_dict_accepts_any_mapping():
@@ -584,7 +585,8 @@ def test_from_json_errors():
     assert info.value.__cause__ is None and info.value.__suppress_context__
     deep = "[" * 200_000
     assert error(tables.from_json, deep) == (
-        "counts table is not usable JSON: maximum recursion depth exceeded while decoding a JSON array from a unicode string"
+        "counts table is not usable JSON: "
+        "maximum recursion depth exceeded while decoding a JSON array from a unicode string"
     )
     for text in ("[]", "1", '"x"', "null"):
         assert error(tables.from_json, text) == "counts table JSON must be an object"
@@ -771,8 +773,12 @@ def test_score_bins_errors():
 
 
 def test_regroup_and_canonical_sum_duplicates_and_sort():
-    t = table([["b"], ["a"], ["c"]], [cells(c0=1), cells(c1=2), cells(c2=3)], [[1] + [0] * 5, [0, 2, 0, 0, 0, 0], [0] * 6],
-              paired=True)
+    t = table(
+        [["b"], ["a"], ["c"]],
+        [cells(c0=1), cells(c1=2), cells(c2=3)],
+        [[1] + [0] * 5, [0, 2, 0, 0, 0, 0], [0] * 6],
+        paired=True,
+    )
     c = tables._canonical(t)
     assert c.groups == (("a",), ("b",), ("c",)) and c.paired is True
     assert c.counts.reshape(3, 12).tolist() == [cells(c1=2), cells(c0=1), cells(c2=3)]
@@ -782,3 +788,18 @@ def test_regroup_and_canonical_sum_duplicates_and_sort():
     assert r.counts.reshape(2, 12).tolist() == [cells(c1=2), cells(c0=1, c2=3)]
     assert r.score_hist.reshape(2, 6).tolist() == [[0, 2, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0]]
     assert r.counts.dtype == np.int64 and r.score_hist.dtype == np.int64
+
+
+def test_from_json_names_the_exception_type_when_its_message_is_empty():
+    class Text(str):
+        def startswith(self, *args, **kwargs):  # json.loads checks a str for a BOM first
+            raise ValueError()
+
+    assert error(tables.from_json, Text("{}")) == "counts table is not usable JSON: ValueError"
+
+
+def test_score_bins_reports_integer_rows_as_floats():
+    assert error(tables.score_bins, [0, 2], 2, 2, "sc") == "sc must lie in [0, 1]; row 1 is 2.0"
+    assert error(tables.score_bins, np.array([True, False]), 2, 3, "sc") == "sc has 2 rows, expected 3"
+    assert tables.score_bins(np.array([True, False]), 4, 2, "sc").tolist() == [3, 0]
+    assert tables.score_bins(["0.5", "1"], 2, 2, "sc").tolist() == [1, 1]
