@@ -607,8 +607,14 @@ def test_from_arrays_matches_python_loop():
     bins = 4
     t = tables.from_arrays({"g": g, "h": h}, r, c, y, reference_score=rs, candidate_score=cs, bins=bins)
     rows = [
-        ((str(g[i]), str(h[i])), int(y[i]), int(r[i]), int(c[i]), min(int(rs[i] * bins), bins - 1),
-         min(int(cs[i] * bins), bins - 1))
+        (
+            (str(g[i]), str(h[i])),
+            int(y[i]),
+            int(r[i]),
+            int(c[i]),
+            min(int(rs[i] * bins), bins - 1),
+            min(int(cs[i] * bins), bins - 1),
+        )
         for i in range(n)
     ]
     assert t == raw_table(("g", "h"), rows, bins, True)
@@ -616,8 +622,10 @@ def test_from_arrays_matches_python_loop():
     assert t.counts.dtype == np.int64 and t.score_hist.dtype == np.int64
     # unlabelled, single model: decisions in both axes, labels unknown
     u = tables.from_arrays({"g": g}, r, reference_score=rs, bins=bins)
-    rows_u = [((str(g[i]),), 2, int(r[i]), int(r[i]), min(int(rs[i] * bins), bins - 1),
-               min(int(rs[i] * bins), bins - 1)) for i in range(n)]
+    rows_u = [
+        ((str(g[i]),), 2, int(r[i]), int(r[i]), min(int(rs[i] * bins), bins - 1), min(int(rs[i] * bins), bins - 1))
+        for i in range(n)
+    ]
     assert u == raw_table(("g",), rows_u, bins, False)
 
 
