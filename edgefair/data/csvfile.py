@@ -2,6 +2,14 @@
 
 The raw bytes (gzip-compressed or not) pass through a SHA-256 on their way to the parser,
 so a report can name the file's hash without reading it a second time.
+
+Two parsers give the same chunks: Python's ``csv`` module (always there), and, with the
+``fast`` extra (pyarrow), pyarrow's C parser for every run of ``chunk_rows`` lines that is
+plain: no quotes, no blank lines, no lone carriage returns, no NUL, valid UTF-8, lines
+under the csv module's field limit. A run that is not plain, and everything after it, goes
+to the ``csv`` module (so awkward files are read exactly as before, just slower), which
+also names the line of any error. Values are stripped per distinct value and share one
+string object per distinct value in a chunk, which makes onnxruntime's string inputs cheap.
 """
 
 from __future__ import annotations
@@ -12,6 +20,8 @@ import hashlib
 import io
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from io import BufferedReader
 from pathlib import Path
 from typing import Any
 
@@ -60,25 +70,49 @@ def _open_binary(path: Path, raw: Any) -> Any:
     return gzip.GzipFile(fileobj=raw, mode="rb") if path.suffix == ".gz" else io.BufferedReader(raw)
 
 
+READERS = ("auto", "arrow", "python")
+
+
+def arrow_available() -> bool:
+    """Whether the fast reader can run (the ``fast`` extra: pyarrow)."""
+    try:
+        import pyarrow.csv  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def iter_csv(
     path: str | Path,
     columns: Sequence[str] | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     on_done: Callable[[str], None] | None = None,
+    reader: str = "auto",
 ) -> Iterator[Chunk]:
     """Stream a CSV (or .gz) as string columns; ``on_done(sha256)`` once every byte is read.
 
     The text is UTF-8 (a leading byte-order mark is dropped). Every chunk holds rows from
-    consecutive lines of the file, so ``chunk.first_line + i`` is the line of row ``i``."""
+    consecutive lines of the file, so ``chunk.first_line + i`` is the line of row ``i``.
+    ``reader``: ``"arrow"`` (pyarrow's parser where the text is plain, see the module
+    docstring), ``"python"`` (the csv module throughout) or ``"auto"`` (arrow when pyarrow
+    is installed); every reader gives the same chunks, errors and hash."""
+    if reader not in READERS:
+        raise InputError(f"reader {reader!r} is not one of {', '.join(READERS)}")
+    if chunk_rows < 1:
+        raise InputError(f"chunk_rows must be positive, got {chunk_rows}")
+    use_arrow = reader == "arrow" or (reader == "auto" and arrow_available())
     p = Path(path)
     _check_path(p)
     digest = hashlib.sha256()
     raw = _HashingReader(p.open("rb"), digest)
     try:
         binary: Any = _open_binary(p, raw)
-        with raw, binary, io.TextIOWrapper(binary, encoding="utf-8-sig", newline="") as text:
+        with raw, binary:
             try:
-                yield from _parse(csv.reader(text), str(p), columns, chunk_rows)
+                if use_arrow:
+                    yield from _arrow_chunks(binary, str(p), columns, chunk_rows)
+                else:
+                    yield from _python_chunks(binary, str(p), columns, chunk_rows)
             except UnicodeDecodeError as exc:
                 # the decoder runs ahead of the parser: find the line holding the bad byte
                 raise InputError(_utf8_error(p, exc)) from None
@@ -87,6 +121,140 @@ def iter_csv(
         raise InputError(f"{p}: not a readable gzip file ({exc})") from None
     if on_done is not None:
         on_done(digest.hexdigest())
+
+
+def _text(binary: Any, encoding: str) -> io.TextIOWrapper:
+    return io.TextIOWrapper(binary, encoding=encoding, newline="")
+
+
+READ_BYTES = 1 << 22  # bytes asked of the stream at a time by the fast reader
+
+
+def _plain(block: bytes) -> bool:
+    """Whether pyarrow without quoting reads these whole lines exactly as the csv module does:
+    no quotes, NUL, blank lines or lone CRs, valid UTF-8, each line under the field limit,
+    and no byte-order mark at the start (pyarrow would skip it)."""
+    if b'"' in block or b"\0" in block or b"\n\n" in block or b"\n\r\n" in block:
+        return False
+    if block.startswith((b"\n", b"\r", BOM)) or block.count(b"\r") != block.count(b"\r\n"):
+        return False
+    if not block.isascii():
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    ends = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
+    longest = int(np.diff(ends, prepend=-1).max(initial=0)) if len(ends) else 0
+    last = len(block) - (int(ends[-1]) + 1 if len(ends) else 0)  # a last line without a line break
+    return max(longest, last) < csv.field_size_limit()  # a longer line may hold a field csv refuses
+
+
+def _cut(buffer: bytearray, binary: Any, lines: int) -> tuple[int, bool]:
+    """Read until ``buffer`` holds ``lines`` whole lines (or the stream ends): the end of the
+    last of them (of everything, at the end) and whether the stream ended."""
+    while buffer.count(b"\n") < lines:
+        more = binary.read(READ_BYTES)
+        if not more:
+            return len(buffer), True
+        buffer += more
+    ends = np.flatnonzero(np.frombuffer(buffer, np.uint8) == 10)
+    return int(ends[lines - 1]) + 1, False
+
+
+def _arrow_chunks(binary: Any, source: str, columns: Sequence[str] | None, chunk_rows: int) -> Iterator[Chunk]:
+    buffer = bytearray()
+    end, _ = _cut(buffer, binary, 1)
+    head = bytes(buffer[:end])
+    if head.startswith(BOM):
+        head = head[len(BOM) :]
+    if not head.strip(b"\r\n") or not _plain(head):  # empty, quoted or odd header: the csv module reads it
+        yield from _python_chunks(BufferedReader(_Prefixed(bytes(buffer), binary)), source, columns, chunk_rows)
+        return
+    layout = _Layout(*_header(csv.reader([head.decode("utf-8")]), source, columns))
+    del buffer[:end]
+    line, started = 2, False  # the line of the next row; whether a chunk was yielded
+    while True:
+        end, _ = _cut(buffer, binary, chunk_rows)
+        block = bytes(buffer[:end])
+        if not block:  # the stream ended
+            if not started:
+                yield _chunk(layout.wanted, [], line, source)  # a header and no rows
+            return
+        table = _arrow_table(block, layout) if _plain(block) else None
+        if table is None:  # from here on the csv module reads, and names any error's line
+            rest = BufferedReader(_Prefixed(bytes(buffer), binary))
+            yield from _rows(csv.reader(_text(rest, "utf-8")), source, layout, chunk_rows, line - 1, started)
+            return
+        rows = table.num_rows
+        yield Chunk({n: _strings(table.column(i)) for i, n in enumerate(layout.wanted)}, line, source)
+        line, started = line + rows, True
+        del buffer[:end]
+
+
+def _arrow_table(block: bytes, layout: _Layout) -> Any:
+    """The wanted columns of plain lines as strings, or None where pyarrow refuses them
+    (a row of another width: the csv module then names its line)."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    names = [f"c{i}" for i in range(layout.width)]
+    wanted = [names[i] for i in layout.positions]
+    try:
+        return pcsv.read_csv(
+            pa.py_buffer(block),
+            read_options=pcsv.ReadOptions(column_names=names),
+            parse_options=pcsv.ParseOptions(quote_char=False, ignore_empty_lines=False),
+            convert_options=pcsv.ConvertOptions(
+                column_types=dict.fromkeys(wanted, pa.string()),
+                include_columns=wanted,
+                strings_can_be_null=False,
+                null_values=[],
+            ),
+        )
+    except pa.ArrowInvalid:
+        return None
+
+
+def _strings(column: Any) -> np.ndarray:
+    """A column as an object array of stripped strings, one string object per distinct value."""
+    encoded = column.combine_chunks().dictionary_encode()
+    distinct = np.array([v.strip() for v in encoded.dictionary.to_pylist()], dtype=object)
+    return distinct[encoded.indices.to_numpy(zero_copy_only=False)]
+
+
+def _python_chunks(binary: Any, source: str, columns: Sequence[str] | None, chunk_rows: int) -> Iterator[Chunk]:
+    text = _text(binary, "utf-8-sig")
+    reader = csv.reader(text)
+    layout = _Layout(*_header(reader, source, columns))
+    yield from _rows(reader, source, layout, chunk_rows, 0, False)
+    text.detach()  # the caller closes ``binary`` after hashing what is left of it
+
+
+class _Prefixed(io.RawIOBase):
+    """Bytes already read, then the rest of a stream: where the csv module takes over."""
+
+    def __init__(self, prefix: bytes, rest: Any) -> None:
+        self._prefix, self._rest = memoryview(prefix), rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._prefix:
+            n = min(len(buffer), len(self._prefix))
+            buffer[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    wanted: list[str]  # column names, in the order asked for
+    positions: list[int]  # their places in a row
+    width: int  # fields per row (as in the header)
 
 
 def _utf8_error(path: Path, exc: UnicodeDecodeError) -> str:
@@ -133,29 +301,30 @@ def _header(reader: Any, source: str, columns: Sequence[str] | None) -> tuple[li
     return wanted, [header.index(n) for n in wanted], len(header)
 
 
-def _parse(reader: Any, source: str, columns: Sequence[str] | None, chunk_rows: int) -> Iterator[Chunk]:
-    wanted, positions, width = _header(reader, source, columns)
+def _rows(reader: Any, source: str, layout: _Layout, chunk_rows: int, offset: int, started: bool) -> Iterator[Chunk]:
+    """Chunks from a csv reader whose line 0 is the file's line ``offset`` (the last line
+    read before it); ``started``: chunks were yielded before, so an empty rest yields none."""
+    positions, width = layout.positions, layout.width
     rows: list[list[str]] = []
-    previous = reader.line_num  # the last line the reader consumed (a quoted header may span lines)
+    previous = offset + reader.line_num  # the last line the reader consumed (a quoted header may span lines)
     first_line = previous + 1  # line of rows[0]; rows always come from consecutive lines
-    started = False
     try:
         for row in reader:
-            line, previous = previous + 1, reader.line_num  # a quoted field may span lines
+            line, previous = previous + 1, offset + reader.line_num  # a quoted field may span lines
             if not row:  # a blank line
                 continue
             if len(row) != width:
                 raise InputError(f"{source}, line {line}: {len(row)} fields, expected {width} (as in the header)")
             if rows and (line != first_line + len(rows) or len(rows) == chunk_rows):
-                yield _chunk(wanted, rows, first_line, source)
+                yield _chunk(layout.wanted, rows, first_line, source)
                 started, rows = True, []
             if not rows:
                 first_line = line
             rows.append([row[i] for i in positions])
     except csv.Error as exc:
-        raise InputError(f"{source}, line {reader.line_num}: unreadable CSV ({exc})") from None
+        raise InputError(f"{source}, line {offset + reader.line_num}: unreadable CSV ({exc})") from None
     if rows or not started:
-        yield _chunk(wanted, rows, first_line, source)
+        yield _chunk(layout.wanted, rows, first_line, source)
 
 
 def _chunk(names: list[str], rows: list[list[str]], first_line: int, source: str) -> Chunk:
