@@ -51,6 +51,9 @@ def metrics(
 
 DaskOpt = Annotated[str | None, typer.Option(help="Score on a Dask cluster: local:N or tcp://host:port.")]
 DaskTimeoutOpt = Annotated[float, typer.Option(help="Seconds to wait for the Dask scheduler.")]
+BatchSizeOpt = Annotated[
+    int | None, typer.Option(help="Rows per model call, as deployed (dynamic int8 depends on it); default 65536.")
+]
 
 
 def _gate(
@@ -95,9 +98,11 @@ def _options(
     score_output: str | None,
     features: str | None,
     latency: bool,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     """The library keyword arguments verify and compare share."""
     return {
+        "batch_size": batch_size,
         "label": label,
         "sensitive": split_columns(sensitive) or None,
         "threshold": threshold,
@@ -124,9 +129,10 @@ def verify(
     html: HtmlOpt = None,
     dask: DaskOpt = None,
     dask_timeout: DaskTimeoutOpt = 10.0,
+    batch_size: BatchSizeOpt = None,
 ) -> None:
     """Gate a candidate against the reference: exit 0 pass, 1 fail, 2 bad input, 3 inconclusive."""
-    options = _options(label, sensitive, threshold, positive_label, score_output, features, False)
+    options = _options(label, sensitive, threshold, positive_label, score_output, features, False, batch_size)
     outputs = (json_out, markdown, html)
     rendered, written = _gate(reference, [candidate], data, policy, options, dask, dask_timeout, outputs, True)
     typer.echo(text.format_verify(rendered.doc, str(candidate), str(reference)))
@@ -152,9 +158,10 @@ def compare(
     html: HtmlOpt = None,
     dask: DaskOpt = None,
     dask_timeout: DaskTimeoutOpt = 10.0,
+    batch_size: BatchSizeOpt = None,
 ) -> None:
     """Verify many candidates in one pass over the data; one row per candidate."""
-    options = _options(label, sensitive, threshold, positive_label, score_output, features, latency)
+    options = _options(label, sensitive, threshold, positive_label, score_output, features, latency, batch_size)
     outputs = (json_out, markdown, html)
     rendered, written = _gate(reference, candidates, data, policy, options, dask, dask_timeout, outputs, False)
     typer.echo(text.format_compare(rendered.doc))

@@ -63,6 +63,18 @@ class CalibrationMethod(enum.Enum):
     PERCENTILE = "percentile"
 
 
+class QuantFormat(enum.Enum):
+    """Static int8: QDQ (Quantize/DequantizeLinear pairs) or QOperator (QLinear* ops)."""
+
+    QDQ = "qdq"
+    QOPERATOR = "qoperator"
+
+
+class IntType(enum.Enum):
+    UINT8 = "uint8"
+    INT8 = "int8"
+
+
 @dataclass(frozen=True, kw_only=True)
 class QuantizeOptions:
     mode: QuantMode = QuantMode.DYNAMIC_INT8
@@ -74,6 +86,11 @@ class QuantizeOptions:
     # logits flip decisions near the threshold (Adult MLP: 98.1% -> 99.4% agreement).
     keep_output_layer_float: bool = True
     seed: int = 0
+    reduce_range: bool = False  # 7-bit weights: no saturation in the u8 x s8 kernels of CPUs without VNNI
+    quant_format: QuantFormat = QuantFormat.QDQ  # static int8 only
+    activation_type: IntType = IntType.UINT8  # static int8 only
+    weight_type: IntType = IntType.INT8  # static int8 only
+    nodes_to_exclude: tuple[str, ...] = ()  # kept in float; names as ``quantisable_nodes`` gives them
 
     def __post_init__(self) -> None:
         for name in ("calibration_rows", "calibration_batch"):
@@ -129,23 +146,15 @@ def quantize(
     progress: Progress | None = None,
 ) -> ConversionResult:
     """Quantise ``model``; static mode needs ``calibration_feeds`` (model inputs -> arrays)."""
-    work = onnx.ModelProto()
-    work.CopyFrom(model)
-    dedupe_opsets(work)
-    _name_nodes(work)
     if options.mode is QuantMode.FP16:
+        work = onnx.ModelProto()
+        work.CopyFrom(model)
+        dedupe_opsets(work)
+        _name_nodes(work)
         return _fp16(work)
-    rewritten = gemm_to_matmul(work) if options.mode is QuantMode.DYNAMIC_INT8 else 0
     with tempfile.TemporaryDirectory(prefix="edgefair-quant-") as tmp:
         src, out = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
-        save_model(work, src)
-        # op types, node names and output layers are read off the pre-processed graph: its
-        # optimiser fuses and renames nodes (MatMul + Add becomes Gemm, for one)
-        prepared = onnx.load_model(str(_pre_process(src, Path(tmp) / "pre.onnx")))
-        if options.mode is QuantMode.DYNAMIC_INT8:
-            rewritten = max(rewritten, gemm_to_matmul(prepared))
-        _name_nodes(prepared)
-        save_model(prepared, src)
+        prepared, rewritten = _prepare(model, options, Path(tmp))
         before = op_counts(prepared)
         if options.mode is QuantMode.DYNAMIC_INT8:
             ops = [o for o in DYNAMIC_OPS if o in before]
@@ -178,10 +187,58 @@ def quantize(
         "size_after": len(model_bytes(quantised)),
         "quantiser_warnings": {"count": len(noise), "first": noise[0] if noise else None},
     }
+    if options.reduce_range:
+        report["reduce_range"] = True
+    if options.nodes_to_exclude:
+        report["nodes_kept_float"] = list(options.nodes_to_exclude)
     if options.mode is QuantMode.STATIC_INT8:
+        report["format"] = options.quant_format.value
+        report["activation_type"] = options.activation_type.value
+        report["weight_type"] = options.weight_type.value
         report["calibration_method"] = options.calibration_method.value
         report["calibration_rows"] = len(next(iter(calibration_feeds.values())))  # type: ignore[union-attr]
     return ConversionResult(quantised, True, report)
+
+
+def _as_matmul(options: QuantizeOptions) -> bool:
+    """Dynamic int8 does not cover Gemm; QOperator's quantised Gemm (QGemm) is a
+    com.microsoft op, which the model-safety check refuses: both get MatMul + Add."""
+    return options.mode is QuantMode.DYNAMIC_INT8 or options.quant_format is QuantFormat.QOPERATOR
+
+
+def _prepare(model: onnx.ModelProto, options: QuantizeOptions, tmp: Path) -> tuple[onnx.ModelProto, int]:
+    """The graph the quantiser sees, saved as ``tmp/in.onnx``, and how many Gemm became MatMul.
+
+    Op types, node names and output layers are read off the pre-processed graph: its
+    optimiser fuses and renames nodes (MatMul + Add becomes Gemm, for one)."""
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    dedupe_opsets(work)
+    _name_nodes(work)
+    rewritten = gemm_to_matmul(work) if _as_matmul(options) else 0
+    src = tmp / "in.onnx"
+    save_model(work, src)
+    prepared = onnx.load_model(str(_pre_process(src, tmp / "pre.onnx")))
+    if _as_matmul(options):
+        rewritten = max(rewritten, gemm_to_matmul(prepared))
+    _name_nodes(prepared)
+    save_model(prepared, src)
+    return prepared, rewritten
+
+
+def quantisable_nodes(model: onnx.ModelProto, options: QuantizeOptions) -> tuple[str, ...]:
+    """The weighted nodes (constant weights) that ``options`` quantise, named as in the graph
+    the quantiser sees: the names ``QuantizeOptions.nodes_to_exclude`` takes."""
+    if options.mode is QuantMode.FP16:
+        return ()
+    with tempfile.TemporaryDirectory(prefix="edgefair-quant-") as tmp:
+        prepared, _ = _prepare(model, options, Path(tmp))
+    constants = {t.name for t in prepared.graph.initializer}
+    dynamic = options.mode is QuantMode.DYNAMIC_INT8
+    weighted = ("MatMul", "Conv") if dynamic else ("MatMul", "Gemm", "Conv", "ConvTranspose")
+    return tuple(
+        n.name for n in prepared.graph.node if n.op_type in weighted and len(n.input) > 1 and n.input[1] in constants
+    )
 
 
 def _nothing_message(before: dict[str, int], mode: str, ops: Sequence[str]) -> str:
@@ -262,6 +319,7 @@ def _dynamic(src: Path, out: Path, ops: list[str], options: QuantizeOptions) -> 
     # only nodes whose weight is a constant: activations x activations stay float
     constants = {t.name for t in model.graph.initializer}
     nodes = [n.name for n in model.graph.node if n.op_type in ops and len(n.input) > 1 and n.input[1] in constants]
+    nodes = [n for n in nodes if n not in options.nodes_to_exclude]
     if not nodes:
         raise ModelError(_nothing_message(op_counts(model), "dynamic int8", ops))
     quantize_dynamic(
@@ -270,6 +328,7 @@ def _dynamic(src: Path, out: Path, ops: list[str], options: QuantizeOptions) -> 
         op_types_to_quantize=ops,
         nodes_to_quantize=nodes,
         per_channel=options.per_channel,
+        reduce_range=options.reduce_range,
         weight_type=QuantType.QInt8,
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
@@ -297,24 +356,27 @@ def _output_layers(model: onnx.ModelProto) -> list[str]:
 
 def _static(src: Path, out: Path, ops: list[str], options: QuantizeOptions, reader: Any, excluded: list[str]) -> None:
     from onnxruntime.quantization import CalibrationMethod as OrtMethod
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat as OrtFormat
+    from onnxruntime.quantization import QuantType, quantize_static
 
     method = {
         CalibrationMethod.MINMAX: OrtMethod.MinMax,
         CalibrationMethod.ENTROPY: OrtMethod.Entropy,
         CalibrationMethod.PERCENTILE: OrtMethod.Percentile,
     }[options.calibration_method]
+    types = {IntType.UINT8: QuantType.QUInt8, IntType.INT8: QuantType.QInt8}
     with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress
         quantize_static(
             str(src),
             str(out),
             reader,
-            quant_format=QuantFormat.QDQ,
+            quant_format=OrtFormat.QDQ if options.quant_format is QuantFormat.QDQ else OrtFormat.QOperator,
             op_types_to_quantize=ops,
             per_channel=options.per_channel,
-            nodes_to_exclude=excluded,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
+            reduce_range=options.reduce_range,
+            nodes_to_exclude=[*excluded, *options.nodes_to_exclude],
+            activation_type=types[options.activation_type],
+            weight_type=types[options.weight_type],
             calibrate_method=method,
             extra_options={
                 "CalibTensorRangeSymmetric": False,

@@ -7,6 +7,7 @@ separate, explicit step (``edgefair.report.write``): results never import their 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -114,15 +115,19 @@ def compare(
     feature_columns: Sequence[str] | None = None,
     measure_latency: bool = True,
     progress: ev.Progress | None = None,
+    batch_size: int | None = None,
 ) -> CompareReport:
     """Verify many candidates in one pass over the data; optionally time each model.
 
     ``data`` is a registered name (``adult``, ``adult:test``, ``adult:train``: these bring
     their label and sensitive columns), a CSV path or an in-memory ``Dataset``.
+    ``batch_size``: rows per model call (default: a whole chunk of 65536); a model whose
+    outputs depend on the batch (dynamic int8) must be judged at its deployment batch.
     """
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
     source = resolve(data)
     options = _options(source, pol, label, sensitive, threshold, positive_label, score_output, feature_columns)
+    options = dataclasses.replace(options, batch_size=batch_size)
     evaluation = ev.evaluate(reference, candidates, source, options, progress)
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     reports = []
@@ -150,6 +155,7 @@ def verify(
     feature_columns: Sequence[str] | None = None,
     measure_latency: bool = False,
     progress: ev.Progress | None = None,
+    batch_size: int | None = None,
 ) -> VerifyReport:
     """Does ``candidate`` keep the reference's subgroup fairness on ``data``, per ``policy``?"""
     return compare(
@@ -165,6 +171,7 @@ def verify(
         feature_columns=feature_columns,
         measure_latency=measure_latency,
         progress=progress,
+        batch_size=batch_size,
     ).reports[0]
 
 

@@ -62,6 +62,21 @@ class EvaluateOptions:
     feature_columns: Sequence[str] | None = None
     chunk_rows: int = 65536
     bins: int = tables.DEFAULT_BINS
+    # rows per model call (None: a whole chunk per call). Batch-dependent models (dynamic
+    # int8 computes activation scales per call) must be judged at their deployment batch.
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        b = self.batch_size
+        if b is not None and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
+            raise InputError(f"batch_size must be a whole number of at least 1, got {b!r}")
+
+    @property
+    def read_rows(self) -> int:
+        """Rows per chunk read: a multiple of the batch, so batch k is rows k*B to (k+1)*B of
+        the data, as on the Dask path (which reads one batch per chunk)."""
+        b = self.batch_size
+        return self.chunk_rows if b is None else max(b, self.chunk_rows // b * b)
 
 
 class _Model:
@@ -83,9 +98,18 @@ class _Model:
         self.threshold = threshold
 
     def decide(
-        self, feeds: dict[str, np.ndarray], chunk: data.Chunk | None = None
+        self, feeds: dict[str, np.ndarray], chunk: data.Chunk | None = None, batch: int | None = None
     ) -> tuple[np.ndarray | None, np.ndarray]:
-        out = self.session.run([self.choice.name], feeds)[0]
+        rows = len(next(iter(feeds.values()))) if feeds else 0
+        if batch is None or batch >= rows:
+            out = self.session.run([self.choice.name], feeds)[0]
+        else:  # one call per batch of rows, as the model will be called when deployed
+            out = np.concatenate(
+                [
+                    self.session.run([self.choice.name], {k: v[i : i + batch] for k, v in feeds.items()})[0]
+                    for i in range(0, rows, batch)
+                ]
+            )
         try:
             return modelio.decisions(out, self.choice, self.threshold)
         except ModelError as exc:
@@ -164,7 +188,7 @@ def evaluate(
     parts: list[list[CountsTable]] = [[] for _ in cands]
     rows = 0
     sample: dict[str, np.ndarray] = {}
-    for chunk in source.chunks(needed_columns(ref.sig, options), options.chunk_rows):
+    for chunk in source.chunks(needed_columns(ref.sig, options), options.read_rows):
         scored = score_chunk(ref, cands, chunk, options)
         if scored is None:
             continue
@@ -217,10 +241,10 @@ def score_chunk(
     feeds = modelio.build_feeds(
         ref.sig, cols, feature_columns=options.feature_columns, exclude=exclude, source=chunk.source
     )
-    ref_scores, ref_dec = ref.decide(feeds, chunk)
+    ref_scores, ref_dec = ref.decide(feeds, chunk, options.batch_size)
     out = []
     for cand in cands:
-        cand_scores, cand_dec = cand.decide(feeds, chunk)
+        cand_scores, cand_dec = cand.decide(feeds, chunk, options.batch_size)
         out.append(
             tables.from_arrays(
                 sens, ref_dec, cand_dec, y, reference_score=ref_scores, candidate_score=cand_scores, bins=options.bins
