@@ -32,3 +32,7 @@ class StoreError(EdgefairError):
 
 class PrivacyBudgetError(EdgefairError):
     """An export that would spend more privacy budget than configured."""
+
+
+class RepositoryError(EdgefairError):
+    """A model repository whose folders, versions or version policy are not as expected."""

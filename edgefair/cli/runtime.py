@@ -169,7 +169,9 @@ def counters_drift(
 
 
 def serve(
-    bundle_dir: Annotated[Path, typer.Argument(help="Bundle directory or zip.")],
+    bundle_dir: Annotated[
+        Path, typer.Argument(help="Bundle directory or zip, or a model repository (REPO/<model>/<version>/).")
+    ],
     host: Annotated[str, typer.Option(help="Address to bind (default loopback only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8000,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads.")] = 1,
@@ -187,6 +189,12 @@ def serve(
     ] = False,
     no_auth: Annotated[
         bool, typer.Option(help="Bind a non-loopback address without --token-file (prints a warning).")
+    ] = False,
+    incidents: Annotated[
+        Path | None, typer.Option(help="Repository: SQLite file where failed field checks are recorded.")
+    ] = None,
+    alert_only: Annotated[
+        bool, typer.Option(help="Repository: record failed field checks but never switch traffic back.")
     ] = False,
 ) -> None:
     """Serve a bundle over the Open Inference Protocol (KServe v2 REST) with fairness counters."""
@@ -208,6 +216,8 @@ def serve(
         trust_key=str(trust_key) if trust_key else None,
         allow_failed_certificate=allow_failed_certificate,
         no_auth=no_auth,
+        incidents=str(incidents) if incidents else None,
+        rollback=not alert_only,
     )
     run_server(bundle_dir, config, typer.echo)
 

@@ -46,6 +46,10 @@ class ServeConfig:
     no_auth: bool = False
     trust_key: str | None = None  # EC public key (PEM): serve only bundles it signed
     allow_failed_certificate: bool = False  # serve a bundle whose certificate did not pass
+    # a model repository (serve/repository.py): where incidents are kept, and whether a failed
+    # field check switches unversioned traffic back (False: alert only)
+    incidents: str | None = None
+    rollback: bool = True
 
 
 GET, POST = ("GET", "HEAD"), ("POST",)
@@ -60,6 +64,18 @@ def _allow(method: str, allowed: tuple[str, ...]) -> None:
 
 class App:
     """Routing and the protocol; independent of sockets so it is easy to reason about."""
+
+    def __new__(cls, bundle: str | Path | None = None, config: ServeConfig | None = None) -> Any:
+        """A model repository (``REPO/<model>/<version>/``) gets ``RepositoryApp``, which serves
+        each version with an App; a bundle gets an App."""
+        if cls is App and bundle is not None and config is not None:
+            from edgefair.serve.layout import is_repository
+
+            if is_repository(bundle):
+                from edgefair.serve.repository import RepositoryApp
+
+                return RepositoryApp(bundle, config, App)
+        return super().__new__(cls)
 
     def __init__(self, bundle: str | Path, config: ServeConfig):
         self.config = config
