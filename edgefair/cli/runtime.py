@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edgefair.cli.common import AsJsonOpt, SensOpt, emit_json, split_columns
+from edgefair.cli.common import AsJsonOpt, PolicyOpt, SensOpt, emit_json, split_columns
 from edgefair.report.text import fmt, format_table
 
 bundle_app = typer.Typer(no_args_is_help=True, help="Deployable, hash-checked bundles.")
@@ -166,6 +166,41 @@ def counters_drift(
                 detail = r.get("note") or f"interval {r['interval']}"
                 typer.echo(f"  {r['verdict']:12s} {r['metric']:20s} {r['group']}: {detail}")
     raise typer.Exit({"pass": 0, "fail": 1}.get(result["verdict"], 3))  # no evidence is not a pass
+
+
+@counters_app.command("gate")
+def counters_gate(
+    source: Annotated[Path, typer.Argument(help="A paired field table (JSON), e.g. a shadow's.")],
+    policy: PolicyOpt = None,
+    as_json: AsJsonOpt = False,
+) -> None:
+    """The verify gate on a shadow's paired field table: exit 0 pass, 1 fail, 3 inconclusive."""
+    from edgefair.errors import InputError
+    from edgefair.runtime.store import load_counters
+    from edgefair.verification.gate import gate
+    from edgefair.verification.policy import load_policy
+
+    table = load_counters(source)
+    if not table.paired:
+        raise InputError(f"{source}: not a paired table (reference and candidate decisions); a shadow's table is")
+    result = gate(table, load_policy(policy))
+    if as_json:
+        checks = [r.to_dict() for r in result.results]
+        emit_json({"verdict": result.verdict, "confidence": result.confidence, "checks": checks})
+    else:
+        labelled = int(table.counts[:, :2].sum())
+        counts = result.counts()
+        typer.echo(
+            f"field gate: {result.verdict.upper()} on {table.rows:,} rows ({labelled:,} labelled); "
+            f"{counts['pass']} pass, {counts['fail']} fail, {counts['inconclusive']} inconclusive"
+        )
+        for r in result.failures():
+            low, high = r.interval
+            typer.echo(
+                f"  FAIL {r.check.name} in {r.group or r.scope}: {r.estimate:+.4f} [{low:+.4f}, {high:+.4f}] "
+                f"> {r.check.tolerance} ({r.rows:,} rows)"
+            )
+    raise typer.Exit({"pass": 0, "fail": 1}.get(result.verdict, 3))
 
 
 def serve(
