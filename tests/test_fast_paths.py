@@ -124,3 +124,39 @@ def test_reader_choice_is_checked(tmp_path: Path) -> None:
     path.write_bytes(b"a\n1\n")
     with pytest.raises(InputError, match="reader 'fast' is not one of auto, arrow, python"):
         list(data.iter_csv(path, reader="fast"))
+
+
+# -- factorisation -----------------------------------------------------------------------
+
+
+def dict_factorize(values: Any) -> tuple[list[int], list[str]]:
+    """The definition: codes by first appearance through a dict (equal values, one code)."""
+    index: dict[Any, int] = {}
+    codes = [index.setdefault(v, len(index)) for v in np.asarray(values).tolist()]
+    return codes, [str(v) for v in index]
+
+
+NAN = float("nan")
+FACTORIZE_CASES = {
+    "objects": np.array(["b", "a", "b", "c"], dtype=object),
+    "fixed-width": np.array(["b", "a", "b", "c", "é"]),
+    "bytes": np.array([b"x", b"y", b"x"]),
+    "mixed objects": np.array([1, "1", None, NAN, NAN, None, 2.0, 2, True, float("nan")], dtype=object),
+    "equal strings, other objects": np.array(["".join(["a", "b"]) for _ in range(5)] + ["ab", "b"], dtype=object),
+    "many, strided": np.array([f"x{i}" for i in np.random.default_rng(1).integers(0, 5000, 20000)], dtype=object)[::3],
+    "wide integers": np.array([2**40, 5, 2**40, -3, 5]),
+    "shared objects": np.array([f"g{i}" for i in range(100)], dtype=object)[np.arange(9999) * 7919 % 100],
+    "one value": np.array(["same"] * 7, dtype=object),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIZE_CASES))
+def test_factorize_matches_a_dict_of_first_appearances(name: str) -> None:
+    from edgefair.core.groups import factorize
+
+    values = FACTORIZE_CASES[name]
+    codes, uniques = factorize(values)
+    expected_codes, expected_uniques = dict_factorize(values)
+    assert codes.dtype == np.int64
+    assert codes.tolist() == expected_codes
+    assert uniques == expected_uniques

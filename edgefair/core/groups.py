@@ -1,11 +1,13 @@
 """Rows to group codes: each sensitive attribute factorised, then their intersection.
 
-Small-range integers go through a bincount; anything else through a dict of first
-appearances. Groups come out sorted, so equal data gives equal tables in any order.
+Small-range integers go through a bincount; strings are grouped in numpy (by object
+pointer or fixed-width value) before a dict sees only one representative of each; anything
+else goes through a dict of first appearances. Groups come out sorted, so equal data gives equal tables in any order.
 """
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,11 +34,68 @@ def factorize(values: npt.ArrayLike, what: str = "values") -> tuple[IntArray, li
             lookup = np.zeros(hi - lo + 1, np.int64)
             lookup[present] = np.arange(len(present))
             return lookup[shifted], [str(v + lo) for v in present.tolist()]
-    items = arr.tolist()
+    if arr.dtype.kind in "OUSiu" and len(arr):  # not floats: every NaN is its own value there
+        return _factorize_text(arr)
+    return _factorize_dict(arr.tolist())
+
+
+def _factorize_dict(items: list[Any]) -> tuple[IntArray, list[str]]:
+    """Codes and uniques through a dict of first appearances (the exact definition)."""
     index: dict[Any, int] = {}
     for v in dict.fromkeys(items):
         index[v] = len(index)
     codes = np.fromiter(map(index.__getitem__, items), dtype=np.int64, count=len(items))
+    return codes, [str(v) for v in index]
+
+
+def _object_addresses(arr: np.ndarray) -> npt.NDArray[np.uintp]:
+    """The object pointers an object array holds, as integers (equal pointers: the same
+    object, so equal values). ``arr`` must be C-contiguous and outlive the result's use."""
+    buffer: Any = (ctypes.c_size_t * len(arr)).from_address(arr.ctypes.data)
+    return np.frombuffer(buffer, np.uintp)
+
+
+def _first_appearances(keys: np.ndarray) -> tuple[IntArray, IntArray]:
+    """Codes 0..k-1 in order of first appearance and each code's first row, for keys whose
+    equality is exact (integers, or fixed-width strings): a sort of the keys, no Python per row."""
+    distinct = np.unique(keys)  # sorted
+    codes = _sorted_codes(keys, distinct)
+    firsts = np.full(len(distinct), len(keys), np.int64)
+    np.minimum.at(firsts, codes, np.arange(len(keys)))
+    order = np.argsort(firsts, kind="stable")  # sorted codes -> codes by first appearance
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[codes], firsts[order]
+
+
+def _sorted_codes(keys: np.ndarray, distinct: np.ndarray) -> IntArray:
+    """Each key's place in ``distinct`` (sorted, unique). Integer keys that some shift and
+    mask map to distinct slots of a small table (object pointers, aligned, usually do) are
+    looked up in that table; others are found by binary search."""
+    if keys.dtype.kind == "u" and len(distinct) <= 4096:
+        for shift in (4, 3, 5, 6, 0):
+            slots = (distinct >> shift) & 0xFFFF
+            if len(np.unique(slots)) == len(distinct):
+                table = np.zeros(1 << 16, np.int64)
+                table[slots] = np.arange(len(distinct))
+                return table[(keys >> shift) & 0xFFFF]
+    return np.searchsorted(distinct, keys).astype(np.int64)
+
+
+def _factorize_text(arr: np.ndarray) -> tuple[IntArray, list[str]]:
+    """Strings (or any objects): group equal pointers (object arrays) or equal fixed-width
+    strings in numpy first, then equal values among those few representatives with a dict,
+    so the result is exactly ``_factorize_dict``'s."""
+    if arr.dtype.kind == "O":
+        arr = np.ascontiguousarray(arr)
+        codes, firsts = _first_appearances(_object_addresses(arr))
+    else:
+        codes, firsts = _first_appearances(arr)
+    representatives = arr[firsts].tolist()
+    index: dict[Any, int] = {}
+    remap = np.fromiter((index.setdefault(v, len(index)) for v in representatives), np.int64, len(representatives))
+    if len(index) != len(representatives):  # equal values held by different objects
+        codes = remap[codes]
     return codes, [str(v) for v in index]
 
 
