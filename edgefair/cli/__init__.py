@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from edgefair.cli import convert, evaluate, runtime
+from edgefair.cli import convert, deploy, evaluate, runtime
 from edgefair.cli.common import EXIT_USAGE
 from edgefair.errors import EdgefairError
 from edgefair.version import __version__
@@ -28,6 +28,7 @@ app.command()(runtime.demo)
 app.add_typer(runtime.bundle_app, name="bundle")
 app.add_typer(runtime.counters_app, name="counters")
 app.command()(runtime.serve)
+app.add_typer(deploy.incidents_app, name="incidents")
 
 
 def version_callback(value: bool) -> None:

@@ -140,7 +140,8 @@ class IncidentStore:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             uri = f"file:{quote(str(self.path.absolute()))}?mode={mode}"
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
-            if not read_only:
+            names = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not read_only and not names:  # a new store; never add a table to someone else's file
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.executescript(SCHEMA)
             columns = [r[1] for r in self._db.execute("PRAGMA table_info(incidents)").fetchall()]

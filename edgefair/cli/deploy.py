@@ -1,0 +1,93 @@
+"""``incidents`` (failed field checks and the rollbacks they caused) and ``card`` (a model card
+from a bundle's certificate): parse, one library call, format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgefair.cli.common import AsJsonOpt, emit_json
+
+incidents_app = typer.Typer(no_args_is_help=True, help="Failed field checks and the rollbacks they caused.")
+
+StoreArg = Annotated[Path, typer.Argument(help="Incidents store (SQLite), as given to serve --incidents.")]
+
+
+def _interval(row: dict[str, object]) -> str:
+    iv = row.get("interval") or [None, None]
+    low, high = iv  # type: ignore[misc]
+    if low is None or high is None:
+        return "[n/a]"
+    return f"[{low:+.4f}, {high:+.4f}]"
+
+
+def _estimate(row: dict[str, object]) -> str:
+    value = row.get("estimate")
+    return f"{value:+.4f}" if isinstance(value, (int, float)) else "n/a"
+
+
+@incidents_app.command("list")
+def incidents_list(
+    store: StoreArg,
+    model: Annotated[str | None, typer.Option(help="Only this model's incidents.")] = None,
+    as_json: AsJsonOpt = False,
+) -> None:
+    """Every recorded incident, oldest first."""
+    from edgefair.runtime.incidents import IncidentStore
+
+    db = IncidentStore(store, read_only=True)
+    try:
+        found = db.list(model)
+    finally:
+        db.close()
+    if as_json:
+        emit_json([{k: v for k, v in i.to_dict().items() if k != "table"} for i in found])
+        return
+    if not found:
+        typer.echo(f"no incidents in {store}" + (f" for model {model}" if model else ""))
+        return
+    for i in found:
+        first = i.failing[0] if i.failing else {}
+        where = first.get("group") or first.get("scope") or "?"
+        typer.echo(
+            f"#{i.id} {i.at} {i.model}: {i.check} FAIL ({len(i.failing)} failing checks, first "
+            f"{first.get('check', '?')} in {where} {_estimate(first)} {_interval(first)}); "
+            f"{i.action.replace('_', ' ')} v{i.from_version} -> v{i.to_version} after {i.labelled_rows:,} labelled rows"
+        )
+
+
+@incidents_app.command("show")
+def incidents_show(
+    store: StoreArg,
+    incident: Annotated[int, typer.Argument(help="Incident number (from incidents list).")],
+    as_json: AsJsonOpt = False,
+) -> None:
+    """One incident whole: versions, each failing check with its estimate, interval and rows, the table."""
+    from edgefair.runtime.incidents import IncidentStore
+
+    db = IncidentStore(store, read_only=True)
+    try:
+        found = db.get(incident)
+    finally:
+        db.close()
+    if as_json:
+        emit_json(found.to_dict())
+        return
+    typer.echo(f"incident #{found.id} at {found.at}: model {found.model}, check {found.check} ({found.mode})")
+    typer.echo(
+        f"  versions: reference v{found.reference_version}, candidate v{found.candidate_version}; unversioned "
+        f"traffic v{found.from_version} -> v{found.to_version} ({found.action.replace('_', ' ')})"
+    )
+    typer.echo(
+        f"  look {found.look} of {found.max_looks} at confidence {found.level:.6f}, "
+        f"{found.labelled_rows:,} labelled rows; table snapshot: {len(found.table.get('groups', []))} groups"
+    )
+    for row in found.failing:
+        typer.echo(
+            f"  FAIL {row.get('check')} in {row.get('group') or row.get('scope')}: {_estimate(row)} "
+            f"{_interval(row)} > {row.get('tolerance')} ({row.get('rows')} rows)"
+        )
+    if found.note:
+        typer.echo(f"  note: {found.note}")

@@ -1,0 +1,224 @@
+"""Rollback and incidents: a canary candidate shifted for one group fails the field gate
+within a bounded number of labelled rows, traffic goes back to the certified version, and
+the incident (failing group, estimate, interval, table) survives a restart; an unshifted
+candidate over the same traffic is never rolled back, and over simulated runs the false
+rollback rate stays under alpha. Oracles: numpy decisions from the trained weights."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import sqlite3
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
+
+from edgefair.cli import app as cli_app
+from edgefair.core import tables
+from edgefair.errors import StoreError
+from edgefair.runtime.bundling import build_bundle
+from edgefair.runtime.incidents import IncidentStore, Watch, WatchOptions
+from edgefair.serve import field
+from edgefair.serve.server import ServeConfig, Server
+from edgefair.verification.policy import DEFAULT_POLICY
+from tests import fieldkit as fk
+
+TOKEN = "tok"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SHIFT = np.array([0.0, 0.0, 1.5])
+CHECK_EVERY, MAX_LOOKS, BATCH = 100, 5, 20
+TRIAL = f'[field]\ncandidate = 2\nmode = "canary"\nshare = 0.5\ncheck_every = {CHECK_EVERY}\nmax_looks = {MAX_LOOKS}\n'
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    out = tmp_path_factory.mktemp("incidents")
+    rows = fk.make_rows(1500, 3)
+    w, b = fk.train(rows)
+    ref = fk.save(fk.linear_model(w, b), out / "ref.onnx")
+    certified = fk.certified_bundle(ref, ref, rows, out / "v1")
+    candidates = {}
+    for name, weights in (("shifted", w + SHIFT), ("unshifted", w * 1.01)):
+        model = fk.save(fk.linear_model(weights, b), out / f"{name}.onnx")
+        candidates[name] = build_bundle(model, out / name, sensitive=fk.SENSITIVE)  # not yet certified: on trial
+    return {"w": w, "b": b, "v1": certified, **candidates, "field": fk.make_rows(900, 4)}
+
+
+def _repo(made, tmp_path, candidate):
+    root = tmp_path / "repo"
+    shutil.copytree(made["v1"], root / "lin" / "1")
+    shutil.copytree(made[candidate], root / "lin" / "2")
+    (root / "lin" / "edgefair.toml").write_text(TRIAL)
+    return root
+
+
+def _request(port, method, path, doc=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request(method, path, body=None if doc is None else json.dumps(doc), headers=AUTH)
+    r = conn.getresponse()
+    body = r.read()
+    conn.close()
+    assert r.status == 200, (r.status, body)
+    return body
+
+
+def _traffic(port, rows, start, stop):
+    """Unversioned requests of BATCH rows, each followed by its labels; which version answered."""
+    answered = []
+    for s in range(start, stop, BATCH):
+        sl = slice(s, min(stop, s + BATCH))
+        x = fk.features(rows, sl)
+        ids = [f"id{j}" for j in range(sl.start, sl.stop)]
+        doc = {
+            "inputs": [
+                {"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.reshape(-1).tolist()},
+                {"name": "grp", "datatype": "BYTES", "shape": [len(ids)], "data": rows["grp"][sl].tolist()},
+                {"name": "region", "datatype": "BYTES", "shape": [len(ids)], "data": rows["region"][sl].tolist()},
+            ],
+            "parameters": {"edgefair_ids": ids},
+        }
+        answered.append(json.loads(_request(port, "POST", "/v2/models/lin/infer", doc))["model_version"])
+        _request(port, "POST", "/v2/models/lin/outcomes", {"ids": ids, "labels": rows["y"][sl].tolist()})
+    return answered
+
+
+def _metrics(port):
+    text = _request(port, "GET", "/metrics").decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def _negative_flip_rate(made, rows, labelled, group):
+    """The oracle: numpy decisions of both models on the first ``labelled`` rows."""
+    x = fk.features(rows)[:labelled].astype(np.float64)
+    y = rows["y"][:labelled]
+    ref = (1 / (1 + np.exp(-(x @ made["w"] + made["b"]))) >= 0.5).astype(int)
+    cand = (1 / (1 + np.exp(-(x @ (made["w"] + SHIFT) + made["b"]))) >= 0.5).astype(int)
+    mask = rows["grp"][:labelled] == group
+    return float(np.mean((ref[mask] == y[mask]) & (cand[mask] != y[mask])))
+
+
+def test_a_shifted_canary_is_rolled_back_and_the_incident_survives_a_restart(made, tmp_path):
+    root, db, rows = _repo(made, tmp_path, "shifted"), tmp_path / "incidents.db", made["field"]
+    config = ServeConfig(port=0, token=TOKEN, incidents=str(db))
+    srv = Server(root, config).start()
+    try:
+        before = _traffic(srv.port, rows, 0, 300)
+        after = _traffic(srv.port, rows, 300, 500)
+        incidents = json.loads(_request(srv.port, "GET", "/v2/repository/incidents"))
+        metrics = _metrics(srv.port)
+        fairness = json.loads(_request(srv.port, "GET", "/v2/models/lin/fairness"))
+    finally:
+        srv.stop()
+    assert "1" in before and "2" in before  # the canary answered its share
+    assert set(after) == {"1"}  # rolled back: the certified version answers everything
+    (incident,) = incidents
+    assert incident["check"] == "field_gate" and incident["action"] == "rolled_back"
+    assert (incident["candidate_version"], incident["from_version"], incident["to_version"]) == (2, 2, 1)
+    assert incident["look"] <= 3 and incident["labelled_rows"] < CHECK_EVERY * incident["look"] + BATCH  # bounded
+    nfr = [f for f in incident["failing"] if f["check"] == "negative_flip_rate:group_max" and f["group"] == "b"]
+    assert nfr, incident["failing"]  # the failing group is named
+    expected = _negative_flip_rate(made, rows, incident["labelled_rows"], "b")
+    assert abs(nfr[0]["estimate"] - expected) < 1e-12
+    low, high = nfr[0]["interval"]
+    assert 0.02 < low <= expected <= high  # the whole interval above the tolerance
+    snapshot = tables.from_dict(incident["table"])
+    assert int(snapshot.counts[:, :2].sum()) == incident["labelled_rows"] and snapshot.paired
+    assert metrics[("edgefair_rollbacks_total", (("model", "lin"),))] == 1
+    assert metrics[("edgefair_serving_version", (("model", "lin"),))] == 1
+    assert fairness["field"]["attached"] is False and fairness["version"] == 1
+
+    again = Server(root, config).start()  # a restart: the incident is read back, v2 stays off
+    try:
+        assert set(_traffic(again.port, rows, 500, 600)) == {"1"}
+        kept = json.loads(_request(again.port, "GET", "/v2/models/lin/incidents"))
+        index = {r["version"]: r for r in json.loads(_request(again.port, "POST", "/v2/repository/index", {}))}
+    finally:
+        again.stop()
+    assert [k["id"] for k in kept] == [incident["id"]] and kept[0]["failing"] == incident["failing"]
+    assert index["2"]["reason"] == "rolled back" and index["1"]["serving"]
+
+    listed = CliRunner().invoke(cli_app, ["incidents", "list", str(db)])
+    assert listed.exit_code == 0 and "rolled back v2 -> v1" in listed.output and "field_gate" in listed.output
+    shown = CliRunner().invoke(cli_app, ["incidents", "show", str(db), str(incident["id"]), "--json"])
+    assert json.loads(shown.output)["failing"] == incident["failing"]
+
+
+def test_an_unshifted_canary_is_never_rolled_back(made, tmp_path):
+    root, db, rows = _repo(made, tmp_path, "unshifted"), tmp_path / "incidents.db", made["field"]
+    srv = Server(root, ServeConfig(port=0, token=TOKEN, incidents=str(db))).start()
+    try:
+        answered = _traffic(srv.port, rows, 0, CHECK_EVERY * MAX_LOOKS + BATCH)
+        fairness = json.loads(_request(srv.port, "GET", "/v2/models/lin/fairness"))
+        metrics = _metrics(srv.port)
+    finally:
+        srv.stop()
+    assert answered.count("2") == len(answered) // 2  # the canary kept its exact share to the end
+    assert fairness["field"]["attached"] and fairness["field"]["watch"]["looks"] == MAX_LOOKS
+    assert fairness["field"]["last_look"]["verdict"] in ("pass", "inconclusive")
+    assert metrics[("edgefair_rollbacks_total", (("model", "lin"),))] == 0
+    assert IncidentStore(db).list() == []
+
+
+def test_alert_only_records_the_incident_and_keeps_traffic(made, tmp_path):
+    root, db, rows = _repo(made, tmp_path, "shifted"), tmp_path / "incidents.db", made["field"]
+    srv = Server(root, ServeConfig(port=0, token=TOKEN, incidents=str(db), rollback=False)).start()
+    try:
+        _traffic(srv.port, rows, 0, 300)
+        after = _traffic(srv.port, rows, 300, 400)
+    finally:
+        srv.stop()
+    (incident,) = IncidentStore(db).list()
+    assert incident.action == "alert" and incident.to_version == incident.from_version == 2
+    assert "2" in after  # alert only: the canary still answers its share
+
+
+def test_incident_stores_refuse_what_they_are_not(tmp_path):
+    with pytest.raises(StoreError, match="no such incidents store"):
+        IncidentStore(tmp_path / "none.db", read_only=True)
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (a)").connection.commit()
+    with pytest.raises(StoreError, match="not an edgefair incidents store"):
+        IncidentStore(other)
+
+
+def _false_rollbacks(runs: int, looks: int) -> float:
+    """Unshifted candidates (weights x 1.01) watched the way the server does; share rolled back."""
+    rng = np.random.default_rng(7)
+    w, b = np.array([1.2, -0.8, 0.3]), 0.0
+    failed = 0
+    for run in range(runs):
+        rows = fk.make_rows(CHECK_EVERY * looks, 100 + run)
+        x = fk.features(rows).astype(np.float64)
+        ref = (1 / (1 + np.exp(-(x @ w + b))) >= 0.5).astype(int)
+        cand = (1 / (1 + np.exp(-(x @ (w * 1.01) + b + rng.normal(0, 0.01)))) >= 0.5).astype(int)
+        seen = [0]
+
+        def table(n=seen, rows=rows, ref=ref, cand=cand):
+            k = n[0]
+            sens = {"grp": rows["grp"][:k], "region": rows["region"][:k]}
+            return tables.from_arrays(sens, ref[:k], cand[:k], rows["y"][:k])
+
+        watch = Watch(field.gate_check(table, DEFAULT_POLICY), WatchOptions(check_every=CHECK_EVERY, max_looks=looks))
+        for k in range(CHECK_EVERY, CHECK_EVERY * looks + 1, CHECK_EVERY):
+            seen[0] = k
+            verdict = watch.observe(k)
+            if verdict is not None and verdict.verdict == "fail":
+                failed += 1
+                break
+    return failed / runs
+
+
+def test_false_rollback_rate_is_under_alpha_small():
+    assert _false_rollbacks(runs=6, looks=3) <= DEFAULT_POLICY.alpha
+
+
+@pytest.mark.slow
+def test_false_rollback_rate_is_under_alpha_campaign():
+    assert _false_rollbacks(runs=200, looks=MAX_LOOKS) <= DEFAULT_POLICY.alpha
