@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; nothing is imported at run time
 
 
 SUBPACKAGES = ("convert", "core", "data", "modelio", "report", "runtime", "serve", "verification")
+MODULES = {"spark": "edgefair.distributed.spark"}  # ``edgefair.spark``: verify on Spark (pyspark loads when used)
 
 
 def __getattr__(name: str) -> Any:
@@ -49,4 +50,6 @@ def __getattr__(name: str) -> Any:
         return getattr(import_module(_LAZY[name]), name)
     if name in SUBPACKAGES:  # ``edgefair.report`` without importing it first
         return import_module(f"edgefair.{name}")
+    if name in MODULES:
+        return import_module(MODULES[name])
     raise AttributeError(f"module 'edgefair' has no attribute {name!r}")

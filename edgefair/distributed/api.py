@@ -45,7 +45,27 @@ def is_dask_frame(data: Any) -> bool:
     return type(data).__module__.split(".")[0] == "dask" and hasattr(data, "to_delayed") and hasattr(data, "columns")
 
 
-def _models(
+def evaluate_options(
+    name: str,
+    policy: Policy,
+    label: str | None,
+    sensitive: Sequence[str] | None,
+    threshold: float,
+    positive_label: str | None,
+    score_output: str | None,
+    feature_columns: Sequence[str] | None,
+    batch_size: int | None,
+) -> ev.EvaluateOptions:
+    """The options ``edgefair.compare`` would use on data named ``name``, batches of ``batch_size``."""
+    options = api._options(
+        Source(name), policy, label, sensitive, threshold, positive_label, score_output, feature_columns
+    )
+    if batch_size is not None and batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    return replace(options, chunk_rows=batch_size or options.chunk_rows)
+
+
+def prepare_models(
     reference: str | Path, candidates: Sequence[str | Path], options: ev.EvaluateOptions
 ) -> tuple[ev._Model, list[worker.ModelSpec], list[bytes]]:
     """Open and check the models here, as evaluate does (same errors); their bytes and specs."""
@@ -72,6 +92,24 @@ def _tree(client: Any, leaves: list[Any]) -> tuple[Any, list[Any]]:
     return level[0], made
 
 
+def parquet_ranges(metas: Sequence[FileMeta], batch: int) -> list[tuple[list[FileMeta], int, int, int]]:
+    """Tasks of whole batches, about a row group long: (their files, the first file's first
+    row, start, stop), rows counted over all the files in order."""
+    total = sum(f.rows for f in metas)
+    longest = max((g for f in metas for g in f.row_groups), default=batch)
+    span = batch * max(1, math.ceil(longest / batch))
+    offsets, row = [], 0
+    for f in metas:
+        offsets.append(row)
+        row += f.rows
+    ranges = []
+    for start in range(0, total, span):
+        stop = min(total, start + span)
+        mine = [(o, f) for o, f in zip(offsets, metas, strict=True) if o < stop and o + f.rows > start and f.rows]
+        ranges.append(([f for _, f in mine], mine[0][0], start, stop))
+    return ranges
+
+
 def _parquet_tasks(
     client: Any,
     files: ParquetFiles,
@@ -83,35 +121,23 @@ def _parquet_tasks(
     """One task per run of whole batches, about a row group long; each gets only its files."""
     metas = files.files()
     columns = files.columns(names)
-    total = sum(f.rows for f in metas)
-    batch = options.chunk_rows
-    longest = max((g for f in metas for g in f.row_groups), default=batch)
-    span = batch * max(1, math.ceil(longest / batch))
-    offsets, row = [], 0
-    for f in metas:
-        offsets.append(row)
-        row += f.rows
-    leaves = []
-    for start in range(0, total, span):
-        stop = min(total, start + span)
-        mine = [(o, f) for o, f in zip(offsets, metas, strict=True) if o < stop and o + f.rows > start and f.rows]
-        part: list[FileMeta] = [f for _, f in mine]
-        leaves.append(
-            client.submit(
-                worker.score_parquet_range,
-                part,
-                mine[0][0],
-                columns,
-                start,
-                stop,
-                files.name,
-                specs,
-                blobs,
-                options,
-                pure=False,
-            )
+    leaves = [
+        client.submit(
+            worker.score_parquet_range,
+            part,
+            first_row,
+            columns,
+            start,
+            stop,
+            files.name,
+            specs,
+            blobs,
+            options,
+            pure=False,
         )
-    return leaves, total
+        for part, first_row, start, stop in parquet_ranges(metas, options.chunk_rows)
+    ]
+    return leaves, sum(f.rows for f in metas)
 
 
 def _frame_tasks(
@@ -135,7 +161,8 @@ def _frame_tasks(
     return list(client.compute(tasks))
 
 
-def _sample(ref: ev._Model, chunk: Any, options: ev.EvaluateOptions) -> dict[str, Any]:
+def sample_feeds(ref: ev._Model, chunk: Any, options: ev.EvaluateOptions) -> dict[str, Any]:
+    """The first rows' model feeds (for latency measurements), as evaluate keeps them."""
     if chunk is None or chunk.rows == 0:
         return {}
     exclude = [options.label, *options.sensitive]
@@ -171,13 +198,10 @@ def compare(
         raise InputError(f"data must be a Parquet path or glob or a dask DataFrame, got {type(data).__name__}")
     files = None if frame else ParquetSource(data).files
     name = f"dask DataFrame {data._name}" if frame else files.name  # type: ignore[union-attr]
-    options = api._options(
-        Source(name), pol, label, sensitive, threshold, positive_label, score_output, feature_columns
+    options = evaluate_options(
+        name, pol, label, sensitive, threshold, positive_label, score_output, feature_columns, batch_size
     )
-    if batch_size is not None and batch_size < 1:
-        raise InputError(f"batch_size must be at least 1, got {batch_size}")
-    options = replace(options, chunk_rows=batch_size or options.chunk_rows)
-    ref, specs, raw = _models(reference, candidates, options)
+    ref, specs, raw = prepare_models(reference, candidates, options)
     names = ev.needed_columns(ref.sig, options)
     blobs = [client.scatter(b, broadcast=True) for b in raw]  # once per worker; keyed by content
     held: list[Any] = [*blobs]
@@ -217,19 +241,40 @@ def compare(
         raise EdgefairError(f"{name}: the workers scored {partial.rows} rows but the files hold {total}")
     if frame:
         sha = hashlib.sha256("".join(d + "\n" for d in partial.digests).encode()).hexdigest()
-        _warn_if_unaligned(partial.sizes, options.chunk_rows)
+        warn_if_unaligned(partial.sizes, options.chunk_rows)
+    return build_report(
+        reference, candidates, ref, specs, partial.tables, partial.rows, name, sha, options, pol, first, measure_latency
+    )
+
+
+def build_report(
+    reference: str | Path,
+    candidates: Sequence[str | Path],
+    ref: ev._Model,
+    specs: Sequence[worker.ModelSpec],
+    reduced: Sequence[Any],
+    rows: int,
+    name: str,
+    sha: str,
+    options: ev.EvaluateOptions,
+    policy: Policy,
+    first: Any,
+    measure_latency: bool,
+) -> api.CompareReport:
+    """What ``edgefair.compare`` makes of its tables, from tables reduced elsewhere: the same
+    evaluation, gate and (with ``measure_latency``) latencies on the first rows' feeds."""
     evaluation = ev.Evaluation(
         ref.info,
         tuple(s.info for s in specs[1:]),
-        partial.tables,
+        tuple(reduced),
         name,
         sha,
-        partial.rows,
+        rows,
         options.label,
         tuple(options.sensitive),
         options.threshold,
         ref.choice.name,
-        _sample(ref, first, options),
+        sample_feeds(ref, first, options),
     )
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     ref_latency = api._latencies(reference, evaluation.sample) if measure_latency and evaluation.sample else None
@@ -239,7 +284,7 @@ def compare(
         if ref_latency is not None:
             own = api._latencies(cand, evaluation.sample)
             ratio = {k: own[k] / ref_latency[k] for k in own}
-        reports.append(api.VerifyReport(evaluation, i, gate(evaluation.tables[i], pol), pol, created, ratio))
+        reports.append(api.VerifyReport(evaluation, i, gate(evaluation.tables[i], policy), policy, created, ratio))
     return api.CompareReport(tuple(reports))
 
 
@@ -251,14 +296,15 @@ def _raise_first_error(leaves: Sequence[Any]) -> None:
             raise exc
 
 
-def _warn_if_unaligned(sizes: Sequence[int], batch: int) -> None:
+def warn_if_unaligned(sizes: Sequence[int], batch: int, stacklevel: int = 3) -> None:
+    """Warn when partitions (but the last) do not hold whole batches: not the single-process batches."""
     filled = [s for s in sizes if s]
     if any(s % batch for s in filled[:-1]):
         warnings.warn(
             f"the dask DataFrame's partitions do not all hold a multiple of batch_size={batch} rows, so its batches "
             "are not the single-process ones: a model whose outputs depend on the batch (dynamic int8) may give a "
             "different table than edgefair.verify on the same rows",
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
 
 

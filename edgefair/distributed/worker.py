@@ -94,7 +94,10 @@ def score_chunk(
     return None if scored is None else scored[0]
 
 
-def _score(chunks: Any, models: Sequence[ModelSpec], blobs: Sequence[bytes], options: ev.EvaluateOptions) -> Partial:
+def score_chunks(
+    chunks: Any, models: Sequence[ModelSpec], blobs: Sequence[bytes], options: ev.EvaluateOptions
+) -> Partial:
+    """Chunks scored with this process's sessions of the checked models, into one partial."""
     ref, *cands = [WorkerModel(m, b) for m, b in zip(models, blobs, strict=True)]
     parts: list[list[CountsTable]] = [[] for _ in cands]
     rows = 0
@@ -121,7 +124,7 @@ def score_parquet_range(
 ) -> Partial:
     """Rows ``start:stop`` of Parquet files (``files`` start at row ``first_row``), scored."""
     chunks = read_range(files, names, options.chunk_rows, start, stop, source, first_row)
-    return _score(chunks, models, blobs, options)
+    return score_chunks(chunks, models, blobs, options)
 
 
 def score_frame(
@@ -143,7 +146,7 @@ def score_frame(
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise InputError(f"{where}: the partition cannot be read as columns ({first})") from None
     chunks = list(arrow_chunks(table, cols, options.chunk_rows, where))
-    partial = _score(chunks, models, blobs, options)
+    partial = score_chunks(chunks, models, blobs, options)
     return Partial(partial.tables, partial.rows, partial.sizes, (digest(chunks),))
 
 
