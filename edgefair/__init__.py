@@ -28,6 +28,8 @@ _LAZY = {
     "load_policy": "edgefair.verification.policy",
     "Policy": "edgefair.verification.policy",
     "FairSession": "edgefair.runtime.session",
+    "tune": "edgefair.tune",
+    "TuneResult": "edgefair.tune.result",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -37,6 +39,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; nothing is imported at run time
     from edgefair.core.tables import CountsTable, from_arrays, merge
     from edgefair.errors import EdgefairError, InputError, ModelError, PolicyError
     from edgefair.runtime.session import FairSession
+    from edgefair.tune import tune
+    from edgefair.tune.result import TuneResult
     from edgefair.verification.api import CompareReport, VerifyReport, compare, verify
     from edgefair.verification.policy import Policy, load_policy
 

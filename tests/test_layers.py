@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("edgefair.convert", "edgefair.verification", "edgefair.runtime"),
     ("edgefair.distributed",),
     ("edgefair.report",),
+    ("edgefair.tune",),
     ("edgefair.serve",),
     ("edgefair.demo",),
     ("edgefair.cli",),

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from edgefair.cli import convert, deploy, evaluate, runtime
+from edgefair.cli import convert, deploy, evaluate, runtime, tune
 from edgefair.cli.common import EXIT_USAGE
 from edgefair.errors import EdgefairError
 from edgefair.version import __version__
@@ -25,10 +25,12 @@ app = typer.Typer(
 for command in (evaluate.metrics, convert.export, convert.convert, evaluate.verify, evaluate.compare, evaluate.schema):
     app.command()(command)
 app.command()(runtime.demo)
+app.command()(tune.tune)
 app.add_typer(runtime.bundle_app, name="bundle")
 app.add_typer(runtime.counters_app, name="counters")
 app.command()(runtime.serve)
 app.add_typer(deploy.incidents_app, name="incidents")
+app.command()(deploy.card)
 
 
 def version_callback(value: bool) -> None:

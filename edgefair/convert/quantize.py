@@ -33,6 +33,7 @@ from edgefair.convert.common import (
     op_counts,
     save_model,
 )
+from edgefair.convert.half import fp16
 from edgefair.errors import InputError, ModelError
 
 QUANTISED_OPS = {
@@ -151,7 +152,7 @@ def quantize(
         work.CopyFrom(model)
         dedupe_opsets(work)
         _name_nodes(work)
-        return _fp16(work)
+        return fp16(work)
     with tempfile.TemporaryDirectory(prefix="edgefair-quant-") as tmp:
         src, out = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         prepared, rewritten = _prepare(model, options, Path(tmp))
@@ -386,22 +387,6 @@ def _static(src: Path, out: Path, ops: list[str], options: QuantizeOptions, read
         )
 
 
-def _upstream_of_weights(model: onnx.ModelProto) -> list[str]:
-    """Nodes before the first weighted op: the preprocessing. fp16 there buys nothing and
-    breaks graphs that mix ML-domain float32 outputs into a Concat, so it stays float32."""
-    readers = consumers(model)
-    frontier = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv", "ConvTranspose")]
-    downstream: set[int] = set()
-    while frontier:
-        node = frontier.pop()
-        if id(node) in downstream:
-            continue
-        downstream.add(id(node))
-        for out in node.output:
-            frontier.extend(readers.get(out, []))
-    return [n.name for n in model.graph.node if id(n) not in downstream]
-
-
 def _name_nodes(model: onnx.ModelProto) -> None:
     """Give every node a unique name: node lists passed to the converters need them."""
     seen: set[str] = set()
@@ -409,31 +394,3 @@ def _name_nodes(model: onnx.ModelProto) -> None:
         if not n.name or n.name in seen:
             n.name = f"{n.op_type}_{i}_edgefair"
         seen.add(n.name)
-
-
-def _fp16(model: onnx.ModelProto) -> ConversionResult:
-    from onnxconverter_common import float16
-
-    floats_before = sum(1 for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
-    if not floats_before:
-        raise ModelError("nothing to convert to fp16: the model has no float32 initializers")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            converted = float16.convert_float_to_float16(
-                model, keep_io_types=True, node_block_list=_upstream_of_weights(model)
-            )
-    except Exception as exc:
-        raise ModelError(f"fp16 conversion failed: {exc}".splitlines()[0]) from None
-    halves = sum(1 for t in converted.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16)
-    if not halves:
-        raise ModelError("fp16 conversion changed nothing: no initializer became float16")
-    report = {
-        "mode": "fp16",
-        "initializers_converted": halves,
-        "values_clamped_to_fp16_range": sum("truncated" in str(w.message) for w in caught),
-        "note": "fp16 halves the weights; on CPU it saves size, not time",
-        "size_before": len(model_bytes(model)),
-        "size_after": len(model_bytes(converted)),
-    }
-    return ConversionResult(converted, True, report)

@@ -1,0 +1,248 @@
+"""The search space: one frozen spec per compressed variant, the stages that list them, and
+how a spec becomes a checked model.
+
+A spec names every knob (quantisation mode and its options, pruning, onnxruntime's offline
+graph optimisation); its ``key`` identifies a build in the cache. Stages:
+
+- ``base``: dynamic int8 (per-tensor/per-channel x reduce_range), static int8 (QDQ with u8
+  activations, s8 weights and MinMax on random rows, then one knob changed at a time:
+  QOperator, s8 activations, u8 weights, Entropy, Percentile, group-balanced rows,
+  per-channel, output layer quantised too), fp16, offline graph optimisation, structured
+  pruning in steps of 0.1 and magnitude pruning;
+- ``node``: one weighted node quantised alone, to measure what it moves and what it saves;
+- ``fallback``: quantise everything, keep in float the nodes that move a group most or
+  cost more time than they save;
+- ``combination``: passing structured pruning levels with the passing quantisations, and
+  offline optimisation of the best.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgefair import convert as conv
+from edgefair.convert.common import model_bytes
+from edgefair.convert.quantize import CalibrationMethod, IntType, QuantFormat, QuantizeOptions, QuantMode
+from edgefair.errors import ModelError
+
+FAMILIES = ("dynamic", "static", "fp16", "optimise", "structured", "magnitude")
+STRUCTURED_STEPS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+MAGNITUDE_STEPS = (0.3, 0.5, 0.7, 0.9)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VariantSpec:
+    """Every knob of one variant. ``stage`` says why it was tried; it is not part of the build."""
+
+    quantize: QuantizeOptions | None = None
+    balanced_calibration: bool = False  # static int8: equal calibration rows per group
+    prune_structured: float | None = None
+    prune_magnitude: float | None = None
+    optimise: bool = False  # onnxruntime's offline (basic, standard ops only) graph optimisation
+    stage: str = "base"
+
+    def knobs(self) -> dict[str, Any]:
+        q = self.quantize
+        return {
+            "quantize": None if q is None else _plain(dataclasses.asdict(q)),
+            "balanced_calibration": self.balanced_calibration,
+            "prune_structured": self.prune_structured,
+            "prune_magnitude": self.prune_magnitude,
+            "optimise": self.optimise,
+        }
+
+    def key(self) -> str:
+        """The build's identity (what the cache maps to a model hash)."""
+        return json.dumps(self.knobs(), sort_keys=True)
+
+    @property
+    def family(self) -> str:
+        q = self.quantize
+        if q is not None:
+            return {QuantMode.DYNAMIC_INT8: "dynamic", QuantMode.STATIC_INT8: "static", QuantMode.FP16: "fp16"}[q.mode]
+        if self.prune_structured:
+            return "structured"
+        if self.prune_magnitude:
+            return "magnitude"
+        return "optimise"
+
+    @property
+    def name(self) -> str:
+        parts = []
+        if self.prune_structured:
+            parts.append(f"structured {self.prune_structured:.0%}")
+        if self.prune_magnitude:
+            parts.append(f"magnitude {self.prune_magnitude:.0%}")
+        q = self.quantize
+        if q is not None:
+            parts.append(_quant_name(q, self.balanced_calibration))
+        if self.optimise:
+            parts.append("ort-optimised")
+        return " + ".join(parts)
+
+
+def _plain(doc: Any) -> Any:
+    if isinstance(doc, dict):
+        return {k: _plain(v) for k, v in doc.items()}
+    if isinstance(doc, (list, tuple)):
+        return [_plain(v) for v in doc]
+    return doc.value if isinstance(doc, enum.Enum) else doc
+
+
+def _quant_name(q: QuantizeOptions, balanced: bool) -> str:
+    if q.mode is QuantMode.FP16:
+        return "fp16"
+    bits = [f"{q.mode.value} int8"]
+    if q.mode is QuantMode.STATIC_INT8:
+        bits.append(f"{q.quant_format.value} {q.activation_type.value[0]}8/{q.weight_type.value[0]}8")
+        bits.append(q.calibration_method.value + (" balanced" if balanced else ""))
+        if not q.keep_output_layer_float:
+            bits.append("output quantised")
+    bits.append("per-channel" if q.per_channel else "per-tensor")
+    if q.reduce_range:
+        bits.append("reduce-range")
+    if q.nodes_to_exclude:
+        bits.append(f"{len(q.nodes_to_exclude)} float")
+    return " ".join(bits)
+
+
+def base_specs(families: Sequence[str]) -> list[VariantSpec]:
+    """Stage 1, cheapest first: dynamic int8, fp16, optimisation, structured, static, magnitude."""
+    dyn = QuantizeOptions(mode=QuantMode.DYNAMIC_INT8)
+    static = QuantizeOptions(mode=QuantMode.STATIC_INT8)
+    out: list[VariantSpec] = []
+    if "dynamic" in families:
+        for per_channel, reduce_range in ((False, False), (True, False), (False, True), (True, True)):
+            out.append(
+                VariantSpec(quantize=dataclasses.replace(dyn, per_channel=per_channel, reduce_range=reduce_range))
+            )
+    if "fp16" in families:
+        out.append(VariantSpec(quantize=QuantizeOptions(mode=QuantMode.FP16)))
+    if "optimise" in families:
+        out.append(VariantSpec(optimise=True))
+    if "structured" in families:
+        out.extend(VariantSpec(prune_structured=f) for f in STRUCTURED_STEPS)
+    if "static" in families:
+        r = dataclasses.replace
+        out.append(VariantSpec(quantize=static))
+        out.extend(
+            VariantSpec(quantize=q)
+            for q in (
+                r(static, quant_format=QuantFormat.QOPERATOR),
+                r(static, activation_type=IntType.INT8),
+                r(static, weight_type=IntType.UINT8),
+                r(static, calibration_method=CalibrationMethod.ENTROPY),
+                r(static, calibration_method=CalibrationMethod.PERCENTILE),
+                r(static, per_channel=True),
+                r(static, keep_output_layer_float=False),
+            )
+        )
+        out.append(VariantSpec(quantize=static, balanced_calibration=True))
+    if "magnitude" in families:
+        out.extend(VariantSpec(prune_magnitude=f) for f in MAGNITUDE_STEPS)
+    return out
+
+
+def node_specs(base: VariantSpec, nodes: Sequence[str]) -> list[VariantSpec]:
+    """One weighted node quantised alone (every other kept float), for each node."""
+    assert base.quantize is not None
+    return [
+        dataclasses.replace(
+            base,
+            quantize=dataclasses.replace(base.quantize, nodes_to_exclude=tuple(n for n in nodes if n != node)),
+            stage="node",
+        )
+        for node in nodes
+    ]
+
+
+def fallback_specs(
+    base: VariantSpec, harmful: Sequence[str], slow: Sequence[str], nodes: Sequence[str]
+) -> list[VariantSpec]:
+    """Everything quantised but the ``k`` most harmful nodes (k = 1, 2, ...), the slow nodes,
+    and both; never all nodes (that is the source)."""
+    assert base.quantize is not None
+    sets: list[tuple[str, ...]] = [tuple(harmful[:k]) for k in range(1, len(harmful) + 1)]
+    if slow:
+        sets.append(tuple(slow))
+        sets.extend(tuple(dict.fromkeys([*s, *slow])) for s in list(sets[:-1]))
+    out, seen = [], set()
+    for keep in sets:
+        if not keep or set(keep) >= set(nodes) or frozenset(keep) in seen:
+            continue
+        seen.add(frozenset(keep))
+        out.append(
+            dataclasses.replace(
+                base, quantize=dataclasses.replace(base.quantize, nodes_to_exclude=keep), stage="fallback"
+            )
+        )
+    return out
+
+
+def combination_specs(structured: Sequence[float], quantised: Sequence[VariantSpec]) -> list[VariantSpec]:
+    """Each passing structured level with each passing quantisation (node lists dropped: the
+    pruned graph is another graph), largest fractions first."""
+    out = []
+    for fraction in sorted(structured, reverse=True):
+        for spec in quantised:
+            assert spec.quantize is not None
+            q = dataclasses.replace(spec.quantize, nodes_to_exclude=())
+            out.append(dataclasses.replace(spec, quantize=q, prune_structured=fraction, stage="combination"))
+    unique = {s.key(): s for s in out}
+    return list(unique.values())
+
+
+def build(
+    source: onnx.ModelProto,
+    spec: VariantSpec,
+    calibration: Mapping[bool, Mapping[str, np.ndarray]],
+    feature_columns: Sequence[str] | None,
+) -> onnx.ModelProto:
+    """The checked model of ``spec`` (ModelError when it cannot be built). ``calibration``:
+    random rows under False, group-balanced rows under True (static int8 only)."""
+    model = source
+    if spec.quantize is not None or spec.prune_structured or spec.prune_magnitude:
+        options = conv.ConvertOptions(
+            quantize=spec.quantize,
+            prune=spec.prune_magnitude,
+            prune_structured=spec.prune_structured,
+            feature_columns=tuple(feature_columns) if feature_columns else None,
+            allow_larger=True,  # the search measures size; a larger variant just ranks last
+        )
+        static = spec.quantize is not None and spec.quantize.mode is QuantMode.STATIC_INT8
+        rows = calibration[spec.balanced_calibration] if static else None
+        model = conv.convert(source, options, None, rows).model
+    if spec.optimise:
+        model = optimised(model)
+    return model
+
+
+def optimised(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxruntime's offline graph optimisation at the basic level (constant folding,
+    redundant nodes, standard-op fusions), saved: higher levels write com.microsoft ops,
+    which the model-safety check refuses on the device."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="edgefair-opt-") as tmp:
+        out = Path(tmp) / "opt.onnx"
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        opts.optimized_model_filepath = str(out)
+        opts.log_severity_level = 3
+        try:
+            ort.InferenceSession(model_bytes(model), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelError(f"onnxruntime cannot optimise the model: {str(exc).splitlines()[0][:200]}") from None
+        result = onnx.load_model(str(out))
+    conv.validate(result, "optimised model")
+    return result
