@@ -30,6 +30,7 @@ app.add_typer(runtime.bundle_app, name="bundle")
 app.add_typer(runtime.counters_app, name="counters")
 app.command()(runtime.serve)
 app.add_typer(deploy.incidents_app, name="incidents")
+app.command()(deploy.card)
 
 
 def version_callback(value: bool) -> None:

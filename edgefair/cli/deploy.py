@@ -4,7 +4,7 @@ from a bundle's certificate): parse, one library call, format."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -15,15 +15,14 @@ incidents_app = typer.Typer(no_args_is_help=True, help="Failed field checks and 
 StoreArg = Annotated[Path, typer.Argument(help="Incidents store (SQLite), as given to serve --incidents.")]
 
 
-def _interval(row: dict[str, object]) -> str:
-    iv = row.get("interval") or [None, None]
-    low, high = iv  # type: ignore[misc]
-    if low is None or high is None:
+def _interval(row: dict[str, Any]) -> str:
+    iv = row.get("interval")
+    if not isinstance(iv, list) or len(iv) != 2 or not all(isinstance(v, (int, float)) for v in iv):
         return "[n/a]"
-    return f"[{low:+.4f}, {high:+.4f}]"
+    return f"[{iv[0]:+.4f}, {iv[1]:+.4f}]"
 
 
-def _estimate(row: dict[str, object]) -> str:
+def _estimate(row: dict[str, Any]) -> str:
     value = row.get("estimate")
     return f"{value:+.4f}" if isinstance(value, (int, float)) else "n/a"
 
@@ -91,3 +90,24 @@ def incidents_show(
         )
     if found.note:
         typer.echo(f"  note: {found.note}")
+
+
+def card(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory or zip.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="card.md (Markdown) or card.html.")],
+    about: Annotated[
+        Path | None, typer.Option(help="TOML with your words: intended_use, limitations, authors, ...")
+    ] = None,
+) -> None:
+    """A model card from the bundle's certificate (Hugging Face model card headings)."""
+    from edgefair.errors import InputError
+    from edgefair.files import refuse_overwriting_inputs, write_text
+    from edgefair.report.card import build_card
+
+    suffix = output.suffix.lower()
+    if suffix not in (".md", ".html", ".htm"):
+        raise InputError(f"{output}: the card's file name must end in .md or .html")
+    refuse_overwriting_inputs([output], [bundle, *([about] if about else [])])
+    built = build_card(bundle, about)
+    write_text(output, built.to_markdown() if suffix == ".md" else built.to_html())
+    typer.echo(f"wrote {output}: {built.title}, {len(built.sections)} sections")
