@@ -167,14 +167,19 @@ class _Search:
         return [i for i in indices if (f := self.variants[i].fairness) is not None and f.verdict == "pass"]
 
 
+FALLBACK_BASES = 4  # per family: the fastest (smallest) base variants that get float fallbacks
+
+
 def _fallbacks(search: _Search, base_indices: list[int]) -> None:
     """Per family (dynamic, static): screen each node alone from the family's fastest base
-    variant, then keep float the nodes that move a group most and those that cost time."""
+    variant, then, on its fastest base variants (those with the same node names), keep float
+    the nodes that move a group most and those that cost more time than they save."""
     for family in ("dynamic", "static"):
         members = [i for i in base_indices if search.variants[i].family == family and search.variants[i].evaluated]
         if not members or search.stopped:
             continue
-        base = search.specs[min(members, key=lambda i: (search.value(i), i))]
+        members.sort(key=lambda i: (search.value(i), i))
+        base = search.specs[members[0]]
         assert base.quantize is not None
         nodes = quantisable_nodes(search.model, base.quantize)
         if len(nodes) < 2:
@@ -191,7 +196,12 @@ def _fallbacks(search: _Search, base_indices: list[int]) -> None:
         slow: list[str] = []
         if search.options.objective == "latency":  # quantising it alone costs time: keep it float
             slow = [n for n in nodes if n in alone and (lat := alone[n].latency) is not None and lat.ratio > 1.0]
-        search.run_stage(space.fallback_specs(base, harmful, slow, nodes))
+        specs = []
+        for i in members[:FALLBACK_BASES]:
+            q = search.specs[i].quantize
+            if q is not None and set(quantisable_nodes(search.model, q)) == set(nodes):
+                specs.extend(space.fallback_specs(search.specs[i], harmful, slow, nodes))
+        search.run_stage(specs)
 
 
 def _combinations(search: _Search, base_indices: list[int]) -> None:
