@@ -119,6 +119,8 @@ class CounterStore:
                 self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: safe against process crashes
                 self._db.executescript(SCHEMA)
                 self._db.execute("BEGIN IMMEDIATE")  # a read-only file or folder fails here, not at the first flush
+                # a read-only file in a writable folder passes BEGIN IMMEDIATE: only a write fails
+                self._db.execute("UPDATE meta SET value = value WHERE key = 'schema'")
                 self._db.execute("ROLLBACK")
             self._check_meta()
             self._flushed = self.load()
