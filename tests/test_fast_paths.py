@@ -160,3 +160,26 @@ def test_factorize_matches_a_dict_of_first_appearances(name: str) -> None:
     assert codes.dtype == np.int64
     assert codes.tolist() == expected_codes
     assert uniques == expected_uniques
+
+
+# -- text to numbers ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["one object per value", "an object per row"])
+def test_text_as_float_converts_distinct_values_as_every_row_would(shared: bool) -> None:
+    """Oracle: Python's float() on each stripped value, missing markers as NaN."""
+    from edgefair.data.columns import text_as_float
+
+    rng = np.random.default_rng(4)
+    pool = ["1", " 2.5", "3e2 ", "NA", "?", "", "nan", " -0", "inf", "7"]
+    picks = rng.integers(0, len(pool), 5000)
+    values = np.array([pool[i] if shared else "".join(list(pool[i])) for i in picks], dtype=object)
+    expected = [float("nan") if v.strip() in data.MISSING else float(v) for v in values.tolist()]
+    got = text_as_float(values)
+    np.testing.assert_array_equal(got, np.array(expected))
+    np.testing.assert_array_equal(text_as_float(values.astype(str).reshape(-1, 1)), np.array(expected).reshape(-1, 1))
+    with pytest.raises(ValueError):
+        text_as_float(np.concatenate([values, np.array(["twelve"], dtype=object)]))
+    mixed = np.array([1, True] * 50, dtype=object)  # 1 == True, but 'True' is not a number
+    with pytest.raises(ValueError):
+        text_as_float(mixed)

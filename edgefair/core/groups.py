@@ -58,7 +58,11 @@ def _object_addresses(arr: np.ndarray) -> npt.NDArray[np.uintp]:
 def _first_appearances(keys: np.ndarray) -> tuple[IntArray, IntArray]:
     """Codes 0..k-1 in order of first appearance and each code's first row, for keys whose
     equality is exact (integers, or fixed-width strings): a sort of the keys, no Python per row."""
-    distinct = np.unique(keys)  # sorted
+    if keys.dtype.kind in "iu":  # a plain sort: numpy's hashed unique is slow on many integers
+        ordered = np.sort(keys)
+        distinct = ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+    else:
+        distinct = np.unique(keys)  # sorted
     codes = _sorted_codes(keys, distinct)
     firsts = np.full(len(distinct), len(keys), np.int64)
     np.minimum.at(firsts, codes, np.arange(len(keys)))

@@ -67,6 +67,29 @@ def is_missing(text: npt.NDArray[np.str_]) -> npt.NDArray[np.bool_]:
     return np.isin(np.char.strip(text), MISSING)
 
 
+def text_as_float(values: np.ndarray) -> npt.NDArray[np.float64]:
+    """Text as float64, missing markers as NaN; ValueError if a value is not a number.
+
+    Strings are converted once per distinct value (a CSV chunk holds few: its fast reader
+    shares one string object per value), which gives exactly what converting every row gives."""
+    from edgefair.core.groups import factorize  # core is the layer below
+
+    flat = values.reshape(-1)
+    if flat.dtype.kind in "OU" and len(flat) > 64:
+        codes, _ = factorize(flat)
+        firsts = np.full(int(codes.max()) + 1, len(flat), np.int64)
+        np.minimum.at(firsts, codes, np.arange(len(flat)))
+        representatives = flat[firsts]
+        if all(type(v) is str for v in representatives.tolist()):  # equal strings convert alike
+            return _text_as_float(representatives)[codes].reshape(values.shape)
+    return _text_as_float(values)
+
+
+def _text_as_float(values: np.ndarray) -> npt.NDArray[np.float64]:
+    text = values.astype(str)
+    return np.where(is_missing(text), "nan", text).astype(np.float64)
+
+
 def numeric(
     values: npt.ArrayLike, name: str, source: str, first_line: int = 2, allow_missing: bool = True
 ) -> npt.NDArray[np.float64]:
@@ -75,11 +98,11 @@ def numeric(
     if arr.dtype.kind in "iufb":
         out = arr.astype(np.float64)
     else:
-        text = arr.astype(str)
-        filled = np.where(is_missing(text), "nan", text)
         try:
-            out = filled.astype(np.float64)
+            out = text_as_float(arr)
         except ValueError:
+            text = arr.astype(str)
+            filled = np.where(is_missing(text), "nan", text)
             for i, v in enumerate(filled.tolist()):
                 try:
                     float(v)

@@ -130,57 +130,61 @@ def _text(binary: Any, encoding: str) -> io.TextIOWrapper:
 READ_BYTES = 1 << 22  # bytes asked of the stream at a time by the fast reader
 
 
-def _plain(block: bytes) -> bool:
-    """Whether pyarrow without quoting reads these whole lines exactly as the csv module does:
-    no quotes, NUL, blank lines or lone CRs, valid UTF-8, each line under the field limit,
-    and no byte-order mark at the start (pyarrow would skip it)."""
-    if b'"' in block or b"\0" in block or b"\n\n" in block or b"\n\r\n" in block:
+def _plain(block: bytes, ends: np.ndarray) -> bool:
+    """Whether pyarrow without quoting reads these whole lines (their line breaks at ``ends``)
+    exactly as the csv module does: no quotes, NUL, blank lines or lone CRs, valid UTF-8, each
+    line under the field limit, and no byte-order mark at the start (pyarrow would skip it)."""
+    if b'"' in block or b"\0" in block or b"\n\n" in block or block.startswith((b"\n", b"\r", BOM)):
         return False
-    if block.startswith((b"\n", b"\r", BOM)) or block.count(b"\r") != block.count(b"\r\n"):
+    if b"\r" in block and (b"\n\r\n" in block or block.count(b"\r") != block.count(b"\r\n")):
         return False
     if not block.isascii():
         try:
             block.decode("utf-8")
         except UnicodeDecodeError:
             return False
-    ends = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
-    longest = int(np.diff(ends, prepend=-1).max(initial=0)) if len(ends) else 0
-    last = len(block) - (int(ends[-1]) + 1 if len(ends) else 0)  # a last line without a line break
-    return max(longest, last) < csv.field_size_limit()  # a longer line may hold a field csv refuses
+    limit = csv.field_size_limit()  # a longer line may hold a field the csv module refuses
+    if len(block) < limit:
+        return True
+    starts = np.concatenate(([0], ends + 1))
+    return int(np.diff(np.append(starts, len(block))).max()) < limit
 
 
-def _cut(buffer: bytearray, binary: Any, lines: int) -> tuple[int, bool]:
+def _cut(buffer: bytearray, binary: Any, lines: int) -> tuple[int, np.ndarray]:
     """Read until ``buffer`` holds ``lines`` whole lines (or the stream ends): the end of the
-    last of them (of everything, at the end) and whether the stream ended."""
-    while buffer.count(b"\n") < lines:
+    last of them (of everything, at the end) and the positions of the line breaks before it."""
+    have = buffer.count(b"\n")
+    while have < lines:
         more = binary.read(READ_BYTES)
         if not more:
-            return len(buffer), True
+            return len(buffer), np.flatnonzero(np.frombuffer(buffer, np.uint8) == 10)
+        have += more.count(b"\n")
         buffer += more
-    ends = np.flatnonzero(np.frombuffer(buffer, np.uint8) == 10)
-    return int(ends[lines - 1]) + 1, False
+    ends = np.flatnonzero(np.frombuffer(buffer, np.uint8) == 10)[:lines]
+    return int(ends[-1]) + 1, ends
 
 
 def _arrow_chunks(binary: Any, source: str, columns: Sequence[str] | None, chunk_rows: int) -> Iterator[Chunk]:
     buffer = bytearray()
-    end, _ = _cut(buffer, binary, 1)
+    end, ends = _cut(buffer, binary, 1)
     head = bytes(buffer[:end])
     if head.startswith(BOM):
-        head = head[len(BOM) :]
-    if not head.strip(b"\r\n") or not _plain(head):  # empty, quoted or odd header: the csv module reads it
+        head, ends = head[len(BOM) :], ends - len(BOM)
+    # an empty, quoted or otherwise odd header: the csv module reads the whole file
+    if not head.strip(b"\r\n") or not _plain(head, ends[ends < len(head)]):
         yield from _python_chunks(BufferedReader(_Prefixed(bytes(buffer), binary)), source, columns, chunk_rows)
         return
     layout = _Layout(*_header(csv.reader([head.decode("utf-8")]), source, columns))
     del buffer[:end]
     line, started = 2, False  # the line of the next row; whether a chunk was yielded
     while True:
-        end, _ = _cut(buffer, binary, chunk_rows)
+        end, ends = _cut(buffer, binary, chunk_rows)
         block = bytes(buffer[:end])
         if not block:  # the stream ended
             if not started:
                 yield _chunk(layout.wanted, [], line, source)  # a header and no rows
             return
-        table = _arrow_table(block, layout) if _plain(block) else None
+        table = _arrow_table(block, layout) if _plain(block, ends) else None
         if table is None:  # from here on the csv module reads, and names any error's line
             rest = BufferedReader(_Prefixed(bytes(buffer), binary))
             yield from _rows(csv.reader(_text(rest, "utf-8")), source, layout, chunk_rows, line - 1, started)
