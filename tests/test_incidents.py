@@ -152,9 +152,11 @@ def test_a_shifted_canary_is_rolled_back_and_the_incident_survives_a_restart(mad
 
 def test_an_unshifted_canary_is_never_rolled_back(made, tmp_path):
     root, db, rows = _repo(made, tmp_path, "unshifted"), tmp_path / "incidents.db", made["field"]
-    srv = Server(root, ServeConfig(port=0, token=TOKEN, incidents=str(db))).start()
+    stores = tmp_path / "stores"
+    sent = CHECK_EVERY * MAX_LOOKS + BATCH
+    srv = Server(root, ServeConfig(port=0, token=TOKEN, incidents=str(db), store=str(stores))).start()
     try:
-        answered = _traffic(srv.port, rows, 0, CHECK_EVERY * MAX_LOOKS + BATCH)
+        answered = _traffic(srv.port, rows, 0, sent)
         fairness = json.loads(_request(srv.port, "GET", "/v2/models/lin/fairness"))
         metrics = _metrics(srv.port)
     finally:
@@ -164,6 +166,37 @@ def test_an_unshifted_canary_is_never_rolled_back(made, tmp_path):
     assert fairness["field"]["last_look"]["verdict"] in ("pass", "inconclusive")
     assert metrics[("edgefair_rollbacks_total", (("model", "lin"),))] == 0
     assert IncidentStore(db).list() == []
+    # the paired cells on /metrics, against numpy's decisions of both models on the rows sent
+    x = fk.features(rows)[:sent].astype(np.float64)
+    ref = 1 / (1 + np.exp(-(x @ made["w"] + made["b"]))) >= 0.5
+    cand = 1 / (1 + np.exp(-(x @ (made["w"] * 1.01) + made["b"]))) >= 0.5
+    for group in ("a", "b"):
+        mask = rows["grp"][:sent] == group
+        labels = {"model": "lin", "candidate": "2", "attribute": "grp", "group": group}
+        key = tuple(sorted({**labels, "reference_decision": "1", "candidate_decision": "1"}.items()))
+        assert metrics[("edgefair_field_pairs_total", key)] == int((ref & cand & mask).sum())
+    # the field table is written at each look, for edgefair counters show|gate
+    written = tables.from_json((stores / "lin-field-v1-v2.json").read_text())
+    assert written.paired and int(written.counts[:, :2].sum()) == CHECK_EVERY * MAX_LOOKS
+
+
+def test_a_drifting_serving_version_gives_way_to_the_earlier_certified_one(made, tmp_path):
+    root, db = tmp_path / "repo", tmp_path / "incidents.db"
+    shutil.copytree(made["v1"], root / "lin" / "1")
+    shutil.copytree(made["v1"], root / "lin" / "2")  # a second certified version, served as the latest
+    (root / "lin" / "edgefair.toml").write_text(f"[field]\ncheck_every = {CHECK_EVERY}\nmax_looks = {MAX_LOOKS}\n")
+    rows = dict(made["field"])
+    rows["x0"] = rows["x0"] + 2.0  # the field is not the certificate's population: decisions drift to 1
+    srv = Server(root, ServeConfig(port=0, token=TOKEN, incidents=str(db))).start()
+    try:
+        before = _traffic(srv.port, rows, 0, 300)
+        after = _traffic(srv.port, rows, 300, 400)
+    finally:
+        srv.stop()
+    (incident,) = IncidentStore(db).list()
+    assert incident.check == "drift" and (incident.from_version, incident.to_version) == (2, 1)
+    assert before[0] == "2" and set(after) == {"1"}
+    assert any(f["check"] == "selection_rate:drift" for f in incident.failing)
 
 
 def test_alert_only_records_the_incident_and_keeps_traffic(made, tmp_path):
@@ -188,8 +221,12 @@ def test_incident_stores_refuse_what_they_are_not(tmp_path):
         IncidentStore(other)
 
 
-def _false_rollbacks(runs: int, looks: int) -> float:
-    """Unshifted candidates (weights x 1.01) watched the way the server does; share rolled back."""
+def _false_rollbacks(runs: int, looks: int, flip: float = 0.019) -> float:
+    """Candidates that keep the policy, watched the way the server watches them; the share of
+    runs rolled back. Each candidate is the reference with every decision flipped at random
+    with probability ``flip``: its negative flip rate (~0.014) is under the 0.02 tolerance and
+    its accuracy drop (~flip x (2 accuracy - 1), about 0.008) just under the 0.01 of
+    overall_drop, so the looks meet a candidate near the edge of what the policy allows."""
     rng = np.random.default_rng(7)
     w, b = np.array([1.2, -0.8, 0.3]), 0.0
     failed = 0
@@ -197,7 +234,7 @@ def _false_rollbacks(runs: int, looks: int) -> float:
         rows = fk.make_rows(CHECK_EVERY * looks, 100 + run)
         x = fk.features(rows).astype(np.float64)
         ref = (1 / (1 + np.exp(-(x @ w + b))) >= 0.5).astype(int)
-        cand = (1 / (1 + np.exp(-(x @ (w * 1.01) + b + rng.normal(0, 0.01)))) >= 0.5).astype(int)
+        cand = np.where(rng.random(len(ref)) < flip, 1 - ref, ref)
         seen = [0]
 
         def table(n=seen, rows=rows, ref=ref, cand=cand):

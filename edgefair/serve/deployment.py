@@ -76,7 +76,7 @@ class Deployment:
         """Pick the default version and attach the field trial (if any, and not rolled back)."""
         self.rejected = set(rejected)
         trial = self.entry.config.field
-        excluded = self.rejected | ({trial.candidate} if trial else set())
+        excluded = self.rejected | ({trial.candidate} if trial and trial.candidate is not None else set())
         wanted = self.entry.config.default
         if isinstance(wanted, int) and wanted not in self.rejected:
             self.default = wanted if wanted in self.versions else None
@@ -86,7 +86,7 @@ class Deployment:
             self.default = max(good) if good else None
             self.note = "" if good else "no loaded version's certificate passed; ask for a version explicitly"
         self.trial = None
-        if trial and self.default is not None and trial.candidate in self.versions:
+        if trial and trial.candidate is not None and self.default is not None and trial.candidate in self.versions:
             if trial.candidate in self.rejected:
                 self.note = f"candidate {trial.candidate} was rolled back (see the incidents); not run again"
             else:

@@ -15,8 +15,8 @@ no versions, an unknown key in ``edgefair.toml``.
 
     default = "latest_certified"     # or a version number: what answers unversioned requests
     allow_failed_certificate = false # may a version whose certificate did not pass be loaded?
-    [field]                          # a candidate version checked in the field
-    candidate = 2
+    [field]                          # checks in the field
+    candidate = 2                    # a candidate version beside the serving one (optional)
     mode = "shadow"                  # shadow (serving answers) | canary (candidate answers `share`)
     share = 0.1
     check_every = 200                # labelled rows between looks at the gate
@@ -49,7 +49,7 @@ LATEST_CERTIFIED = "latest_certified"
 
 @dataclass(frozen=True, kw_only=True)
 class FieldTrial:
-    candidate: int
+    candidate: int | None  # None: only the serving version's drift is watched
     mode: str = "shadow"
     share: float = 0.0
     check_every: int = 200
@@ -111,8 +111,6 @@ def read_config(model_dir: Path) -> ModelConfig:
     if "field" in doc:
         f = doc["field"]
         _typed(f, _FIELD, f"{path} [field]")
-        if "candidate" not in f:
-            raise RepositoryError(f"{path} [field]: 'candidate' (a version number) is required")
         mode = f.get("mode", "shadow")
         if mode not in ("shadow", "canary"):
             raise RepositoryError(f"{path} [field]: 'mode' must be 'shadow' or 'canary', got {mode!r}")
@@ -122,7 +120,7 @@ def read_config(model_dir: Path) -> ModelConfig:
         if f.get("check_every", 1) < 1 or f.get("max_looks", 1) < 1:
             raise RepositoryError(f"{path} [field]: 'check_every' and 'max_looks' must be at least 1")
         trial = FieldTrial(
-            candidate=f["candidate"],
+            candidate=f.get("candidate"),
             mode=mode,
             share=share,
             check_every=f.get("check_every", 200),
@@ -163,7 +161,7 @@ def scan_model(model_dir: Path) -> ModelEntry:
     if not versions:
         raise RepositoryError(f"{model_dir}: holds no version folders (expected {model_dir}/1/ with a bundle)")
     config = read_config(model_dir)
-    if config.field is not None and config.field.candidate not in versions:
+    if config.field is not None and config.field.candidate is not None and config.field.candidate not in versions:
         raise RepositoryError(f"{model_dir / CONFIG} [field]: candidate version {config.field.candidate} has no folder")
     if isinstance(config.default, int) and config.default not in versions:
         raise RepositoryError(f"{model_dir / CONFIG}: default version {config.default} has no folder")
