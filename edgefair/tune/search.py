@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ import numpy as np
 
 from edgefair import data as datasets
 from edgefair.convert.common import load_model, model_bytes
-from edgefair.convert.quantize import QuantMode, balanced_sample, quantisable_nodes
+from edgefair.convert.quantize import QuantizeOptions, QuantMode, balanced_sample, quantisable_nodes
 from edgefair.errors import InputError, ModelError
 from edgefair.tune import space
 from edgefair.tune.cache import Cache, context_key
@@ -64,6 +65,14 @@ class _Search:
         self.feeds = scorer.feeds(256)
         self.calibration = self._calibration()
         self.progress: Callable[[Progress], None] | None = None
+        self._nodes: dict[str, tuple[str, ...]] = {}
+
+    def nodes(self, options: QuantizeOptions) -> tuple[str, ...]:
+        """The quantisable nodes under ``options`` (what node lists name), once per options."""
+        key = json.dumps(space._plain(dataclasses.asdict(dataclasses.replace(options, nodes_to_exclude=()))))
+        if key not in self._nodes:
+            self._nodes[key] = quantisable_nodes(self.model, options)
+        return self._nodes[key]
 
     def _calibration(self) -> dict[bool, dict[str, np.ndarray]]:
         """Calibration rows from the search split only: random, and equal rows per group."""
@@ -181,7 +190,7 @@ def _fallbacks(search: _Search, base_indices: list[int]) -> None:
         members.sort(key=lambda i: (search.value(i), i))
         base = search.specs[members[0]]
         assert base.quantize is not None
-        nodes = quantisable_nodes(search.model, base.quantize)
+        nodes = search.nodes(base.quantize)
         if len(nodes) < 2:
             continue  # one node kept float is the source itself
         screened = search.run_stage(space.node_specs(base, nodes))
@@ -199,7 +208,7 @@ def _fallbacks(search: _Search, base_indices: list[int]) -> None:
         specs = []
         for i in members[:FALLBACK_BASES]:
             q = search.specs[i].quantize
-            if q is not None and set(quantisable_nodes(search.model, q)) == set(nodes):
+            if q is not None and set(search.nodes(q)) == set(nodes):
                 specs.extend(space.fallback_specs(search.specs[i], harmful, slow, nodes))
         search.run_stage(specs)
 

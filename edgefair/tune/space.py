@@ -112,8 +112,17 @@ def _quant_name(q: QuantizeOptions, balanced: bool) -> str:
     if q.reduce_range:
         bits.append("reduce-range")
     if q.nodes_to_exclude:
-        bits.append(f"{len(q.nodes_to_exclude)} float")
+        bits.append("float: " + ", ".join(_short(n) for n in q.nodes_to_exclude))
     return " ".join(bits)
+
+
+def _short(node: str) -> str:
+    """A node name short enough for a table: its last path part (ORT names are paths)."""
+    part = node.strip("/").split("/")[-1] if node.strip("/") else node
+    tail = node.strip("/").split("/")
+    if part.startswith("MatMulAddFusion") and len(tail) > 1:
+        part = tail[-2]
+    return part[:28]
 
 
 def base_specs(families: Sequence[str]) -> list[VariantSpec]:
