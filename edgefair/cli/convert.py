@@ -10,28 +10,53 @@ import typer
 
 from edgefair.cli.common import AsJsonOpt, FeaturesOpt, emit_json, split_columns
 from edgefair.convert.quantize import CalibrationMethod, QuantMode
+from edgefair.convert.validation import DEFAULT_PARITY_TOLERANCE
 
 
 def export(
     src: Annotated[Path, typer.Argument(help="Model: .onnx, .pt2, TorchScript .pt, or .pkl/.joblib.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the ONNX model.")],
-    sample_data: Annotated[str | None, typer.Option(help="CSV (or 'adult') for input types/shapes.")] = None,
+    sample_data: Annotated[str | None, typer.Option(help="CSV (or 'adult') for input types/shapes and parity.")] = None,
     trust_pickle: Annotated[bool, typer.Option(help="Allow loading a pickle (runs its code).")] = False,
+    features: FeaturesOpt = None,
+    parity_tolerance: Annotated[
+        float, typer.Option(help="Largest score difference from the source model accepted.")
+    ] = DEFAULT_PARITY_TOLERANCE,
+    threshold: Annotated[float, typer.Option(help="Decision threshold for counting flips.")] = 0.5,
+    double: Annotated[bool, typer.Option(help="scikit-learn: numeric inputs as double (exact tree splits).")] = False,
     as_json: AsJsonOpt = False,
 ) -> None:
-    """Export a PyTorch or scikit-learn model (or check an ONNX file) to ONNX."""
-    from edgefair.convert import export_model, save_model
+    """Export a PyTorch, scikit-learn, LightGBM or XGBoost model (or check an ONNX file) to ONNX,
+    parity-checked against the source: exit 1, nothing written, when they disagree."""
+    from edgefair.convert import ExportOptions, export_model, save_model
     from edgefair.files import refuse_overwriting_inputs
 
     refuse_overwriting_inputs([output], [src] + ([Path(sample_data)] if sample_data else []))
-    result = export_model(src, sample_data=sample_data, trust_pickle=trust_pickle)
+    options = ExportOptions(
+        features=split_columns(features) or None,
+        parity_tolerance=parity_tolerance,
+        threshold=threshold,
+        double=double,
+        trust_pickle=trust_pickle,
+    )
+    result = export_model(src, sample_data=sample_data, options=options)
     if trust_pickle and src.suffix.lower() in (".pkl", ".pickle", ".joblib"):
         typer.echo(f"note: {src} was unpickled, which ran code from that file (--trust-pickle)")
-    save_model(result.model, output)
+    if result.passed:
+        save_model(result.model, output)
     if as_json:
-        emit_json({"output": str(output), **result.to_dict()})
+        emit_json({"output": str(output) if result.passed else None, **result.to_dict()})
     else:
-        typer.echo(f"wrote {output} ({result.size_bytes:,} bytes); checked: {', '.join(result.checked)}")
+        if result.passed:
+            typer.echo(f"wrote {output} ({result.size_bytes:,} bytes); checked: {', '.join(result.checked)}")
+        if result.parity is not None:
+            typer.echo(("  " if result.passed else "") + result.parity.summary())
+        for note in result.notes:
+            typer.echo(f"  note: {note}")
+        if not result.passed:
+            typer.echo(f"nothing written to {output}")
+    if not result.passed:
+        raise typer.Exit(1)
 
 
 def convert(

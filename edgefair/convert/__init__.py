@@ -5,11 +5,11 @@ edgefair.convert.save_model(result.model, "m.int8.onnx")     # writing is its ow
 """
 
 from edgefair.convert.common import ConversionResult, load_model, save_model
-from edgefair.convert.export import ExportResult, export_file, export_model, export_sklearn, export_torch
+from edgefair.convert.export import ExportOptions, ExportResult, export_file, export_model, export_sklearn, export_torch
 from edgefair.convert.pipeline import ConvertOptions, ConvertResult, convert, convert_file
 from edgefair.convert.prune import prune_magnitude, prune_structured
 from edgefair.convert.quantize import CalibrationMethod, QuantizeOptions, QuantMode, quantize
-from edgefair.convert.validation import CheckReport, calibration_sample, check, validate
+from edgefair.convert.validation import CheckReport, ParityReport, calibration_sample, check, parity, validate
 
 __all__ = [
     "CalibrationMethod",
@@ -17,7 +17,9 @@ __all__ = [
     "ConversionResult",
     "ConvertOptions",
     "ConvertResult",
+    "ExportOptions",
     "ExportResult",
+    "ParityReport",
     "QuantMode",
     "QuantizeOptions",
     "calibration_sample",
@@ -29,6 +31,7 @@ __all__ = [
     "export_sklearn",
     "export_torch",
     "load_model",
+    "parity",
     "prune_magnitude",
     "prune_structured",
     "quantize",

@@ -1,17 +1,17 @@
-"""Export PyTorch modules and scikit-learn pipelines to ONNX (torch and skl2onnx load lazily).
+"""Export a model to ONNX and check that it computes what its source computes.
 
-- torch: the legacy TorchScript exporter (``dynamo=False``) into memory, with a dynamic
-  batch dimension, so no ``.onnx.data`` sidecar can appear beside a small model.
-- scikit-learn: skl2onnx with ``zipmap=False``; a pipeline fitted on a DataFrame gets one
-  input per raw column (strings and numbers), so preprocessing runs inside the graph.
+``export_model`` loads the source (``.onnx`` passes through; ``.pt2``/``.pt`` are torch,
+``export_torch``; ``.pkl``/``.joblib`` are scikit-learn, LightGBM or XGBoost pickles,
+``export_sklearn``), exports it with types and shapes from the sample data, runs the
+checker, the model-safety check and an onnxruntime load, and then the **parity check**:
+source and ONNX model side by side on the sample rows (largest score difference, decisions
+that flip). The result is recorded in the model's ``metadata_props`` (``edgefair.parity``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import warnings
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,281 +19,258 @@ from typing import Any
 import numpy as np
 import onnx
 
+from edgefair import modelio
 from edgefair.convert.common import dedupe_opsets, load_model, model_bytes
+from edgefair.convert.export_sklearn import (
+    export_sklearn,
+    is_boost,
+    is_tree_model,
+    load_pickle,
+    sklearn_initial_types,
+    sklearn_sample,
+    sklearn_scores,
+)
+from edgefair.convert.export_torch import (
+    TorchExport,
+    export_torch,
+    load_pt2,
+    load_torchscript,
+    quiet_torch,
+    torchscript_names,
+)
+from edgefair.convert.validation import DEFAULT_PARITY_TOLERANCE, ParityReport, parity, validate
 from edgefair.data import Dataset, load
 from edgefair.errors import InputError, ModelError
+from edgefair.modelio.feeds import Features, assign, parse_features
+from edgefair.modelio.session import Signature, TensorSpec
 
-DEFAULT_OPSET = 17
 SAMPLE_ROWS = 2000
+PARITY_KEY = "edgefair.parity"
+PICKLES = (".pkl", ".pickle", ".joblib")
+TORCH = (".pt2", ".pt", ".pth", ".ts")
+
+__all__ = [
+    "ExportOptions",
+    "ExportResult",
+    "export_file",
+    "export_model",
+    "export_sklearn",
+    "export_torch",
+    "quiet_torch",
+    "sklearn_initial_types",
+    "sklearn_sample",
+]
 
 
-def export_torch(
-    module: Any,
-    sample_input: Any,
-    *,
-    input_names: Sequence[str] = ("input",),
-    output_names: Sequence[str] = ("probabilities",),
-    opset: int = DEFAULT_OPSET,
-) -> onnx.ModelProto:
-    """An nn.Module (or ExportedProgram's module) plus a sample input -> ONNX, batch dynamic."""
-    try:
-        import torch
-    except ImportError:
-        raise ModelError("exporting PyTorch models needs torch: pip install 'edgefair[torch]'") from None
-    # an ExportedProgram's module is already in inference form and refuses eval()
-    with contextlib.suppress(NotImplementedError):
-        module.eval()
-    samples = sample_input if isinstance(sample_input, tuple) else (sample_input,)
-    axes = {n: {0: "batch"} for n in [*input_names, *output_names]}
-    buffer = io.BytesIO()
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # legacy exporter, on purpose
-            torch.onnx.export(
-                module,
-                samples,
-                buffer,
-                input_names=list(input_names),
-                output_names=list(output_names),
-                dynamic_axes=axes,
-                opset_version=opset,
-                dynamo=False,
-            )
-    except Exception as exc:
-        raise ModelError(f"torch.onnx.export failed: {exc}".splitlines()[0]) from None
-    return onnx.load_model_from_string(buffer.getvalue())
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions:
+    features: Features = None  # columns per input: "f0:f7", ["a", "b"], "tokens=t0:t3,x=f0:f7"
+    parity_tolerance: float = DEFAULT_PARITY_TOLERANCE  # largest score difference accepted
+    threshold: float = 0.5  # decisions compared at this score (binary), else argmax
+    double: bool = False  # scikit-learn: numeric inputs as double (exact tree splits)
+    trust_pickle: bool = False  # loading a pickle runs its code
 
-
-def load_torch_file(path: Path, sample: np.ndarray | None) -> onnx.ModelProto:
-    """A ``.pt2`` ExportedProgram (torch.export.save) or a TorchScript file -> ONNX."""
-    try:
-        import torch
-    except ImportError:
-        raise ModelError("exporting PyTorch models needs torch: pip install 'edgefair[torch]'") from None
-    if path.suffix == ".pt2":
-        try:
-            with _quiet_torch():
-                program = torch.export.load(str(path))
-        except Exception as exc:
-            raise ModelError(f"{path}: not a torch.export program ({type(exc).__name__})") from None
-        module = _Unregistered(program.module())
-        if sample is None:
-            example = getattr(program, "example_inputs", None)
-            if not example or not example[0]:
-                raise InputError(f"{path}: no example inputs stored; give --sample-data")
-            return export_torch(module, tuple(example[0]))
-    else:
-        try:
-            module = torch.jit.load(str(path))
-        except Exception as exc:
-            raise ModelError(f"{path}: not a TorchScript file ({type(exc).__name__})") from None
-        if sample is None:
-            raise InputError(f"{path}: a TorchScript model needs --sample-data to trace shapes")
-    return export_torch(module, torch.from_numpy(np.asarray(sample, np.float32)))
-
-
-@contextlib.contextmanager
-def _quiet_torch() -> Any:
-    """torch logs its own warnings before raising; the error edgefair raises says it in one line."""
-    import logging
-
-    logger = logging.getLogger("torch")
-    level = logger.level
-    logger.setLevel(logging.ERROR + 10)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def _unregistered_class() -> Any:
-    import torch
-
-    class Unregistered(torch.nn.Module):  # type: ignore[misc]
-        """Holds an ExportedProgram's module without registering it: that module refuses
-        train()/eval(), which the legacy exporter calls on every submodule."""
-
-        def __init__(self, inner: Any) -> None:
-            super().__init__()
-            object.__setattr__(self, "inner", inner)
-            for param in inner.parameters():  # traced as constants: they must not need grad
-                param.requires_grad_(False)
-
-        def forward(self, *args: Any) -> Any:
-            return self.inner(*args)
-
-    return Unregistered
-
-
-def _Unregistered(inner: Any) -> Any:
-    return _unregistered_class()(inner)
-
-
-def sklearn_sample(
-    estimator: Any, sample: np.ndarray | Mapping[str, np.ndarray], where: Path
-) -> np.ndarray | dict[str, np.ndarray]:
-    """Sample data typed by what the estimator was fitted on.
-
-    Fitted on a DataFrame (``feature_names_in_``): one input per named column, numbers as
-    numbers (a column whose every value parses as a number) and the rest as strings. Fitted
-    on a matrix: one [N, k] float input from the k columns, in order."""
-    if not isinstance(sample, Mapping):
-        return np.asarray(sample)
-    from edgefair.data.columns import numeric
-
-    names = getattr(estimator, "feature_names_in_", None)
-    if names is None:
-        k = getattr(estimator, "n_features_in_", len(sample))
-        if k != len(sample):
-            raise InputError(
-                f"{where}: the model was fitted on a matrix of {k} features; the sample data has {len(sample)} "
-                f"columns ({', '.join(list(sample)[:8])}): give a CSV with exactly its feature columns, in order"
-            )
-        return np.stack([numeric(v, c, "sample data", allow_missing=True) for c, v in sample.items()], axis=1)
-    missing = [str(n) for n in names if str(n) not in sample]
-    if missing:
-        raise InputError(f"{where}: the model takes column {missing[0]!r}, which the sample data does not have")
-    typed: dict[str, np.ndarray] = {}
-    for name in (str(n) for n in names):
-        values = np.asarray(sample[name])
-        try:
-            typed[name] = numeric(values, name, "sample data") if values.dtype.kind in "OUS" else values
-        except InputError:  # not all numbers: a string column
-            typed[name] = values.astype(str).astype(object)
-    return typed
-
-
-def sklearn_initial_types(columns: Mapping[str, np.ndarray]) -> list[tuple[str, Any]]:
-    """One [None, 1] input per column: strings as StringTensorType, numbers as floats."""
-    from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
-
-    types: list[tuple[str, Any]] = []
-    for name, values in columns.items():
-        kind = np.asarray(values).dtype.kind
-        if kind in "OUS":
-            types.append((name, StringTensorType([None, 1])))
-        elif kind in "iub":
-            types.append((name, Int64TensorType([None, 1])))
-        else:
-            types.append((name, FloatTensorType([None, 1])))
-    return types
-
-
-def export_sklearn(
-    model: Any,
-    sample: Any,
-    *,
-    opset: int = DEFAULT_OPSET,
-    name: str = "sklearn_model",
-) -> onnx.ModelProto:
-    """A fitted scikit-learn estimator or pipeline -> ONNX with labels and probabilities.
-
-    ``sample`` is a DataFrame or a mapping of column -> array (one input per column) or a
-    2-D float array (one input named ``input``).
-    """
-    try:
-        from skl2onnx import to_onnx
-        from skl2onnx.common.data_types import FloatTensorType
-    except ImportError:
-        raise ModelError("exporting scikit-learn needs skl2onnx: pip install 'edgefair[sklearn]'") from None
-    if hasattr(sample, "columns") or isinstance(sample, Mapping):
-        cols = {str(c): np.asarray(sample[c]) for c in (sample.columns if hasattr(sample, "columns") else sample)}
-        initial = sklearn_initial_types(cols)
-    else:
-        arr = np.asarray(sample)
-        if arr.ndim != 2:
-            raise InputError(f"sample must be 2-D (rows x features), got shape {arr.shape}")
-        initial = [("input", FloatTensorType([None, arr.shape[1]]))]
-    options = {id(model): {"zipmap": False}} if _is_classifier(model) else None
-    try:
-        onx = to_onnx(
-            model,
-            initial_types=initial,
-            target_opset={"": opset, "ai.onnx.ml": 3},
-            options=options,
-            model_optim=True,
-        )
-    except Exception as exc:
-        raise ModelError(f"skl2onnx could not convert the model: {exc}".splitlines()[0]) from None
-    dedupe_opsets(onx)
-    onx.graph.name = name
-    return onx
-
-
-def _is_classifier(model: Any) -> bool:
-    final = model.steps[-1][1] if hasattr(model, "steps") else model
-    return hasattr(final, "predict_proba")
+    def __post_init__(self) -> None:
+        if not (self.parity_tolerance >= 0.0):  # NaN too
+            raise InputError(f"parity tolerance must be >= 0, got {self.parity_tolerance}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise InputError(f"threshold must be in [0, 1], got {self.threshold}")
 
 
 @dataclass(frozen=True)
 class ExportResult:
     """An exported model and what was checked: onnx.checker (full), the model-safety
-    check and an onnxruntime load. (No comparison with the source model yet.)"""
+    check, an onnxruntime load and, where there is a source model, parity with it."""
 
     model: onnx.ModelProto
     source: str
     size_bytes: int
+    parity: ParityReport | None = None
+    notes: tuple[str, ...] = ()
     checked: tuple[str, ...] = ("onnx.checker full check", "model-safety check", "onnxruntime loads it")
 
+    @property
+    def passed(self) -> bool:
+        """False only when parity was checked and failed."""
+        return self.parity is None or self.parity.passed
+
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "size_bytes": self.size_bytes, "checked": list(self.checked)}
+        return {
+            "source": self.source,
+            "size_bytes": self.size_bytes,
+            "checked": list(self.checked),
+            "parity": self.parity.to_dict() if self.parity else None,
+            "notes": list(self.notes),
+        }
 
 
 def export_model(
-    src: str | Path, *, sample_data: str | Path | Dataset | None = None, trust_pickle: bool = False
+    src: str | Path,
+    *,
+    sample_data: str | Path | Dataset | None = None,
+    trust_pickle: bool = False,
+    options: ExportOptions | None = None,
 ) -> ExportResult:
-    """Export ``src`` (see ``export_file``) with types and shapes from ``sample_data``, checked."""
-    from edgefair.convert.validation import validate
+    """Export ``src`` with types and shapes from ``sample_data``, checked and parity-checked.
 
+    Returns the result whatever parity says (``result.passed``); writes nothing."""
+    opts = options or ExportOptions(trust_pickle=trust_pickle)
+    if trust_pickle and not opts.trust_pickle:
+        opts = ExportOptions(**{**opts.__dict__, "trust_pickle": True})
+    parse_features(opts.features)  # a malformed list is refused before anything loads
     sample = load(sample_data, SAMPLE_ROWS).columns if sample_data is not None else None
-    model = export_file(src, sample, trust_pickle)
-    validate(model, "exported model")
-    return ExportResult(model, str(src), len(model_bytes(model)))
+    return _export(Path(src), sample, opts)
 
 
-def export_file(
-    src: str | Path, sample: np.ndarray | Mapping[str, np.ndarray] | None = None, trust_pickle: bool = False
-) -> onnx.ModelProto:
-    """CLI entry: ``.onnx`` passes through, ``.pt2``/``.pt`` are torch, ``.pkl``/``.joblib``
-    are scikit-learn pickles (only with ``trust_pickle``: loading a pickle runs its code)."""
-    path = Path(src)
+def _export(path: Path, sample: Mapping[str, np.ndarray] | None, opts: ExportOptions) -> ExportResult:
     if not path.exists():
         raise InputError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         model = load_model(path)
         dedupe_opsets(model)
-        return model
-    if suffix in (".pt2", ".pt", ".pth", ".ts"):
-        arr = None if sample is None else _as_matrix(sample)
-        return load_torch_file(path, arr)
-    if suffix in (".pkl", ".pickle", ".joblib"):
-        if not trust_pickle:
-            raise InputError(
-                f"{path}: loading a pickle runs arbitrary code; pass --trust-pickle if you trust this file"
-            )
+        validate(model, "exported model")
+        note = "no parity check: the source is already ONNX (nothing to compare it with)"
+        return ExportResult(model, str(path), len(model_bytes(model)), None, (note,))
+    if suffix in TORCH:
+        model, report, notes = _torch_export(path, sample, opts)
+    elif suffix in PICKLES:
+        model, report, notes = _pickle_export(path, sample, opts)
+    else:
+        raise InputError(f"{path}: unknown model type {suffix!r}; expected .onnx, .pt2, .pt, .pkl or .joblib")
+    record_parity(model, report)
+    checked = (*ExportResult.checked, "parity with the source") if report.passed else ExportResult.checked
+    return ExportResult(model, str(path), len(model_bytes(model)), report, notes, checked)
+
+
+def record_parity(model: onnx.ModelProto, report: ParityReport) -> None:
+    """The parity result in the model's metadata_props (replacing an earlier one)."""
+    kept = [p for p in model.metadata_props if p.key != PARITY_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = PARITY_KEY, json.dumps(report.to_dict(), sort_keys=True, allow_nan=False)
+
+
+def _onnx_scores(
+    model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], output: str | None = None
+) -> tuple[str, np.ndarray]:
+    sess = validate(model, "exported model")
+    sig = modelio.signature(sess)
+    if output is None:
+        floats = [o.name for o in sig.outputs if o.type in ("tensor(float)", "tensor(double)", "tensor(float16)")]
+        if not floats:
+            raise ModelError(f"the exported model has no float output to compare ({[o.name for o in sig.outputs]})")
+        output = "probabilities" if "probabilities" in floats else floats[0]
+    try:
+        import onnxruntime as ort
+
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4  # the error is raised, and said once, below
+        value = sess.run([output], dict(feeds), quiet)[0]
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"onnxruntime cannot run the exported model on the sample rows: {first[:300]}") from None
+    return output, np.asarray(value, np.float64)
+
+
+def _pickle_export(
+    path: Path, sample: Mapping[str, np.ndarray] | None, opts: ExportOptions
+) -> tuple[onnx.ModelProto, ParityReport, tuple[str, ...]]:
+    if not opts.trust_pickle:
+        raise InputError(f"{path}: loading a pickle runs arbitrary code; pass --trust-pickle if you trust this file")
+    if sample is None:
+        raise InputError(f"{path}: a scikit-learn model needs --sample-data for its input types")
+    estimator = load_pickle(path)
+    typed = sklearn_sample(estimator, sample, path, opts.features)
+    model = export_sklearn(estimator, typed, double=opts.double)
+    sig = modelio.signature(validate(model, "exported model"))
+    if isinstance(typed, Mapping):
+        feeds = modelio.build_feeds(sig, typed, source="sample data")
+    else:
+        feeds = {sig.inputs[0].name: np.asarray(typed, modelio.ORT_TYPES[sig.inputs[0].type])}
+    output = "probabilities" if any(o.name == "probabilities" for o in sig.outputs) else sig.outputs[0].name
+    _, got = _onnx_scores(model, feeds, output)
+    expected = sklearn_scores(estimator, typed)
+    hint = None
+    if is_tree_model(estimator) and not opts.double and not is_boost(estimator):
+        hint = (
+            "tree splits meet float32 inputs in ONNX: re-export with --double (numeric inputs as double, "
+            "cast to float32 just before the trees, as scikit-learn does)"
+        )
+    elif is_boost(estimator):
+        hint = "LightGBM splits in double, onnxmltools' trees in float32: rows near a split can go the other way"
+    report = parity(expected, got, opts.parity_tolerance, opts.threshold, output, hint)
+    return model, report, ()
+
+
+def _torch_export(
+    path: Path, sample: Mapping[str, np.ndarray] | None, opts: ExportOptions
+) -> tuple[onnx.ModelProto, ParityReport, tuple[str, ...]]:
+    if path.suffix.lower() == ".pt2":
+        exported = load_pt2(path)
+    else:
         if sample is None:
-            raise InputError(f"{path}: a scikit-learn model needs --sample-data for its input types")
-        import pickle
-
-        try:
-            if suffix == ".joblib":
-                import joblib
-
-                estimator = joblib.load(path)
-            else:
-                with path.open("rb") as f:
-                    estimator = pickle.load(f)
-        except Exception as exc:
-            raise ModelError(f"{path}: could not unpickle ({type(exc).__name__}: {exc})") from None
-        return export_sklearn(estimator, sklearn_sample(estimator, sample, path))
-    raise InputError(f"{path}: unknown model type {suffix!r}; expected .onnx, .pt2, .pt, .pkl or .joblib")
+            raise InputError(f"{path}: a TorchScript model needs --sample-data to trace shapes")
+        exported = load_torchscript(path, _torchscript_signature(path, sample, opts.features))
+    if sample is None:  # the program's own example inputs
+        feeds = {s.name: np.asarray(t) for s, t in zip(exported.signature.inputs, _examples(path), strict=True)}
+        where = "its example inputs"
+    else:
+        feeds = modelio.build_feeds(exported.signature, sample, feature_columns=opts.features, source="sample data")
+        where = None
+    output, got = _batch_checked(exported, feeds, path)
+    expected = exported.run_source(feeds)
+    report = parity(expected, got, opts.parity_tolerance, opts.threshold, output, None, where)
+    return exported.model, report, exported.notes
 
 
-def _as_matrix(sample: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
-    if isinstance(sample, Mapping):
-        try:
-            return np.stack([np.asarray(v, np.float32) for v in sample.values()], axis=1)
-        except ValueError:
-            raise InputError("torch sample data must be numeric columns") from None
-    return np.asarray(sample, np.float32)
+def _batch_checked(exported: TorchExport, feeds: Mapping[str, np.ndarray], path: Path) -> tuple[str, np.ndarray]:
+    try:
+        return _onnx_scores(exported.model, feeds)
+    except ModelError as exc:
+        fixed = next((n for n in exported.notes if "fixed batch" in n), None)
+        if fixed is None:
+            raise
+        names = ", ".join(f"'{s.name}': {{0: batch}}" for s in exported.signature.inputs)
+        raise ModelError(
+            f"{exc}; {fixed} and its graph depends on it: re-export with torch.export.export(model, args, "
+            f"dynamic_shapes={{{names}}}) and batch = torch.export.Dim('batch')"
+        ) from None
+
+
+def _examples(path: Path) -> list[Any]:
+    import torch
+
+    with quiet_torch():
+        program = torch.export.load(str(path))
+    return [t.detach().numpy() for t in program.example_inputs[0]]
+
+
+def _torchscript_signature(path: Path, sample: Mapping[str, np.ndarray], features: Features) -> Signature:
+    """TorchScript stores no shapes: each input takes its --features columns (float32), a single
+    input every sample column."""
+    names = torchscript_names(path)
+    loose = Signature(tuple(TensorSpec(n, "tensor(float)", ("batch", None)) for n in names), ())
+    assigned = assign(loose, features)
+    specs = []
+    for name in names:
+        if name in assigned:
+            k = len(assigned[name])
+        elif len(names) == 1:
+            k = len(sample)
+        else:
+            raise InputError(f"{path}: name the columns of input {name!r} with --features {name}=FIRST:LAST")
+        specs.append(TensorSpec(name, "tensor(float)", ("batch", k)))
+    return Signature(tuple(specs), ())
+
+
+def export_file(
+    src: str | Path, sample: np.ndarray | Mapping[str, np.ndarray] | None = None, trust_pickle: bool = False
+) -> onnx.ModelProto:
+    """``export_model`` from a sample in memory (a matrix: columns f0, f1, ...; or named columns)."""
+    columns: Mapping[str, np.ndarray] | None = sample if sample is None or isinstance(sample, Mapping) else None
+    if columns is None and sample is not None:
+        matrix = np.asarray(sample)
+        columns = {f"f{i}": matrix[:, i] for i in range(matrix.shape[1])}
+    return _export(Path(src), columns, ExportOptions(trust_pickle=trust_pickle)).model

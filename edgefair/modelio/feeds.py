@@ -1,18 +1,96 @@
 """Model feeds from named columns: each input gets its column(s), converted to its type.
 
-A model input ``age`` of shape [N] or [N, 1] takes the column ``age``; a single 2-D input
-[N, k] takes ``k`` feature columns (named, or every non-label, non-sensitive column in order).
+One way for every command (export, convert, verify, compare, the Python API):
+
+- an input ``age`` of shape [N] or [N, 1] takes the column ``age``;
+- an input of shape [N, k] (or [N, c, l]: k = c * l values per row, reshaped) takes k named
+  columns in order: ``--features f0:f7`` (names, comma-separated, or ranges ``f0:f7``);
+- several inputs: ``--features tokens=t0:t3,x=f0:f7`` (``INPUT=`` starts an input's columns);
+- without ``--features``, a model whose only input is [N, k] takes every column that is not
+  excluded (the label, sensitive, weight and balance columns), in file order.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from edgefair.data.columns import is_missing
 from edgefair.errors import InputError
 from edgefair.modelio.session import Signature, TensorSpec
+
+Features = str | Sequence[str] | Mapping[str, Sequence[str]] | None
+_RANGE = re.compile(r"^(.*?)(\d+)$")
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """Parsed ``--features``: columns for the one block input, and/or columns per named input."""
+
+    block: tuple[str, ...] = ()
+    by_input: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def columns(self) -> list[str]:
+        return list(dict.fromkeys([*self.block, *(c for _, cols in self.by_input for c in cols)]))
+
+
+def expand(item: str) -> list[str]:
+    """``f0:f7`` -> f0 ... f7 (same prefix, numbers at the end; zero padding kept); a name -> itself."""
+    if ":" not in item:
+        return [item]
+    start, _, stop = item.partition(":")
+    a, b = _RANGE.match(start.strip()), _RANGE.match(stop.strip())
+    if a is None or b is None or a.group(1) != b.group(1) or int(a.group(2)) > int(b.group(2)):
+        raise InputError(f"features: {item!r} is not a range like f0:f7 (same prefix, first number <= last)")
+    width = len(a.group(2)) if a.group(2).startswith("0") and len(a.group(2)) > 1 else 0
+    return [f"{a.group(1)}{i:0{width}d}" for i in range(int(a.group(2)), int(b.group(2)) + 1)]
+
+
+def parse_features(features: Features | FeatureMap) -> FeatureMap | None:
+    """``"f0:f7"``, ``["age", "f0:f3"]``, ``"tokens=t0:t3,x=f0:f7"`` or ``{"x": ["f0", ...]}``."""
+    if features is None or isinstance(features, FeatureMap):
+        return features
+    if isinstance(features, Mapping):
+        pairs = tuple((str(k), tuple(c for v in vals for c in expand(str(v)))) for k, vals in features.items())
+        return FeatureMap((), pairs) if pairs else None
+    items = features.split(",") if isinstance(features, str) else [str(f) for f in features]
+    block: list[str] = []
+    groups: dict[str, list[str]] = {}
+    current: list[str] = block
+    for raw in (i.strip() for i in items):
+        if not raw:
+            continue
+        if "=" in raw:
+            name, _, raw = (p.strip() for p in raw.partition("="))
+            if not name or name in groups:
+                raise InputError(f"features: {'an empty input name' if not name else repr(name) + ' twice'}")
+            current = groups.setdefault(name, [])
+            if not raw:
+                continue
+        current.extend(expand(raw))
+    if not block and not groups:
+        return None
+    return FeatureMap(tuple(block), tuple((k, tuple(v)) for k, v in groups.items()))
+
+
+def row_shape(spec: TensorSpec) -> tuple[int, ...] | None:
+    """The shape of one row of ``spec`` ([N] -> (), [N, k] -> (k,)), None where not fixed."""
+    rest = spec.shape[1:]
+    if all(isinstance(d, int) for d in rest):
+        return tuple(int(d) for d in rest)  # type: ignore[arg-type]
+    return None
+
+
+def row_values(spec: TensorSpec) -> int | None:
+    """Values per row: 1 for [N] or [N, 1], k for [N, k], c * l for [N, c, l]; None if not fixed."""
+    shape = row_shape(spec)
+    if shape is None:
+        return spec.width
+    return math.prod(shape)
 
 
 def _as_dtype(values: np.ndarray, spec: TensorSpec, column: str, source: str) -> np.ndarray:
@@ -51,42 +129,87 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def assign(sig: Signature, features: Features | FeatureMap) -> dict[str, tuple[str, ...]]:
+    """Which named columns each input takes under ``features`` (inputs fed by name are left out)."""
+    fmap = parse_features(features)
+    if fmap is None:
+        return {}
+    names = [s.name for s in sig.inputs]
+    out: dict[str, tuple[str, ...]] = {}
+    for name, cols in fmap.by_input:
+        if name not in names:
+            raise InputError(f"features: the model has no input {name!r}; its inputs are {', '.join(names)}")
+        out[name] = cols
+    if fmap.block:
+        free = [s for s in sig.inputs if s.name not in out]
+        blocks = [s for s in free if (row_values(s) or 0) != 1]
+        target = free if len(free) == 1 else blocks
+        if len(target) != 1:
+            raise InputError(
+                f"features: the model has inputs {', '.join(names)}; say which input takes "
+                f"{', '.join(fmap.block[:4])}{'...' if len(fmap.block) > 4 else ''} (e.g. {names[0]}=...)"
+            )
+        out[target[0].name] = fmap.block
+    return out
+
+
+def needed_columns(sig: Signature, features: Features | FeatureMap, exclude: Sequence[str] = ()) -> list[str] | None:
+    """The columns scoring reads (None: all, for one block input fed every other column)."""
+    assigned = assign(sig, features)
+    own = [s.name for s in sig.inputs if s.name not in assigned]
+    if not assigned and len(sig.inputs) == 1 and (row_values(sig.inputs[0]) or 0) != 1:
+        return None
+    return list(dict.fromkeys([*(c for cols in assigned.values() for c in cols), *own, *exclude]))
+
+
+def _block(spec: TensorSpec, names: Sequence[str], columns: Mapping[str, np.ndarray], source: str) -> np.ndarray:
+    k = row_values(spec)
+    if k is not None and len(names) != k:
+        shown = ", ".join(names[:8]) + ("..." if len(names) > 8 else "")
+        raise InputError(
+            f"{source}: model input {spec.name!r} takes {k} values per row but {len(names)} feature columns "
+            f"were given ({shown}); name them with --features {spec.name}=FIRST:LAST"
+        )
+    stacked = np.stack([_as_dtype(np.asarray(columns[c]), spec, c, source) for c in names], axis=1)
+    shape = row_shape(spec)
+    return stacked.reshape(len(stacked), *shape) if shape is not None and len(shape) > 1 else stacked
+
+
 def build_feeds(
     sig: Signature,
     columns: Mapping[str, np.ndarray],
     *,
-    feature_columns: Sequence[str] | None = None,
+    feature_columns: Features | FeatureMap = None,
     exclude: Sequence[str] = (),
     source: str = "data",
 ) -> dict[str, np.ndarray]:
     """Feeds for ``session.run`` from named columns (any dtype), converted per input."""
-    if len(sig.inputs) == 1 and (sig.inputs[0].width or 0) > 1:
+    assigned = assign(sig, feature_columns)
+    for cols in assigned.values():
+        missing = [c for c in cols if c not in columns]
+        if missing:
+            raise InputError(f"{source}: --features names column {missing[0]!r}, which is not among its columns")
+    if not assigned and len(sig.inputs) == 1 and (row_values(sig.inputs[0]) or 0) > 1:
         spec = sig.inputs[0]
         if spec.name in columns:
             raise InputError(
-                f"{source}: model input {spec.name!r} takes {spec.width} features "
+                f"{source}: model input {spec.name!r} takes {row_values(spec)} values "
                 "per row; give the feature columns, not one column"
             )
-        names = list(feature_columns) if feature_columns else [c for c in columns if c not in exclude]
-        if len(names) != spec.width:
-            raise InputError(
-                f"{source}: model input {spec.name!r} takes {spec.width} features "
-                f"per row but {len(names)} feature columns were found ({names[:8]}...); "
-                "name them with --features"
-            )
-        missing = [c for c in names if c not in columns]
-        if missing:
-            raise InputError(f"{source}: no column {missing[0]!r} for model input {spec.name!r}")
-        cols = [_as_dtype(np.asarray(columns[c]), spec, c, source) for c in names]
-        return {spec.name: np.stack(cols, axis=1)}
+        assigned = {spec.name: tuple(c for c in columns if c not in exclude)}
     feeds = {}
-    missing = [s.name for s in sig.inputs if s.name not in columns]
-    if missing:
+    unfed = [s.name for s in sig.inputs if s.name not in assigned and s.name not in columns]
+    if unfed:
+        blocks = [n for n in unfed if (row_values(next(s for s in sig.inputs if s.name == n)) or 0) != 1]
+        hint = f"; name its columns with --features {blocks[0]}=FIRST:LAST" if blocks else ""
         raise InputError(
-            f"{source}: model input(s) {', '.join(map(repr, missing))} have no column "
-            f"of that name; columns are: {', '.join(list(columns)[:20])}"
+            f"{source}: model input(s) {', '.join(map(repr, unfed))} have no column "
+            f"of that name; columns are: {', '.join(list(columns)[:20])}{hint}"
         )
     for spec in sig.inputs:
+        if spec.name in assigned:
+            feeds[spec.name] = _block(spec, assigned[spec.name], columns, source)
+            continue
         values = _as_dtype(np.asarray(columns[spec.name]), spec, spec.name, source)
         feeds[spec.name] = values.reshape(-1, 1) if len(spec.shape) == 2 else values.reshape(-1)
     return feeds
