@@ -379,3 +379,48 @@ def test_a_trusted_key_verifies_exactly_what_is_loaded(tmp_path):
     unsigned = write(tmp_path / "u")
     with pytest.raises(BundleError):
         load_bundle(unsigned, trust_key=public)
+
+
+def test_signature_errors_name_the_bundle(tmp_path):
+    pytest.importorskip("model_signing")
+    from edgefair.runtime.signing import MAX_SIGNATURE_BYTES
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = tmp_path / "k.pub"
+    key.write_bytes(
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    unsigned = write(tmp_path / "u")
+    with pytest.raises(BundleError) as info:
+        load_bundle(unsigned, trust_key=key)
+    assert str(info.value) == f"{unsigned}: not signed (no model.sig) but a trusted key was given; refused"
+    big = write(tmp_path / "b", extra={"model.sig": b"{" + b" " * MAX_SIGNATURE_BYTES})
+    with pytest.raises(BundleError) as info:
+        load_bundle(big, trust_key=key)
+    assert str(info.value) == f"{big}/model.sig: larger than any model-signing signature; refused"
+
+
+def test_a_bad_manifest_field_is_named_with_the_bundle_path(tmp_path):
+    folder = write(tmp_path / "b", threshold=2)
+    refused(folder, f"{folder}/manifest.json: field 'threshold' must be a number in [0, 1]")
+
+
+def test_a_file_that_grew_after_listing_is_not_read_whole(tmp_path):
+    import tracemalloc
+
+    folder = write(tmp_path / "b", {"model.onnx": MODEL, "x.bin": b"12345"})
+    files = BundleFiles(folder)
+    with open(folder / "x.bin", "r+b") as f:  # grown to 64 MiB (sparse) after its size was listed
+        f.truncate(64 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        with pytest.raises(BundleError):
+            files.read("x.bin", 5)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1024 * 1024, peak  # size + 1 bytes were read, not the whole file

@@ -70,7 +70,9 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:
         if _is_usage_error(exc):  # missing argument, unknown option or command, bad value
-            typer.echo(f"edgefair: error: {exc.format_message()} (see edgefair --help)", err=True)  # type: ignore[attr-defined]
+            message = exc.format_message()  # type: ignore[attr-defined]
+            if message:  # empty when no arguments printed the help
+                typer.echo(f"edgefair: error: {message} (see edgefair --help)", err=True)
             sys.exit(EXIT_USAGE)
         raise
 
