@@ -9,6 +9,9 @@ a rerun tests only the mutants of functions that changed). [tool.mutmut] holds t
     python tools/mutation.py edgefair/x.py:tests/test_x.py,tests/test_y.py   # ad hoc module and tests
     python tools/mutation.py --score-only --survivors # scores of the cached results, and what survived
 
+[tool.edgefair.mutation.functions] may name, for a module, the only functions to mutate and score
+("name" or "Class.method"): a module of which only some functions are in scope (the server's limits).
+
 Score = killed (timeouts count as killed) / (mutants - survivors known to be equivalent), the latter
 listed in tools/mutation-equivalent.txt as "<mutant name>  <reason>" lines.
 Exit status 1 if a module scores under --threshold, 2 if mutmut failed.
@@ -17,6 +20,7 @@ Exit status 1 if a module scores under --threshold, 2 if mutmut failed.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import hashlib
 import json
 import os
@@ -77,6 +81,16 @@ def one_line_diff(work: Path, module: str, name: str) -> str:
     return " | ".join(line.strip() for line in lines if line[:1] in "-+")
 
 
+def patterns(module: str, functions: list[str]) -> list[str]:
+    """mutmut's names for the mutants of ``functions`` ("name" or "Class.method") of ``module``."""
+    prefix = module.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+    out = []
+    for f in functions:
+        cls, _, name = f.rpartition(".")
+        out.append(f"{prefix}.x\u01c1{cls}\u01c1{name}__mutmut_*" if cls else f"{prefix}.x_{name}__mutmut_*")
+    return out
+
+
 def score(status: dict[str, str], equivalent: set[str]) -> dict[str, float]:
     count = Counter(status.values())
     row: dict[str, float] = {"total": len(status), "killed": count["killed"] + count["timeout"]}
@@ -101,6 +115,7 @@ def main() -> int:
     parser.add_argument("--survivors", action="store_true", help="list each survivor not known to be equivalent")
     args = parser.parse_args()
     configured: dict[str, list[str]] = config.get("modules", {})
+    selected: dict[str, list[str]] = config.get("functions", {})
     asked = {m.partition(":")[0]: m.partition(":")[2].split(",") if ":" in m else None for m in args.modules}
     plan = {m: tests or configured.get(m, []) for m, tests in (asked or dict.fromkeys(configured)).items()}
     lines = EQUIVALENT.read_text().splitlines() if EQUIVALENT.exists() else []
@@ -112,8 +127,11 @@ def main() -> int:
         if not tests:
             sys.exit(f"{module}: no tests; list them in [tool.edgefair.mutation.modules] or give module:tests")
         work = prepare(module, tests, tool, args.fresh)
+        only = patterns(module, selected[module]) if module in selected else []
         if not args.score_only:
             again = [n for n, s in statuses(work, module).items() if s == "survived"] if args.retest_survivors else []
+            if only:  # mutmut reruns every mutant it is given by name; without names, only the untested ones
+                again = [n for n in again if any(fnmatch.fnmatchcase(n, p) for p in only)] or only
             env = {**os.environ, "PYTHONPATH": str(work / "mutants")}  # tests' subprocesses import the mutants
             mutmut_bin = Path(sys.executable).with_name("mutmut")  # the one beside this interpreter (a venv)
             cmd = [
@@ -126,6 +144,8 @@ def main() -> int:
             with open(work / "mutmut.log", "w") as log:
                 failed |= subprocess.run(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT).returncode != 0
         status = statuses(work, module)
+        if only:
+            status = {n: s for n, s in status.items() if any(fnmatch.fnmatchcase(n, p) for p in only)}
         rows[module] = score(status, equivalent)
         everything |= status
         prefix = module.removesuffix(".py").replace("/", ".") + ".x"
