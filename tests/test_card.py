@@ -8,6 +8,7 @@ import json
 import re
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -141,3 +142,25 @@ def test_card_cli_exits_2_on_unknown_about_keys(bundle, tmp_path):
     proc = run_cli("card", str(bundle[0]), "--about", str(about), "-o", str(tmp_path / "c.md"))
     assert_one_line_error(proc, "unknown key 'licence'")
     assert not (tmp_path / "c.md").exists()
+
+
+def test_a_failed_certificate_shows_the_candidates_numbers_and_its_failures(tmp_path):
+    from tests import fieldkit as fk
+
+    rows = fk.make_rows(600, 5)
+    w, b = fk.train(rows)
+    ref = fk.save(fk.linear_model(w, b), tmp_path / "ref.onnx")
+    cand = fk.save(fk.linear_model(w + np.array([0.0, 0.0, 2.0]), b), tmp_path / "cand.onnx")
+    path = fk.certified_bundle(cand, ref, rows, tmp_path / "bundle")
+    cert = json.loads((path / "certificate.json").read_text())
+    md = build_card(path).to_markdown()
+    assert cert["verdict"] == "fail" and "Certificate verdict | FAIL" in md
+    for failing in cert["summary"]["failing"]:
+        assert f"- {failing}" in md
+    section = cert["by_group"]["grp"]
+    for group in ("a", "b"):
+        ours, theirs = section["candidate"][group], section["reference"][group]
+        assert f"| {group} | {int(ours['count']):,} | {ours['accuracy']:.4f} |" in md  # this model's numbers
+        assert group == "a" or f"{ours['accuracy']:.4f}" != f"{theirs['accuracy']:.4f}"  # b: not the reference's
+    assert f"{section['candidate']['b']['selection_rate']:.4f}" != f"{section['reference']['b']['selection_rate']:.4f}"
+    assert f"| {section['reference']['b']['selection_rate']:.4f} |" not in md.split("Results by group: grp", 1)[1]

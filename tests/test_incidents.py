@@ -23,7 +23,7 @@ from edgefair.runtime.bundling import build_bundle
 from edgefair.runtime.incidents import IncidentStore, Watch, WatchOptions
 from edgefair.serve import field
 from edgefair.serve.server import ServeConfig, Server
-from edgefair.verification.policy import DEFAULT_POLICY
+from edgefair.verification.policy import DEFAULT_POLICY, Check, CheckKind, Policy
 from tests import fieldkit as fk
 
 TOKEN = "tok"
@@ -256,6 +256,44 @@ def test_false_rollback_rate_is_under_alpha_small():
     assert _false_rollbacks(runs=6, looks=3) <= DEFAULT_POLICY.alpha
 
 
+BOUNDARY_POLICY = Policy((Check(CheckKind.GROUP_MAX, "negative_flip_rate", 0.02),), bootstrap_replicates=200)
+
+
+def _boundary_rollbacks(runs: int, looks: int, check_every: int = 50) -> float:
+    """The hardest null for repeated looks: in every group the candidate's negative flip rate
+    is 0.0195, just under the 0.02 tolerance (exact binomial tests, the gate's sharpest).
+    Without the alpha / max_looks split the looks fail such candidates far more than alpha
+    (a planted mutant that looks at alpha each time is caught here)."""
+    rng = np.random.default_rng(11)
+    w = np.array([1.2, -0.8, 0.3])
+    big = fk.make_rows(200_000, 99)
+    correct = (1 / (1 + np.exp(-(fk.features(big).astype(np.float64) @ w))) >= 0.5) == big["y"]
+    accuracy = {g: float(correct[big["grp"] == g].mean()) for g in ("a", "b")}  # the flip rate's denominators
+    failed = 0
+    for run in range(runs):
+        rows = fk.make_rows(check_every * looks, 500 + run)
+        ref = (1 / (1 + np.exp(-(fk.features(rows).astype(np.float64) @ w))) >= 0.5).astype(int)
+        p_flip = np.where(rows["grp"] == "a", 0.0195 / accuracy["a"], 0.0195 / accuracy["b"])
+        flip = (ref == rows["y"]) & (rng.random(len(ref)) < p_flip)
+        cand = np.where(flip, 1 - ref, ref)
+        seen = [0]
+
+        def table(n=seen, rows=rows, ref=ref, cand=cand):
+            k = n[0]
+            return tables.from_arrays({"grp": rows["grp"][:k]}, ref[:k], cand[:k], rows["y"][:k])
+
+        options = WatchOptions(check_every=check_every, max_looks=looks)
+        watch = Watch(field.gate_check(table, BOUNDARY_POLICY), options)
+        for k in range(check_every, check_every * looks + 1, check_every):
+            seen[0] = k
+            verdict = watch.observe(k)
+            if verdict is not None and verdict.verdict == "fail":
+                failed += 1
+                break
+    return failed / runs
+
+
 @pytest.mark.slow
 def test_false_rollback_rate_is_under_alpha_campaign():
     assert _false_rollbacks(runs=200, looks=MAX_LOOKS) <= DEFAULT_POLICY.alpha
+    assert _boundary_rollbacks(runs=300, looks=20) <= BOUNDARY_POLICY.alpha
