@@ -183,3 +183,36 @@ def test_text_as_float_converts_distinct_values_as_every_row_would(shared: bool)
     mixed = np.array([1, True] * 50, dtype=object)  # 1 == True, but 'True' is not a number
     with pytest.raises(ValueError):
         text_as_float(mixed)
+
+
+# -- Open Inference Protocol JSON tensors ------------------------------------------------
+
+
+def test_plain_json_tensors_equal_the_checked_path() -> None:
+    """The shortcut for plain values gives the checked path's array, dtype included; values
+    the checked path refuses or could round differently never take the shortcut."""
+    from edgefair.serve import protocol as v2
+
+    rng = random.Random(7)
+    shortcut: dict[str, int] = {}
+    pool: list[Any] = [
+        0, 1, -1, 7, 255, 256, -129, 2**24 - 1, 2**24, -(2**24), 2**31, 2**63 - 1, 2**63, -(2**63), 2**64,
+        0.0, -0.0, 0.1, 1e-45, 1e-300, 3.3e38, 3.4e38, 3.40282356e38, 1e39, 1e300,
+        float("inf"), float("nan"), True, False, "a", "", "é", None,
+    ]  # fmt: skip
+    for datatype in sorted(v2.DATATYPES):
+        for _ in range(300):
+            flat = [rng.choice(pool) for _ in range(rng.randint(1, 3))]
+            plain = v2._plain_array(flat, datatype)
+            try:
+                checked = v2._checked_array(flat, datatype, "x")
+            except v2.ClientError:
+                assert plain is None, (datatype, flat)
+                continue
+            if plain is not None:
+                shortcut[datatype] = shortcut.get(datatype, 0) + 1
+                assert plain.dtype == checked.dtype, (datatype, flat)
+                assert plain.tolist() == checked.tolist() or np.array_equal(plain, checked, equal_nan=True)
+                if datatype != "BYTES":  # -0.0 stays -0.0
+                    assert np.signbit(plain).tolist() == np.signbit(checked).tolist()
+    assert all(shortcut.get(d, 0) > 10 for d in ("BYTES", "FP32", "FP64", "INT64", "UINT8")), shortcut

@@ -211,7 +211,41 @@ def check_outputs(request: InferRequest, names: list[str]) -> None:
             raise ClientError(f"unknown output {spec['name']!r}; outputs are {names}")
 
 
+FLOAT32_SAFE = 3.4e38  # below float32's largest value: no overflow on the cast
+INT_RANGES = {
+    dt: (int(np.iinfo(DATATYPES[dt]).min), int(np.iinfo(DATATYPES[dt]).max))
+    for dt in ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
+}
+
+
+def _plain_array(flat: list[Any], datatype: str) -> np.ndarray | None:
+    """The array ``_json_array`` would give, for the values that cannot fail or round
+    differently (strings for BYTES; in-range ints and finite floats for numbers), without its
+    numpy round trip; None for anything else, which takes the checked path."""
+    if not flat:
+        return None
+    if datatype == "BYTES":
+        return np.array(flat, dtype=object) if all(type(v) is str for v in flat) else None
+    if datatype in ("FP32", "FP64"):
+        # ints exact in float32 (and so in float64) and finite floats within float32's range
+        # cast exactly as the checked path's float64 -> target cast does
+        for v in flat:
+            t = type(v)
+            if not ((t is float and -FLOAT32_SAFE < v < FLOAT32_SAFE) or (t is int and -(1 << 24) < v < 1 << 24)):
+                return None
+        return np.array(flat, np.float64).astype(DATATYPES[datatype])
+    bounds = INT_RANGES.get(datatype)
+    if bounds is not None and all(type(v) is int and bounds[0] <= v <= bounds[1] for v in flat):
+        return np.array(flat, DATATYPES[datatype])
+    return None
+
+
 def _json_array(flat: list[Any], datatype: str, name: str) -> np.ndarray:
+    plain = _plain_array(flat, datatype)
+    return plain if plain is not None else _checked_array(flat, datatype, name)
+
+
+def _checked_array(flat: list[Any], datatype: str, name: str) -> np.ndarray:
     try:
         guess = np.array(flat)  # one pass in C tells what the values are
     except (ValueError, TypeError, OverflowError, RecursionError):
