@@ -12,6 +12,7 @@ rows the test selects itself, numpy and onnxruntime run by hand, gzip, jsonschem
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -31,13 +32,15 @@ from edgefair.convert.quantize import QuantizeOptions
 from edgefair.errors import InputError, ModelError
 from edgefair.tune import TuneOptions, output
 from edgefair.tune import tune as run_tune
-from tests.conftest import run_cli
+from edgefair.verification.policy import DEFAULT_POLICY
 from tests.models import no_weights
 
 FEATURES = tuple(f"f{i}" for i in range(6))
 SENSITIVE = ("group", "region")
 ROWS = 6000
 SEED = 3
+# the default checks, with fewer bootstrap replicates (the gate runs once per variant)
+POLICY = dataclasses.replace(DEFAULT_POLICY, bootstrap_replicates=1000)
 MAX_VARIANTS = 8  # base 4, node screening 2, then the first fallbacks: the passing one is among them
 
 
@@ -139,8 +142,8 @@ def near(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def runs(near: dict[str, Path]):  # type: ignore[no-untyped-def]
     """A search stopped after 3 variants, then resumed from its cache with the full budget."""
     cache = near["dir"] / "cache"
-    short = run_tune(near["model"], near["csv"], options=options(max_variants=3), cache_dir=cache)
-    return short, run_tune(near["model"], near["csv"], options=options(), cache_dir=cache)
+    short = run_tune(near["model"], near["csv"], POLICY, options=options(max_variants=3), cache_dir=cache)
+    return short, run_tune(near["model"], near["csv"], POLICY, options=options(), cache_dir=cache)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +152,7 @@ def tuned(runs):  # type: ignore[no-untyped-def]
 
 
 def _verify_kwargs() -> dict[str, object]:
-    return dict(label="y", sensitive=list(SENSITIVE), feature_columns=list(FEATURES))
+    return dict(policy=POLICY, label="y", sensitive=list(SENSITIVE), feature_columns=list(FEATURES))
 
 
 def test_plain_dynamic_int8_fails_and_tune_keeps_the_harmful_node_float(near, tuned, tmp_path):  # type: ignore[no-untyped-def]
@@ -201,7 +204,7 @@ def test_rerun_resumes_from_the_cache_and_the_same_seed_gives_the_same_choice(ne
     assert not any(v.cached for v in resumed.variants[3:])
     assert resumed.search["variants_cached"] == 3
     # a fresh run (no cache) with the same seed: the same models, tables, verdicts and choice
-    fresh = run_tune(near["model"], near["csv"], options=options())
+    fresh = run_tune(near["model"], near["csv"], POLICY, options=options())
     key = [json.dumps(v.spec, sort_keys=True) for v in fresh.variants]
     assert [json.dumps(v.spec, sort_keys=True) for v in resumed.variants] == key
     for a, b in zip(resumed.variants, fresh.variants, strict=True):
@@ -232,8 +235,17 @@ def test_outputs_validate_and_the_bundle_loads(near, tuned, tmp_path):  # type: 
     assert "*" in table and tuned.chosen_variant.name in table
 
 
-def test_frontier_is_the_non_dominated_set(tuned):  # type: ignore[no-untyped-def]
-    src = tuned.source["compressed_bytes"]
+def test_frontier_is_the_non_dominated_set_and_the_choice_the_smallest_passing(near, tuned):  # type: ignore[no-untyped-def]
+    src = len(gzip.compress(near["model"].read_bytes(), compresslevel=6, mtime=0))
+    assert tuned.source["compressed_bytes"] == src
+    sizes = {}
+    for v in tuned.variants:
+        if v.evaluated and v.fairness.verdict == "pass":
+            blob = (near["dir"] / "cache" / "models" / f"{v.sha256}.onnx").read_bytes()
+            assert hashlib.sha256(blob).hexdigest() == v.sha256
+            sizes[v.sha256] = len(gzip.compress(blob, compresslevel=6, mtime=0))
+    smallest = min(sizes.values())
+    assert smallest < src and sizes[tuned.chosen_variant.sha256] == smallest
     points = [
         (v.objective("size", src), v.fairness.worst_excess, i) for i, v in enumerate(tuned.variants) if v.evaluated
     ]
@@ -241,15 +253,15 @@ def test_frontier_is_the_non_dominated_set(tuned):  # type: ignore[no-untyped-de
     assert {i for i, v in enumerate(tuned.variants) if v.on_frontier} == {i for _, _, i in points} - dominated
 
 
-def test_nothing_passing_exits_1_with_the_frontier_written(near, tmp_path):  # type: ignore[no-untyped-def]
+def test_nothing_passing_exits_1_with_the_frontier_written(near, tmp_path, capsys, monkeypatch):  # type: ignore[no-untyped-def]
     out = tmp_path / "out"
     args = ["tune", str(near["model"]), "--data", str(near["csv"]), "--label", "y", "--sensitive", "group,region"]
     args += ["--features", ",".join(FEATURES), "--batch", "256", "--objective", "size", "--max-variants", "1"]
-    proc = run_cli(*args, "--seed", str(SEED), "-o", str(out))
-    assert proc.returncode == 1, proc.stderr
-    assert "nothing chosen" in proc.stdout
+    code, _ = _main([*args, "--seed", str(SEED), "-o", str(out)], capsys, monkeypatch)
+    assert code == 1
     doc = json.loads((out / "tune.json").read_text())
     assert doc["chosen"] is None and doc["variants"][0]["fairness"]["verdict"] == "fail"
+    assert doc["exit_code"] == 1 and "no variant passes" in doc["note"]
     assert not (out / "model.onnx").exists() and not (out / "bundle").exists()
 
 
@@ -259,7 +271,10 @@ def _main(argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pyte
     monkeypatch.setattr(sys, "argv", ["edgefair", *argv])
     with pytest.raises(SystemExit) as exc:
         main()
-    return int(exc.value.code or 0), capsys.readouterr().err.strip()
+    captured = capsys.readouterr()
+    if exc.value.code == 1:
+        assert "nothing chosen" in captured.out
+    return int(exc.value.code or 0), captured.err.strip()
 
 
 @pytest.mark.parametrize(
@@ -292,15 +307,15 @@ def test_nothing_to_compress_is_one_line_exit_2(near, tmp_path, capsys, monkeypa
 def test_too_few_rows_says_how_many_would_decide(near, tmp_path):  # type: ignore[no-untyped-def]
     small = write_csv(tmp_path / "small.csv", near_rows(400, seed=5))
     with pytest.raises(InputError, match=r"about ([\d,]+) rows would") as exc:
-        run_tune(near["model"], small, options=options(max_variants=1))
+        run_tune(near["model"], small, POLICY, options=options(max_variants=1))
     needed = int(str(exc.value).rsplit("about ", 1)[1].split(" rows")[0].replace(",", ""))
     assert needed > 400
     # the number is not a guess: 15% more rows of the same kind decide, 30% fewer do not
     enough = write_csv(tmp_path / "enough.csv", near_rows(int(needed * 1.15), seed=5))
-    run_tune(near["model"], enough, options=options(max_variants=1))
+    run_tune(near["model"], enough, POLICY, options=options(max_variants=1))
     few = write_csv(tmp_path / "few.csv", near_rows(int(needed * 0.7), seed=5))
     with pytest.raises(InputError, match="too few"):
-        run_tune(near["model"], few, options=options(max_variants=1))
+        run_tune(near["model"], few, POLICY, options=options(max_variants=1))
 
 
 def test_verify_batch_size_scores_in_calls_of_that_many_rows(near, tmp_path):  # type: ignore[no-untyped-def]

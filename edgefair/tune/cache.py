@@ -37,6 +37,7 @@ class Cache:
         self.models = root / "models"
         self.here = root / context
         self._builds: dict[str, dict[str, Any]] = {}
+        self._dirty = False
         builds = self.here / "builds.json"
         if persistent and builds.is_file():
             try:
@@ -63,8 +64,13 @@ class Cache:
 
     def record_build(self, key: str, entry: dict[str, Any]) -> None:
         self._builds[key] = entry
-        if self.persistent:
+        self._dirty = True
+
+    def flush(self) -> None:
+        """Write the build map (once per stage: a stopped run keeps what it built)."""
+        if self.persistent and self._dirty:
             write_text(self.here / "builds.json", json.dumps(self._builds, indent=1, sort_keys=True))
+        self._dirty = False
 
     def table(self, sha: str) -> CountsTable | None:
         path = self.here / "tables" / f"{sha}.json"

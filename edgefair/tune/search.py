@@ -121,6 +121,7 @@ class _Search:
                 break
             self.seen.add(spec.key())
             built.append((spec, *self._build(spec)))
+        self.cache.flush()
         shas = list(dict.fromkeys(sha for _, sha, _, _ in built if sha))
         tables = {sha: t for sha in shas if (t := self.cache.table(sha)) is not None}
         fresh = [sha for sha in shas if sha not in tables]
