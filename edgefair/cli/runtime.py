@@ -99,18 +99,23 @@ def counters_show(
 
 @counters_app.command("merge")
 def counters_merge(
-    sources: Annotated[list[Path], typer.Argument(help="Table JSON files (raw exports) or stores.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Merged table JSON.")],
+    sources: Annotated[
+        list[Path], typer.Argument(help="Exports (JSON) or stores, or folders of *.json exports; one kind at a time.")
+    ],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Merged table JSON (a fleet table for private exports).")
+    ],
 ) -> None:
-    """Add counters from many devices: exact, order-free."""
-    from edgefair.core import tables
+    """Add counters from many devices, one file at a time: exact tables and stores add up exactly;
+    private exports add up into a fleet table with each cell's noise variance and suppressed rows."""
     from edgefair.files import refuse_overwriting_inputs, write_text
-    from edgefair.runtime.store import load_counters
+    from edgefair.runtime.fleet import merge_files
 
     refuse_overwriting_inputs([output], sources)
-    merged = tables.merge(load_counters(s) for s in sources)
+    merged = merge_files(sources)
     write_text(output, merged.to_json() + "\n")
-    typer.echo(f"merged {len(sources)} tables: {merged.rows:,} predictions -> {output}")
+    for line in merged.summary_lines(str(output)):
+        typer.echo(line)
 
 
 @counters_app.command("export")
