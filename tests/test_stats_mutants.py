@@ -151,19 +151,15 @@ def test_newcombe_weighted_fractional_counts_match_the_hand_composition(x1, n1, 
     assert float(low) == pytest.approx(ref[0], abs=1e-12) and float(high) == pytest.approx(ref[1], abs=1e-12)
 
 
-def test_newcombe_is_clipped_to_the_range_of_a_difference_even_for_inconsistent_counts():
-    # successes above the row count or below 0 (a corrupt table) still give an interval inside [-1, 1].
-    # Unclipped, these run from -1.01 to -0.61, -1.63 to -0.07, -4.02 to -0.29 (one side out of range) and
-    # 1.04 to 6.09, 5.42 to 32.2 (both sides out of range, in opposite directions); mirrored below.
-    one_side = [(0, 10, 10.05, 10), (0, 1, 1.3, 1), (0, 1, 0.6, 0.25)]
-    for x1, n1, x2, n2 in one_side:
-        low, high = stats.newcombe_interval(x1, n1, x2, n2, 0.95)
-        assert float(low) == -1.0 and -1.0 < float(high) < 0.0, (x1, n1, x2, n2, low, high)
-        low, high = stats.newcombe_interval(x2, n2, x1, n1, 0.95)
-        assert 0.0 < float(low) < 1.0 and float(high) == 1.0, (x2, n2, x1, n1, low, high)
-    for x1, n1, x2, n2 in [(0.6, 0.25, -0.35, 0.25), (0.1, 0.01, -0.09, 0.01)]:
-        assert [float(v) for v in stats.newcombe_interval(x1, n1, x2, n2, 0.95)] == [1.0, 1.0]
-        assert [float(v) for v in stats.newcombe_interval(x2, n2, x1, n1, 0.95)] == [-1.0, -1.0]
+def test_newcombe_refuses_inconsistent_counts_rather_than_clipping_them():
+    # successes above the row count or below 0 (a corrupt table) are refused: unclipped these ran
+    # from -1.01 to -0.61 ... 5.42 to 32.2, and clipping them to [-1, 1] only hid the corruption.
+    # (For consistent counts the interval lies within [-1, 1] without clipping: tests/test_stats_refusals.py.)
+    cases = [(0, 10, 10.05, 10), (0, 1, 1.3, 1), (0, 1, 0.6, 0.25), (0.6, 0.25, -0.35, 0.25), (0.1, 0.01, -0.09, 0.01)]
+    for x1, n1, x2, n2 in cases:
+        for args in ((x1, n1, x2, n2), (x2, n2, x1, n1)):
+            with pytest.raises(InputError, match="successes must lie in"):
+                stats.newcombe_interval(*args, 0.95)
 
 
 def test_newcombe_accepts_object_arrays_like_float_arrays():

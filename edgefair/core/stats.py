@@ -73,6 +73,9 @@ def newcombe_interval(
     """Interval for p1 - p2 of two independent rates (Newcombe's hybrid score)."""
     a1, m1 = np.asarray(x1, np.float64), np.asarray(n1, np.float64)
     a2, m2 = np.asarray(x2, np.float64), np.asarray(n2, np.float64)
+    for a, m in ((a1, m1), (a2, m2)):
+        if not np.all((a >= 0) & (a <= m)):  # also refuses NaN, and successes out of no rows
+            raise InputError("newcombe_interval: successes must lie in [0, rows] (no successes out of 0 rows)")
     p1 = a1 / np.where(m1 > 0, m1, 1.0)
     p2 = a2 / np.where(m2 > 0, m2, 1.0)
     l1, u1 = wilson_interval(a1, m1, confidence)
@@ -126,6 +129,11 @@ def bootstrap_counts(
         raise InputError(f"replicates must be at least 1, got {replicates}")
     if discordance_prior < 0:
         raise InputError(f"discordance_prior must be non-negative, got {discordance_prior}")
+    counts = np.asarray(counts)
+    if counts.ndim != 4 or counts.shape[1:] != (3, 2, 2) or counts.dtype.kind not in "iu":
+        raise InputError(f"bootstrap_counts: counts must be integers of shape (groups, 3, 2, 2), got {counts.shape}")
+    if (counts < 0).any():
+        raise InputError("bootstrap_counts: counts must be non-negative")
     g = counts.shape[0]
     flat = counts.reshape(g, -1)
     sizes = flat.sum(axis=1)
