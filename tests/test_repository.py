@@ -110,7 +110,15 @@ def test_repository_calls_need_the_token_and_unknown_models_are_404(served):
     with pytest.raises(InferenceServerException) as info:
         client.load_model("nope", headers=AUTH)
     assert info.value.status() == "404" and "unknown model 'nope'" in info.value.message()
+    with pytest.raises(InferenceServerException) as info:
+        client.load_model("lin", headers=AUTH, config='{"backend": "onnxruntime"}')
+    assert info.value.status() == "400" and "load parameter 'config' is not supported" in info.value.message()
     assert client.is_model_ready("lin")  # the running versions are untouched
+
+
+def test_a_model_folder_is_not_a_repository(repo):
+    with pytest.raises(RepositoryError, match="is a bundle, not a model folder"):
+        Server(repo[0] / "lin", ServeConfig(port=0))
 
 
 def test_a_broken_reload_leaves_the_running_versions_answering(repo, tmp_path, weights):

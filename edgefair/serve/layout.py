@@ -142,6 +142,11 @@ def is_repository(path: str | Path) -> bool:
 def scan_model(model_dir: Path) -> ModelEntry:
     """One model folder: its versions (each must hold a bundle) and its config."""
     name = model_dir.name
+    if (model_dir / MANIFEST).is_file():
+        raise RepositoryError(
+            f"{model_dir}: is a bundle, not a model folder; a repository holds model folders of version "
+            f"folders ({model_dir.parent.parent}/<model>/<version>/), or serve the bundle itself"
+        )
     if not NAME.fullmatch(name):
         raise RepositoryError(f"{model_dir}: a model folder's name must be letters, digits, '_', '.' or '-'")
     versions: dict[int, Path] = {}

@@ -145,12 +145,14 @@ class RepositoryApp:
             _allow(method, GET)
             return _json(200, {"live": True} if route.endswith("live") else {"ready": self.ready})
         if parts[:2] == ["v2", "repository"]:
-            return self._repository(method, parts[2:], headers)
+            return self._repository(method, parts[2:], headers, body)
         if len(parts) < 3 or parts[:2] != ["v2", "models"]:
             raise v2.ClientError(f"no route {route}", 404)
         return self._model(method, parts[2], parts[3:], path, headers, body)
 
-    def _repository(self, method: str, rest: list[str], headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+    def _repository(
+        self, method: str, rest: list[str], headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
         self._authorise(headers)
         if rest == ["index"]:
             _allow(method, POST)
@@ -160,6 +162,11 @@ class RepositoryApp:
             return _json(200, [i.to_dict() for i in self.incidents.list()] if self.incidents else [])
         if len(rest) == 3 and rest[0] == "models" and rest[2] in ("load", "unload"):
             _allow(method, POST)
+            doc = v2.loads(body) if body.strip() else {}
+            params = doc.get("parameters") if isinstance(doc, dict) else None
+            extra = sorted(set(params or {}) - {"unload_dependents"}) if isinstance(params, dict) else []
+            if extra:  # tritonclient's config and file overrides: a model loads from its folder only
+                raise v2.ClientError(f"load parameter {extra[0]!r} is not supported; a model loads from its folder")
             (self.load if rest[2] == "load" else self.unload)(rest[1])
             return _json(200, {})
         raise v2.ClientError(f"no route /v2/repository/{'/'.join(rest)}", 404)
