@@ -151,12 +151,23 @@ def _scope(table: CountsTable, reps: Counts, attrs: tuple[str, ...]) -> Scope:
     return Scope(", ".join(attrs), marginal, np.einsum("rgabc,gh->rhabc", reps, member))
 
 
+DROP_KINDS = (CheckKind.GROUP_DROP, CheckKind.OVERALL_DROP, CheckKind.GROUP_INCREASE, CheckKind.OVERALL_INCREASE)
+
+
+def _small_estimate(kind: CheckKind, ref: float, cand: float) -> float:
+    """What an ungated group reports, signed as a gated one would be: a cap the candidate's
+    rate, a drop reference minus candidate (the increase kinds negate it afterwards)."""
+    if kind is CheckKind.GROUP_MAX:
+        return cand
+    return ref - cand if kind in DROP_KINDS else cand - ref
+
+
 def _too_small(check: Check, scope: str, group: str, rows: int, ref: float, cand: float, policy: Policy) -> CheckResult:
     return CheckResult(
         check=check,
         scope=scope,
         group=group,
-        estimate=cand if check.kind is CheckKind.GROUP_MAX else cand - ref,
+        estimate=_small_estimate(check.kind, ref, cand),
         interval=(math.nan, math.nan),
         reference_value=ref,
         candidate_value=cand,
