@@ -1,0 +1,48 @@
+#!/bin/sh
+# Make sure the command-line tools the tests need are on PATH, installing Debian's packages
+# with apt-get when one is missing. Today: promtool (Debian's `prometheus` package), which
+# tests/test_prometheus_rules.py uses to check and unit-test examples/prometheus/*.yml.
+#
+#   scripts/ensure-tools.sh            # prints where each tool is, or installs it
+#
+# Exit 0 with every tool present; otherwise one line on stderr saying what failed, exit 1.
+# Cheap on purpose: --no-install-recommends (no node exporter, no docs), and `apt-get update`
+# only when the package is unknown to apt. Debian's policy-rc.d keeps the prometheus service
+# from starting in containers; where it is not there, the service may start as Debian ships it.
+set -u
+
+need() {  # need TOOL PACKAGE
+    tool=$1 package=$2
+    if command -v "$tool" >/dev/null 2>&1; then
+        echo "$tool: $(command -v "$tool")"
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "ensure-tools: $tool is missing and there is no apt-get to install Debian's $package package" >&2
+        return 1
+    fi
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then sudo="sudo -n"; else
+            echo "ensure-tools: $tool is missing and installing Debian's $package package needs root (or sudo)" >&2
+            return 1
+        fi
+    fi
+    log=$(mktemp)
+    if ! apt-cache show "$package" >/dev/null 2>&1; then
+        $sudo apt-get update -qq >"$log" 2>&1
+    fi
+    if ! DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$package" >>"$log" 2>&1; then
+        echo "ensure-tools: apt-get install $package failed: $(grep -m1 -E '^E:' "$log" || tail -n1 "$log")" >&2
+        rm -f "$log"
+        return 1
+    fi
+    rm -f "$log"
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "ensure-tools: installed Debian's $package package but $tool is still not on PATH" >&2
+        return 1
+    fi
+    echo "$tool: $(command -v "$tool") (installed Debian's $package package)"
+}
+
+need promtool prometheus
