@@ -72,12 +72,14 @@ class Cache:
             write_text(self.here / "builds.json", json.dumps(self._builds, indent=1, sort_keys=True))
         self._dirty = False
 
-    def table(self, sha: str) -> CountsTable | None:
+    def table(self, sha: str) -> tuple[CountsTable, str] | None:
+        """A model's paired table on the search split and how it was scored."""
         path = self.here / "tables" / f"{sha}.json"
         if not self.persistent or not path.is_file():
             return None
-        return tables.from_json(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return tables.from_dict(doc["table"]), str(doc["scored"])
 
-    def put_table(self, sha: str, table: CountsTable) -> None:
+    def put_table(self, sha: str, table: CountsTable, scored: str) -> None:
         if self.persistent:
-            write_text(self.here / "tables" / f"{sha}.json", json.dumps(table.to_dict()))
+            write_text(self.here / "tables" / f"{sha}.json", json.dumps({"scored": scored, "table": table.to_dict()}))

@@ -27,7 +27,7 @@ class TuneOptions:
     seed: int = 0
     families: tuple[str, ...] = space.FAMILIES
     calibration_rows: int = 1000
-    timing_rounds: int = 9
+    timing_rounds: int = 15
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:

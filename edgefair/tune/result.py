@@ -92,6 +92,7 @@ class VariantResult:
     cached: bool = False  # built and scored in an earlier run
     error: str | None = None  # could not be built (e.g. nothing of that kind to quantise)
     on_frontier: bool = False
+    scored: str | None = None  # how its search-split table was scored (see splits.SplitScorer)
 
     @property
     def evaluated(self) -> bool:
@@ -123,6 +124,7 @@ class VariantResult:
             "cached": self.cached,
             "error": self.error,
             "on_frontier": self.on_frontier,
+            "scored": self.scored,
         }
 
 

@@ -127,9 +127,9 @@ class _Search:
         fresh = [sha for sha in shas if sha not in tables]
         if fresh:
             scored = self.scorer.tables([self.cache.model_path(sha) for sha in fresh])
-            for sha, table in zip(fresh, scored, strict=True):
-                self.cache.put_table(sha, table)
-                tables[sha] = table
+            for sha, (table, how) in zip(fresh, scored, strict=True):
+                self.cache.put_table(sha, table, how)
+                tables[sha] = (table, how)
         blobs = {sha: self.cache.model_path(sha).read_bytes() for sha in shas}
         timed = time_models(
             self.bytes, [blobs[s] for s in shas], self.feeds, self.options.batch, self.options.timing_rounds
@@ -139,7 +139,7 @@ class _Search:
         for spec, model_sha, error, cached in built:  # spec, model hash, build error, found in the cache
             record = VariantResult(spec.name, spec.stage, spec.family, spec.knobs(), error=error, cached=cached)
             if model_sha is not None:
-                table = tables[model_sha]
+                table, how = tables[model_sha]
                 record = dataclasses.replace(
                     record,
                     sha256=model_sha,
@@ -148,6 +148,7 @@ class _Search:
                     latency=latency[model_sha],
                     fairness=summarise(table, gate(table, self.policy)),
                     cached=cached and model_sha not in fresh,
+                    scored=how,
                 )
             self.variants.append(record)
             self.specs.append(spec)

@@ -67,8 +67,17 @@ class _ScoredOnce(ev._Model):
         return self._decided
 
 
+INVARIANCE_ROWS = 512  # rows on which a candidate must give the same outputs in one call as in batches
+
+
 class SplitScorer:
-    """Paired tables of candidates against the reference on one split, one pass per call."""
+    """Paired tables of candidates against the reference on one split, one pass per call.
+
+    Everything is judged at the deployment batch. A candidate whose outputs on the first
+    512 rows are the same (to 1e-6) in one call as in calls of the deployment batch is
+    scored in whole chunks (fast); any other (dynamic int8: activation scales per call) is
+    scored call by call at the deployment batch. The reference is always scored at the
+    deployment batch, once; the certificate is a fresh verify at the deployment batch."""
 
     def __init__(self, reference: str | Path, split: Split, options: ev.EvaluateOptions) -> None:
         self.split = split
@@ -80,15 +89,47 @@ class SplitScorer:
         for name in needed or ():
             data.require_column(cols, name, split.dataset.source)
         self.chunk = data.Chunk(chosen, 2, split.dataset.source)
+        if ev.score_chunk(self.reference, [], self.chunk, options) is None:  # the reference, once
+            raise InputError(f"{split.dataset.source}: no data rows")
+        self.whole = dataclasses.replace(options, batch_size=None)
+        self.sample = self.feeds(INVARIANCE_ROWS)
 
-    def tables(self, candidates: Sequence[str | Path]) -> list[CountsTable]:
+    def tables(self, candidates: Sequence[str | Path]) -> list[tuple[CountsTable, str]]:
+        """Each candidate's paired table and how it was scored."""
         models = [ev._Model(c, self.options.threshold, self.options.score_output) for c in candidates]
         for m in models:
             ev._same_inputs(self.reference, m)
-        scored = ev.score_chunk(self.reference, models, self.chunk, self.options)
-        if scored is None:
-            raise InputError(f"{self.split.dataset.source}: no data rows")
-        return scored[0]
+        invariant = [self._batch_invariant(m) for m in models]
+        batch = self.options.batch_size
+        how = {
+            True: f"in chunks: the same outputs at batch {batch} on {INVARIANCE_ROWS} rows",
+            False: f"at batch {batch}",
+        }
+        out: dict[int, tuple[CountsTable, str]] = {}
+        for flag, opts in ((False, self.options), (True, self.whole)):
+            group = [i for i, f in enumerate(invariant) if f is flag]
+            if group:
+                scored = ev.score_chunk(self.reference, [models[i] for i in group], self.chunk, opts)
+                assert scored is not None
+                out.update({i: (t, how[flag]) for i, t in zip(group, scored[0], strict=True)})
+        return [out[i] for i in range(len(models))]
+
+    def _batch_invariant(self, model: ev._Model) -> bool:
+        batch = self.options.batch_size
+        rows = len(next(iter(self.sample.values())))
+        if batch is None or batch >= rows:
+            return batch is None  # a large batch costs few calls: score it as deployed
+        name = model.choice.name
+        whole = np.asarray(model.session.run([name], self.sample)[0])
+        parts = np.concatenate(
+            [
+                model.session.run([name], {k: v[i : i + batch] for k, v in self.sample.items()})[0]
+                for i in range(0, rows, batch)
+            ]
+        )
+        if whole.dtype.kind != "f":
+            return bool(np.array_equal(whole, parts))
+        return bool(np.allclose(whole, parts, rtol=0.0, atol=1e-6))
 
     def identical(self) -> CountsTable:
         """The reference against itself: what a candidate that changes nothing would show."""
