@@ -28,10 +28,11 @@ KNOWN_KEYS = (
     "confidence, adjustment, min_group_size, inconclusive_fails, gate_intersections, "
     "bootstrap_replicates, seed, sensitive, checks"
 )
-KINDS = "difference_increase, group_max, group_drop, overall_drop"
+KINDS = "difference_increase, group_max, group_drop, overall_drop, group_increase, overall_increase, ratio"
 RATES = (
     "selection_rate, true_positive_rate, false_positive_rate, true_negative_rate, false_negative_rate, "
-    "accuracy, positive_predictive_value, flip_rate, negative_flip_rate, positive_flip_rate"
+    "accuracy, positive_predictive_value, flip_rate, negative_flip_rate, positive_flip_rate, "
+    "mean_prediction, mean_error, mean_absolute_error, root_mean_squared_error, mean_absolute_change"
 )
 
 

@@ -56,6 +56,16 @@ BatchSizeOpt = Annotated[
 ]
 
 
+TaskOpt = Annotated[
+    str | None,
+    typer.Option(help="binary, multiclass or regression (default: detected; a [N, 1] output is binary unless told)."),
+]
+WeightOpt = Annotated[str | None, typer.Option(help="Column of sample weights (non-negative numbers).")]
+CutOpt = Annotated[
+    float | None, typer.Option("--threshold", help="Decision = score >= threshold (default 0.5; regression: optional).")
+]
+
+
 def _gate(
     reference: Path,
     candidates: list[Path],
@@ -79,7 +89,11 @@ def _gate(
     args = (reference, [str(c) for c in candidates], data, policy)
     if dask:
         from edgefair import distributed
+        from edgefair.errors import InputError
 
+        if options.get("task") or options.get("weight"):
+            raise InputError("--dask scores binary classifiers without weights; drop --dask for --task or --weight")
+        options = {**options, "threshold": 0.5 if options["threshold"] is None else options["threshold"]}
         with distributed.connect(dask, timeout=dask_timeout) as client:
             result = distributed.compare(*args, client=client, **options, progress=row_progress(label))
     else:
@@ -93,15 +107,19 @@ def _gate(
 def _options(
     label: str | None,
     sensitive: str | None,
-    threshold: float,
+    threshold: float | None,
     positive_label: str | None,
     score_output: str | None,
     features: str | None,
     latency: bool,
     batch_size: int | None = None,
+    task: str | None = None,
+    weight: str | None = None,
 ) -> dict[str, Any]:
-    """The library keyword arguments verify and compare share."""
+    """The library keyword arguments verify and compare share (task and weight only when set)."""
+    extra = {k: v for k, v in (("task", task), ("weight", weight)) if v is not None}
     return {
+        **extra,
         "batch_size": batch_size,
         "label": label,
         "sensitive": split_columns(sensitive) or None,
@@ -120,10 +138,12 @@ def verify(
     label: LabelOpt = None,
     sensitive: SensOpt = None,
     policy: PolicyOpt = None,
-    threshold: ThresholdOpt = 0.5,
+    threshold: CutOpt = None,
     positive_label: PositiveOpt = None,
     score_output: ScoreOutputOpt = None,
     features: FeaturesOpt = None,
+    task: TaskOpt = None,
+    weight: WeightOpt = None,
     json_out: JsonOutOpt = None,
     markdown: MarkdownOpt = None,
     html: HtmlOpt = None,
@@ -132,7 +152,9 @@ def verify(
     batch_size: BatchSizeOpt = None,
 ) -> None:
     """Gate a candidate against the reference: exit 0 pass, 1 fail, 2 bad input, 3 inconclusive."""
-    options = _options(label, sensitive, threshold, positive_label, score_output, features, False, batch_size)
+    options = _options(
+        label, sensitive, threshold, positive_label, score_output, features, False, batch_size, task, weight
+    )
     outputs = (json_out, markdown, html)
     rendered, written = _gate(reference, [candidate], data, policy, options, dask, dask_timeout, outputs, True)
     typer.echo(text.format_verify(rendered.doc, str(candidate), str(reference)))
@@ -148,10 +170,12 @@ def compare(
     label: LabelOpt = None,
     sensitive: SensOpt = None,
     policy: PolicyOpt = None,
-    threshold: ThresholdOpt = 0.5,
+    threshold: CutOpt = None,
     positive_label: PositiveOpt = None,
     score_output: ScoreOutputOpt = None,
     features: FeaturesOpt = None,
+    task: TaskOpt = None,
+    weight: WeightOpt = None,
     latency: Annotated[bool, typer.Option(help="Time each model (1 thread).")] = True,
     json_out: JsonOutOpt = None,
     markdown: MarkdownOpt = None,
@@ -161,7 +185,9 @@ def compare(
     batch_size: BatchSizeOpt = None,
 ) -> None:
     """Verify many candidates in one pass over the data; one row per candidate."""
-    options = _options(label, sensitive, threshold, positive_label, score_output, features, latency, batch_size)
+    options = _options(
+        label, sensitive, threshold, positive_label, score_output, features, latency, batch_size, task, weight
+    )
     outputs = (json_out, markdown, html)
     rendered, written = _gate(reference, candidates, data, policy, options, dask, dask_timeout, outputs, False)
     typer.echo(text.format_compare(rendered.doc))

@@ -14,11 +14,14 @@ from typing import Any
 
 from edgefair.core import metrics as m
 from edgefair.core.frame import MetricFrame, group_name
+from edgefair.report.tasks import task_section
 from edgefair.verification.api import CompareReport, VerifyReport
 from edgefair.verification.gate import scopes
 from edgefair.version import __version__
 
-SCHEMA_VERSION = 2  # 2: verdict "inconclusive" (exit 3), summary.unsettled and .note
+SCHEMA_VERSION = 3  # 2: verdict "inconclusive" (exit 3), summary.unsettled and .note
+# 3: multi-class and regression reports ("task", class and moments tables, task sections),
+#    check kinds group_increase, overall_increase and ratio
 FLIP_METRICS = m.PAIRED_METRICS
 
 
@@ -69,7 +72,8 @@ def by_group_section(table: Any, attrs: tuple[str, ...], confidence: float) -> d
 
 def verify_document(report: VerifyReport) -> dict[str, Any]:
     ev, g = report.evaluation, report.gate
-    table = report.table
+    task_table = report.task_table
+    table = report.table if ev.tables else task_table
     shown = [attrs for attrs, _ in scopes(table.attributes, report.policy.gate_intersections)]
     failing = [f"{r.check.metric} ({r.check.kind.value}) in {r.group or r.scope}" for r in g.failures()]
     unsettled = [
@@ -100,11 +104,23 @@ def verify_document(report: VerifyReport) -> dict[str, Any]:
         "policy": report.policy.to_dict(),
         "interval_confidence": g.confidence,
         "checks": [r.to_dict() for r in g.results],
-        "by_group": {", ".join(s): by_group_section(table, s, report.policy.confidence) for s in shown},
+        "by_group": {", ".join(s): _section(report, s) for s in shown},
         "latency_ratio": report.latency_ratio,
         "table": table.to_dict(),
     }
+    if ev.task_info is not None:  # beyond binary classification (a binary report has no "task")
+        sections = "binary" if task_table is None else ev.task
+        doc["task"] = {**ev.task_info.to_dict(), "sections": sections}
+        if ev.tables and task_table is not None:  # one-vs-rest checks of a multi-class model
+            doc["task_table"] = task_table.to_dict()
+            doc["one_vs_rest"] = {", ".join(s): by_group_section(table, s, report.policy.confidence) for s in shown}
     return json_safe(doc)  # type: ignore[no-any-return]
+
+
+def _section(report: VerifyReport, attrs: tuple[str, ...]) -> dict[str, Any]:
+    if report.task_table is not None:
+        return task_section(report.task_table, attrs, report.policy.confidence)
+    return by_group_section(report.table, attrs, report.policy.confidence)
 
 
 def _verdict_note(verdict: str) -> str:
@@ -135,11 +151,13 @@ def compare_row(doc: dict[str, Any]) -> dict[str, Any]:
                 "increase": worst["estimate"],
                 "increase_interval": worst["interval"],
             }
-    nfr = [
-        (v["negative_flip_rate"], scope, g) for scope, sec in doc["by_group"].items() for g, v in sec["flips"].items()
-    ]
+    regression = doc.get("task", {}).get("sections") == "regression"
+    flip = "mean_absolute_change" if regression else "negative_flip_rate"
+    nfr = [(v[flip], scope, g) for scope, sec in doc["by_group"].items() for g, v in sec["flips"].items()]
     worst_nfr = max(nfr) if nfr else (None, None, None)
     overall = doc["by_group"][doc["data"]["sensitive"][0]]["overall"]
+    if regression:
+        return _regression_row(doc, overall, gaps, worst_nfr)
     return {
         "candidate": doc["candidate"]["path"],
         "size_bytes": doc["candidate"]["size_bytes"],
@@ -149,6 +167,28 @@ def compare_row(doc: dict[str, Any]) -> dict[str, Any]:
         "reference_accuracy": overall["reference"]["accuracy"],
         "worst_gap": gaps,
         "worst_negative_flip_rate": {"value": worst_nfr[0], "scope": worst_nfr[1], "group": worst_nfr[2]},
+        "verdict": doc["verdict"],
+        "summary": doc["summary"],
+        "failing": doc["summary"]["failing"],
+        "unsettled": doc["summary"]["unsettled"],
+    }
+
+
+def _regression_row(doc: dict[str, Any], overall: dict[str, Any], gaps: dict[str, Any], worst: Any) -> dict[str, Any]:
+    """A regression candidate's compare line: MAE where a classifier has accuracy, and the
+    largest mean absolute change of predictions where it has negative flips."""
+    return {
+        "candidate": doc["candidate"]["path"],
+        "size_bytes": doc["candidate"]["size_bytes"],
+        "size_ratio": doc["candidate"]["size_bytes"] / doc["reference"]["size_bytes"],
+        "latency_ratio": doc["latency_ratio"],
+        "accuracy": None,
+        "reference_accuracy": None,
+        "mean_absolute_error": overall["candidate"]["mean_absolute_error"],
+        "reference_mean_absolute_error": overall["reference"]["mean_absolute_error"],
+        "worst_gap": gaps,
+        "worst_negative_flip_rate": {"value": None, "scope": None, "group": None},
+        "worst_mean_absolute_change": {"value": worst[0], "scope": worst[1], "group": worst[2]},
         "verdict": doc["verdict"],
         "summary": doc["summary"],
         "failing": doc["summary"]["failing"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from edgefair.report import tasks
 from edgefair.report.markdown import f4
 from edgefair.report.text import LEGEND
 
@@ -166,7 +167,11 @@ def verify_body(doc: dict[str, Any]) -> str:
         f"{doc['interval_confidence']:.4f}, {escape(doc['policy']['adjustment'])}-adjusted verdicts).</p>",
         f"<ul>{failing}</ul>" if failing else "",
     ]
-    for scope, sec in doc["by_group"].items():
+    if tasks.has_sections(doc):
+        parts.append(tasks.html_sections(doc))
+    elif "task" in doc:
+        parts.append(f"<p>{escape(tasks.task_line(doc))}</p>")
+    for scope, sec in () if tasks.has_sections(doc) else doc["by_group"].items():
         parts.append(
             f"<h2>By {escape(scope)}</h2><p class=muted>grey: reference, orange: candidate; "
             "whiskers: Wilson intervals</p><div class=plots>"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgefair.report import tasks
+
 MARK = {"pass": "✅ pass", "fail": "❌ fail", "inconclusive": "❔ inconclusive"}
 
 
@@ -54,8 +56,12 @@ def verify_markdown(doc: dict[str, Any]) -> str:
         shown = s["unsettled"][:10]
         more = f"; … {len(s['unsettled']) - 10} more" if len(s["unsettled"]) > 10 else ""
         lines += ["**Unsettled:** " + "; ".join(shown) + more, ""]
+    if "task" in doc:
+        lines += [tasks.task_line(doc), ""]
     lines += check_rows(doc)
-    for scope, sec in doc["by_group"].items():
+    if tasks.has_sections(doc):
+        lines += tasks.markdown_sections(doc)
+    for scope, sec in () if tasks.has_sections(doc) else doc["by_group"].items():
         lines += [
             "",
             f"### By {scope}",

@@ -55,16 +55,19 @@ def format_compare(doc: dict[str, Any]) -> str:
                 f"{c['size_ratio']:.0%}",
                 f"{lat['batch_1']:.2f}x" if lat else "-",
                 f"{lat['batch_256']:.2f}x" if lat else "-",
-                f"{c['accuracy']:.4f}",
+                "-" if c["accuracy"] is None else f"{c['accuracy']:.4f}",
                 *gaps,
-                f"{nfr['value']:.3f} {nfr['group']}",
+                "-" if nfr["value"] is None else f"{nfr['value']:.3f} {nfr['group']}",
                 c["verdict"].upper(),
             ]
         )
     ref_acc = doc["candidates"][0]["reference_accuracy"] if doc["candidates"] else float("nan")
+    if ref_acc is None:  # a regression model: its error instead
+        quality = f"mean absolute error {doc['candidates'][0]['reference_mean_absolute_error']:.4f}"
+    else:
+        quality = f"accuracy {ref_acc:.4f}"
     lines = [
-        f"reference {doc['reference']['path']}: accuracy {ref_acc:.4f}; "
-        f"{doc['data']['rows']:,} rows of {doc['data']['source']}",
+        f"reference {doc['reference']['path']}: {quality}; {doc['data']['rows']:,} rows of {doc['data']['source']}",
         format_table(rows, header),
     ]
     for report in doc["reports"]:
@@ -129,4 +132,7 @@ def format_verify(doc: dict[str, Any], candidate: str, reference: str) -> str:
         f"{doc['verdict'].upper()}: {candidate} vs {reference} on {doc['data']['rows']:,} rows; "
         f"{s['checks']} checks: {s['pass']} pass, {s['fail']} fail, {s['inconclusive']} inconclusive"
     ]
+    if "task" in doc:  # say which output and how decisions were read
+        t = doc["task"]
+        lines.append(f"  task: {t['kind']}; decisions from {t['decisions']}")
     return "\n".join(lines + reasons(doc, "  ", limit=20))

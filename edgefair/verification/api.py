@@ -18,7 +18,8 @@ from edgefair.core.tables import CountsTable
 from edgefair.data import Dataset, Source, resolve
 from edgefair.errors import InputError
 from edgefair.verification import evaluate as ev
-from edgefair.verification.gate import GateResult, gate
+from edgefair.verification import task_evaluate, tasks
+from edgefair.verification.gate import GateResult
 from edgefair.verification.policy import Policy, load_policy
 
 EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 3}  # 2 is bad input (the CLI's)
@@ -42,6 +43,16 @@ class VerifyReport:
     @property
     def table(self) -> CountsTable:
         return self.evaluation.tables[self.index]
+
+    @property
+    def task(self) -> str:
+        return self.evaluation.task
+
+    @property
+    def task_table(self) -> Any:
+        """The candidate's ClassTable or MomentsTable (None for a binary classifier)."""
+        tables = self.evaluation.task_tables
+        return tables[self.index] if tables else None
 
     @property
     def passed(self) -> bool:
@@ -109,13 +120,15 @@ def compare(
     *,
     label: str | None = None,
     sensitive: Sequence[str] | None = None,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     positive_label: str | None = None,
     score_output: str | None = None,
     feature_columns: Sequence[str] | None = None,
     measure_latency: bool = True,
     progress: ev.Progress | None = None,
     batch_size: int | None = None,
+    task: str | None = None,
+    weight: str | None = None,
 ) -> CompareReport:
     """Verify many candidates in one pass over the data; optionally time each model.
 
@@ -123,12 +136,17 @@ def compare(
     their label and sensitive columns), a CSV path or an in-memory ``Dataset``.
     ``batch_size``: rows per model call (default: a whole chunk of 65536); a model whose
     outputs depend on the batch (dynamic int8) must be judged at its deployment batch.
+    ``task``: "binary", "multiclass" or "regression" (None: detected; a [N, 1] score is
+    binary unless told); ``threshold`` (default 0.5) on a regression model turns its
+    predictions into decisions. ``weight``: a column of sample weights (binary).
     """
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
     source = resolve(data)
-    options = _options(source, pol, label, sensitive, threshold, positive_label, score_output, feature_columns)
+    cut = 0.5 if threshold is None else threshold
+    options = _options(source, pol, label, sensitive, cut, positive_label, score_output, feature_columns)
     options = dataclasses.replace(options, batch_size=batch_size)
-    evaluation = ev.evaluate(reference, candidates, source, options, progress)
+    options = task_evaluate.prepare(reference, options, pol, threshold=threshold, task=task, weight=weight)
+    evaluation = task_evaluate.evaluate_any(reference, candidates, source, options, progress)
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     reports = []
     ref_latency = _latencies(reference, evaluation.sample) if measure_latency else None
@@ -137,7 +155,7 @@ def compare(
         if ref_latency is not None:
             own = _latencies(cand, evaluation.sample)
             ratio = {k: own[k] / ref_latency[k] for k in own}
-        reports.append(VerifyReport(evaluation, i, gate(evaluation.tables[i], pol), pol, created, ratio))
+        reports.append(VerifyReport(evaluation, i, tasks.gate_for(evaluation, i, pol), pol, created, ratio))
     return CompareReport(tuple(reports))
 
 
@@ -149,13 +167,15 @@ def verify(
     *,
     label: str | None = None,
     sensitive: Sequence[str] | None = None,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     positive_label: str | None = None,
     score_output: str | None = None,
     feature_columns: Sequence[str] | None = None,
     measure_latency: bool = False,
     progress: ev.Progress | None = None,
     batch_size: int | None = None,
+    task: str | None = None,
+    weight: str | None = None,
 ) -> VerifyReport:
     """Does ``candidate`` keep the reference's subgroup fairness on ``data``, per ``policy``?"""
     return compare(
@@ -172,6 +192,8 @@ def verify(
         measure_latency=measure_latency,
         progress=progress,
         batch_size=batch_size,
+        task=task,
+        weight=weight,
     ).reports[0]
 
 

@@ -50,6 +50,11 @@ class Evaluation:
     threshold: float
     score_output: str
     sample: dict[str, np.ndarray]  # the first rows' model feeds, for latency measurements
+    # beyond binary classification (verification.task_evaluate): the task, its tables (a
+    # ClassTable or MomentsTable per candidate) and how decisions were read
+    task: str = "binary"
+    task_tables: tuple[Any, ...] = ()
+    task_info: Any = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +67,9 @@ class EvaluateOptions:
     feature_columns: Sequence[str] | None = None
     chunk_rows: int = 65536
     bins: int = tables.DEFAULT_BINS
+    task: str | None = None  # None: detected (binary, or multiclass from a [N, K > 2] score)
+    decision_threshold: float | None = None  # regression: decision = prediction >= this (binary)
+    weight: str | None = None  # a column of sample weights (binary tables of weighted sums)
     # rows per model call (None: a whole chunk per call). Batch-dependent models (dynamic
     # int8 computes activation scales per call) must be judged at their deployment batch.
     batch_size: int | None = None
@@ -146,12 +154,10 @@ def _same_inputs(reference: _Model, candidate: _Model) -> None:
 
 def needed_columns(sig: modelio.Signature, options: EvaluateOptions) -> list[str] | None:
     """The columns scoring reads (None: all, for one 2-D input fed every other column)."""
-    exclude = [options.label, *options.sensitive]
-    if len(sig.inputs) == 1 and (sig.inputs[0].width or 0) > 1:
-        if not options.feature_columns:
-            return None
-        return list(dict.fromkeys([*options.feature_columns, *exclude]))
-    return list(dict.fromkeys([*(s.name for s in sig.inputs), *exclude]))
+    from edgefair.modelio.feeds import needed_columns as needed  # one rule with build_feeds (--features)
+
+    weight = getattr(options, "weight", None)  # a weight column is never a feature either
+    return needed(sig, options.feature_columns, [options.label, *options.sensitive, *([weight] if weight else [])])
 
 
 def labels_of(values: np.ndarray, name: str, chunk: data.Chunk, positive: str | None) -> np.ndarray:
@@ -217,6 +223,20 @@ def evaluate(
     )
 
 
+def sensitive_of(cols: dict[str, np.ndarray], options: EvaluateOptions, chunk: data.Chunk) -> dict[str, np.ndarray]:
+    """The sensitive columns of a chunk; an empty value is refused (it names no group)."""
+    sens = {s: cols[s] for s in options.sensitive}
+    for name, values in sens.items():
+        # check the distinct values (few), not every row
+        if any(not str(v).strip() for v in set(np.asarray(values).tolist())):
+            empty = np.array([not str(v).strip() for v in np.asarray(values).tolist()])
+            raise InputError(
+                f"{chunk.source}, line {chunk.first_line + int(np.argmax(empty))}: sensitive column "
+                f"{name!r} is empty; an empty group cannot be reported (write e.g. 'unknown')"
+            )
+    return sens
+
+
 def score_chunk(
     ref: _Model, cands: Sequence[_Model], chunk: data.Chunk, options: EvaluateOptions
 ) -> tuple[list[CountsTable], dict[str, np.ndarray]] | None:
@@ -229,15 +249,7 @@ def score_chunk(
     for name in exclude:
         data.require_column(cols, name, chunk.source)
     y = labels_of(cols[options.label], options.label, chunk, options.positive_label)
-    sens = {s: cols[s] for s in options.sensitive}
-    for name, values in sens.items():
-        # check the distinct values (few), not every row
-        if any(not str(v).strip() for v in set(np.asarray(values).tolist())):
-            empty = np.array([not str(v).strip() for v in np.asarray(values).tolist()])
-            raise InputError(
-                f"{chunk.source}, line {chunk.first_line + int(np.argmax(empty))}: sensitive column "
-                f"{name!r} is empty; an empty group cannot be reported (write e.g. 'unknown')"
-            )
+    sens = sensitive_of(cols, options, chunk)
     feeds = modelio.build_feeds(
         ref.sig, cols, feature_columns=options.feature_columns, exclude=exclude, source=chunk.source
     )

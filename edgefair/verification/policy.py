@@ -17,18 +17,24 @@
 Check kinds: ``difference_increase`` (between-group gap may grow by at most tolerance),
 ``group_max`` (no group's candidate rate above tolerance, e.g. negative_flip_rate),
 ``group_drop`` (no group's metric may drop by more than tolerance), ``overall_drop``
-(the overall metric may drop by at most tolerance).
+(the overall metric may drop by at most tolerance), ``group_increase`` and
+``overall_increase`` (the same for metrics where lower is better: the error metrics of
+regression), ``ratio`` (the candidate's smallest between-groups ratio of the metric, min
+over max as fairlearn's ``<metric>_ratio``, must be at least tolerance: the four-fifths
+rule is ``kind = "ratio", metric = "selection_rate", tolerance = 0.8``). Regression
+metrics (mean_absolute_error, ...) take tolerances in the label's units.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from edgefair.core import metrics
+from edgefair.core import metrics, regression
 from edgefair.errors import PolicyError
 
 if sys.version_info >= (3, 11):
@@ -44,9 +50,23 @@ class CheckKind(enum.Enum):
     GROUP_MAX = "group_max"  # no group's candidate rate above tolerance
     GROUP_DROP = "group_drop"  # no group's metric may drop by more than tolerance
     OVERALL_DROP = "overall_drop"  # the overall metric may drop by at most tolerance
+    GROUP_INCREASE = "group_increase"  # no group's metric may grow by more than tolerance (errors)
+    OVERALL_INCREASE = "overall_increase"  # the overall metric may grow by at most tolerance
+    RATIO = "ratio"  # the candidate's smallest between-groups ratio must be at least tolerance
 
 
 CHECK_KINDS = tuple(k.value for k in CheckKind)
+
+
+class KindTable(dict):  # type: ignore[type-arg]
+    """A gate's functions by check kind; a kind it does not gate is one line, not a KeyError."""
+
+    def __missing__(self, kind: CheckKind) -> Any:
+        raise PolicyError(
+            f"check kind {kind.value!r} is gated by verify and compare (edgefair.verification.gate_kinds), not here"
+        )
+
+
 ADJUSTMENTS = ("holm", "bh", "bonferroni", "none")
 
 
@@ -137,12 +157,16 @@ def _check(entry: Any, index: int, where: str) -> Check:
     if kind not in CHECK_KINDS:
         raise PolicyError(f"{at}: kind {kind!r} is not one of {', '.join(CHECK_KINDS)}")
     rates = [m.name for m in metrics.DECLARATIONS if m.is_rate]
-    if metric not in rates:
-        raise PolicyError(f"{at}: metric {metric!r} is not one of {', '.join(rates)}")
-    if metrics.get(metric).paired and kind != CheckKind.GROUP_MAX.value:
+    if metric not in rates and metric not in regression.METRICS[1:]:
+        raise PolicyError(f"{at}: metric {metric!r} is not one of {', '.join([*rates, *regression.METRICS[1:]])}")
+    paired = metric in regression.PAIRED or (metric in rates and metrics.get(metric).paired)
+    if paired and kind != CheckKind.GROUP_MAX.value:
         # a flip rate describes the pair: there is no reference value to compare with
         raise PolicyError(f"{at}: {metric!r} compares the two models already; use it with kind 'group_max'")
-    if not 0.0 <= tolerance <= 1.0:
+    if metric in regression.METRICS:  # in the label's units
+        if not 0.0 <= tolerance < math.inf:
+            raise PolicyError(f"{at}: tolerance of {metric!r} must be a finite number >= 0, got {tolerance}")
+    elif not 0.0 <= tolerance <= 1.0:
         raise PolicyError(f"{at}: tolerance must be in [0, 1], got {tolerance}")
     return Check(CheckKind(kind), metric, tolerance)
 
