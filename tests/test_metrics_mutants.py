@@ -296,3 +296,37 @@ def test_worst_or_mean_keeps_builtin_nan_order():
     assert M._worst_or_mean(0.2, 0.4, "worst_case", min) == 0.2
     assert isinstance(M._worst_or_mean(0.2, 0.4, "mean", min), float)
     assert math.isnan(M._worst_or_mean(nan, nan, "mean", min))
+
+
+def test_the_model_argument_reaches_every_helper():
+    c = block(y1r1c0=3, y0r0c0=2)  # reference decides 1 on 3 label-1 rows; candidate never
+    assert M.denominator(c, "positive_predictive_value") == 3.0  # the default model is the reference
+    assert M.denominator(c, "positive_predictive_value", "candidate") == 0.0
+    t = table([c, block(y1r1c1=2, y0r0c0=1)], ["p", "q"])
+    assert M.undefined_metrics(t, ["positive_predictive_value"], "candidate") == {("p",): ["positive_predictive_value"]}
+    assert M.undefined_metrics(t, ["positive_predictive_value"]) == {}
+    # to overall, candidate: selection a 4/8, b 2/8, overall 6/16 -> gaps 0.125 (reference overall 7/16 gives 0.1875)
+    assert M.difference(two_groups(), "selection_rate", "to_overall", "candidate") == pytest.approx(0.125)
+    assert M.ratio(two_groups(), "selection_rate", "to_overall", "candidate") == pytest.approx(0.25 / 0.375)
+
+
+def test_equalized_odds_of_the_candidate_read_both_rates_of_the_candidate():
+    # reference: TPR 0.5 and 0.5, FPR 0 and 0.25; candidate: TPR 0.5 and 0.25, FPR 0 and 0.5
+    a = block(y1r1c1=4, y1r0c0=4, y0r0c0=8)
+    b = block(y1r1c0=2, y1r1c1=2, y1r0c0=4, y0r1c1=2, y0r0c1=2, y0r0c0=4)
+    t = table([a, b], ["a", "b"])
+    assert M.equalized_odds_difference(t) == pytest.approx(0.25)
+    assert M.equalized_odds_difference(t, model="candidate") == pytest.approx(0.5)
+    # candidate TPR ratio 0.125 / 0.5, FPR ratio 0.25 / 0.5; reference TPR ratio 1, FPR ratio 1
+    a = block(y1r1c1=4, y1r0c0=4, y0r1c1=2, y0r0c0=6)
+    b = block(y1r1c0=3, y1r1c1=1, y1r0c0=4, y0r1c1=2, y0r0c1=2, y0r0c0=4)
+    t = table([a, b], ["a", "b"])
+    assert M.equalized_odds_ratio(t) == pytest.approx(1.0)
+    assert M.equalized_odds_ratio(t, model="candidate") == pytest.approx(0.25)
+
+
+def test_counts_beyond_float_precision_are_summed_exactly():
+    c = np.zeros((3, 2, 2), np.int64)
+    c[0, 0, 0], c[0, 0, 1], c[0, 1, 0] = 2**53, 1, 1  # a float64 sum would round 2**53 + 1 down twice
+    assert M.denominator(c, "count") == float(2**53 + 2)
+    assert M.parts(c, "count")[0] == 2**53 + 2
