@@ -16,15 +16,7 @@ import typer
 
 import edgefair
 from edgefair import cli
-from edgefair.errors import (
-    BundleError,
-    EdgefairError,
-    InputError,
-    ModelError,
-    PolicyError,
-    PrivacyBudgetError,
-    StoreError,
-)
+from edgefair.errors import EdgefairError, PrivacyBudgetError, StoreError
 from edgefair.verification import api
 from edgefair.verification.gate import GateResult
 from edgefair.verification.policy import DEFAULT_POLICY
@@ -83,10 +75,10 @@ def test_library_errors_exit_2_on_one_line(capsys, monkeypatch, tmp_path):
     assert err == f"edgefair: error: {tmp_path}/two lines here.db: no such counters store\n"
 
 
-@pytest.mark.parametrize(
-    "error", [EdgefairError, InputError, ModelError, PolicyError, BundleError, StoreError, PrivacyBudgetError]
-)
+@pytest.mark.parametrize("error", [StoreError, PrivacyBudgetError])  # a subclass of each level
 def test_every_edgefair_error_exits_2(capsys, monkeypatch, probe, error):
+    assert issubclass(error, EdgefairError)
+
     def fail() -> None:
         raise error("first line\n  second\tline ")
 
@@ -119,7 +111,7 @@ def test_a_real_os_error_names_its_file(capsys, monkeypatch, probe, tmp_path):
     assert run(capsys, monkeypatch, "probe") == (2, "", f"edgefair: error: {missing}: No such file or directory\n")
 
 
-@pytest.mark.parametrize(("code", "expected"), [(0, 0), (1, 1), (3, 3)])
+@pytest.mark.parametrize(("code", "expected"), [(1, 1), (3, 3)])
 def test_a_command_s_exit_code_is_kept(capsys, monkeypatch, probe, code, expected):
     def finish() -> None:
         raise typer.Exit(code)
