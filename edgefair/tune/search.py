@@ -79,7 +79,9 @@ class _Search:
         o = self.scorer.options
         cols = self.scorer.split.dataset.columns
         n = len(next(iter(cols.values())))
-        features = {k: np.asarray(v) for k, v in cols.items() if k not in (o.label, *o.sensitive)}
+        inputs = {t.name for t in self.scorer.reference.sig.inputs}
+        dropped = {o.label, *(s for s in o.sensitive if s not in inputs)}  # a model may take a sensitive column
+        features = {k: np.asarray(v) for k, v in cols.items() if k not in dropped}
         rng = np.random.default_rng(self.options.seed)
         random_rows = np.sort(rng.choice(n, size=min(self.options.calibration_rows, n), replace=False))
         keys = zip(*(np.asarray(cols[s]).astype(str) for s in o.sensitive), strict=True)

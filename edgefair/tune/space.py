@@ -117,12 +117,9 @@ def _quant_name(q: QuantizeOptions, balanced: bool) -> str:
 
 
 def _short(node: str) -> str:
-    """A node name short enough for a table: its last path part (ORT names are paths)."""
-    part = node.strip("/").split("/")[-1] if node.strip("/") else node
-    tail = node.strip("/").split("/")
-    if part.startswith("MatMulAddFusion") and len(tail) > 1:
-        part = tail[-2]
-    return part[:28]
+    """A node name short enough for a table (ORT's fused names end in a fusion's name)."""
+    name = node.removesuffix("/MatMulAddFusion_matmul").strip("/")
+    return name[-28:] or node
 
 
 def base_specs(families: Sequence[str]) -> list[VariantSpec]:
