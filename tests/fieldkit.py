@@ -39,7 +39,7 @@ def make_rows(n: int, seed: int) -> dict[str, np.ndarray]:
 
 def dataset(rows: dict[str, np.ndarray], name: str = "field") -> Dataset:
     digest = hashlib.sha256(b"".join(np.asarray(v).astype(str).tobytes() for v in rows.values())).hexdigest()
-    return Dataset(dict(rows), name, digest, len(rows["y"]))
+    return Dataset(dict(rows), name, digest, len(next(iter(rows.values()))))
 
 
 def features(rows: dict[str, np.ndarray], sl: slice | None = None) -> np.ndarray:
@@ -77,3 +77,26 @@ def certified_bundle(model: Path, reference: Path, rows: dict[str, np.ndarray], 
     report = edgefair.verify(reference, model, dataset(rows), label="y", sensitive=SENSITIVE, feature_columns=FEATURES)
     cert = write_text(out.parent / f"{out.name}.json", edgefair.report.build(report).to_json())
     return build_bundle(model, out, certificate=cert, allow_failed_certificate=True)
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    """The ``edgefair`` entry point (``edgefair.cli.main``) in this process: exit code, stdout,
+    stderr. Cheaper than a subprocess; the same parsing, error lines and exit codes."""
+    import contextlib
+    import io
+    import sys
+
+    from edgefair.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    sys.argv = ["edgefair", *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+    finally:
+        sys.argv = argv
+    return code, out.getvalue(), err.getvalue()

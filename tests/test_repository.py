@@ -14,7 +14,6 @@ from tritonclient.utils import InferenceServerException
 from edgefair.errors import RepositoryError
 from edgefair.serve.server import ServeConfig, Server
 from tests import fieldkit as fk
-from tests.conftest import assert_one_line_error, run_cli
 
 TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -161,4 +160,5 @@ def test_serve_cli_exits_2_with_one_line_on_a_bad_repository(repo, tmp_path):
     root = tmp_path / "repo"
     shutil.copytree(repo[0], root)
     (root / "lin" / "7").mkdir()
-    assert_one_line_error(run_cli("serve", str(root), "--port", "0"), "lin/7: holds no bundle")
+    code, out, err = fk.cli("serve", str(root), "--port", "0")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "lin/7: holds no bundle" in err

@@ -15,7 +15,6 @@ from edgefair.runtime.shadow import ShadowOptions, ShadowSession
 from edgefair.verification.gate import gate
 from edgefair.verification.policy import DEFAULT_POLICY
 from tests import fieldkit as fk
-from tests.conftest import run_cli
 
 SHIFT = np.array([0.0, 0.0, 1.5])  # the candidate leans towards 1 for group b only
 
@@ -117,9 +116,9 @@ def test_counters_gate_cli_on_a_field_table(setup, tmp_path):
         single = tmp_path / "single.json"
         single.write_text(s.table().to_json())
     expected = gate(shadow.paired_table(), DEFAULT_POLICY)
-    proc = run_cli("counters", "gate", str(path), "--json")
-    doc = json.loads(proc.stdout)
-    assert proc.returncode == {"pass": 0, "fail": 1, "inconclusive": 3}[expected.verdict]
+    code, out, _ = fk.cli("counters", "gate", str(path), "--json")
+    doc = json.loads(out)
+    assert code == {"pass": 0, "fail": 1, "inconclusive": 3}[expected.verdict]
     assert doc["verdict"] == expected.verdict and len(doc["checks"]) == len(expected.results)
-    bad = run_cli("counters", "gate", str(single))
-    assert bad.returncode == 2 and "not a paired table" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    code, _, err = fk.cli("counters", "gate", str(single))
+    assert code == 2 and "not a paired table" in err and len(err.strip().splitlines()) == 1

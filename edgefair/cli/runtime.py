@@ -215,7 +215,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind (default loopback only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8000,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads.")] = 1,
-    store: Annotated[Path | None, typer.Option(help="SQLite counters store.")] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="SQLite counters store (a repository: a folder, one store per version).")
+    ] = None,
     token_file: Annotated[Path | None, typer.Option(help="File with the bearer token for admin endpoints.")] = None,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 8 * 1024 * 1024,
     require_sensitive: Annotated[bool, typer.Option(help="Reject requests without sensitive inputs.")] = False,
