@@ -229,13 +229,13 @@ def _batch_checked(exported: TorchExport, feeds: Mapping[str, np.ndarray], path:
     try:
         return _onnx_scores(exported.model, feeds)
     except ModelError as exc:
-        fixed = next((n for n in exported.notes if "fixed batch" in n), None)
-        if fixed is None:
+        if exported.fixed_batch is None:
             raise
         names = ", ".join(f"'{s.name}': {{0: batch}}" for s in exported.signature.inputs)
         raise ModelError(
-            f"{exc}; {fixed} and its graph depends on it: re-export with torch.export.export(model, args, "
-            f"dynamic_shapes={{{names}}}) and batch = torch.export.Dim('batch')"
+            f"{exc}; {path.name} was exported with a fixed batch of {exported.fixed_batch} and its graph "
+            f"depends on it: re-export with torch.export.export(model, args, dynamic_shapes={{{names}}}), "
+            "batch = torch.export.Dim('batch')"
         ) from None
 
 

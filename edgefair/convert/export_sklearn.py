@@ -194,6 +194,10 @@ def export_sklearn(
     except ImportError:
         raise ModelError("exporting scikit-learn needs skl2onnx: pip install 'edgefair[sklearn]'") from None
     if is_boost(model):
+        if double:
+            raise InputError(
+                "--double applies to scikit-learn models; onnxmltools converts LightGBM and XGBoost in float32"
+            )
         register_boost_converters()
         model = _unnamed_boosters(model)
     if double:

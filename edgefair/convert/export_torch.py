@@ -44,6 +44,7 @@ class TorchExport:
     signature: Signature  # what the source takes: names, types, row shapes (batch first)
     run_source: Callable[[Mapping[str, np.ndarray]], np.ndarray]  # feeds -> the first output
     notes: tuple[str, ...] = ()
+    fixed_batch: int | None = None  # a .pt2 exported without a dynamic batch: the batch it has
 
 
 def _torch() -> Any:
@@ -240,8 +241,7 @@ def load_pt2(path: Path, opset: int = DEFAULT_OPSET) -> TorchExport:
         return TorchExport(model, sig, _runner(inner, names, None), tuple(notes))
     batch = int(samples[0].shape[0])
     model = _legacy(_registered(inner), samples, names, outputs, opset, notes)
-    notes.append(f"{path.name} was exported with a fixed batch of {batch}")
-    return TorchExport(model, sig, _runner(inner, names, batch), tuple(notes))
+    return TorchExport(model, sig, _runner(inner, names, batch), tuple(notes), batch)
 
 
 def load_torchscript(path: Path, sig: Signature, opset: int = DEFAULT_OPSET) -> TorchExport:

@@ -143,7 +143,7 @@ class ParityReport:
             if self.flips:
                 line += f"; each flip is a row scored within {self.tolerance:g} of the threshold"
             return line
-        advice = f"{self.hint}; or " if self.hint else "check the feature columns and their order (--features); or "
+        advice = f"{self.hint}; or " if self.hint else ""
         return (
             f"FAIL {line}: the ONNX model does not compute what its source computes; "
             f"{advice}accept it with --parity-tolerance"
