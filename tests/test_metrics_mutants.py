@@ -330,3 +330,21 @@ def test_counts_beyond_float_precision_are_summed_exactly():
     c[0, 0, 0], c[0, 0, 1], c[0, 1, 0] = 2**53, 1, 1  # a float64 sum would round 2**53 + 1 down twice
     assert M.denominator(c, "count") == float(2**53 + 2)
     assert M.parts(c, "count")[0] == 2**53 + 2
+
+
+def test_parts_are_int64_whatever_the_integer_type_of_the_counts():
+    c = block(y1r1c1=3, y0r0c0=2).astype(np.int32)
+    num, den = M.parts(c, "accuracy")
+    assert num.dtype == den.dtype == np.int64 and (int(num), int(den)) == (5, 5)
+    assert M.parts(c.astype(np.uint16), "selection_rate")[0].dtype == np.int64
+
+
+def test_aggregates_do_not_raise_under_a_strict_numpy_error_state():
+    """A caller running numpy with every floating-point error raised still gets NaN or 0, as fairlearn."""
+    with np.errstate(all="raise"):
+        assert math.isnan(float(M.aggregate_ratio(np.array([0.0, 0.0]), np.array(0.0), "between_groups")))
+        assert (
+            float(M.aggregate_ratio(np.array([0.5, 0.25]), np.array(0.0), "to_overall")) == 0.0
+        )  # x / 0 = inf -> 1/inf
+        assert math.isnan(float(M.aggregate_ratio(np.array([0.0]), np.array(0.0), "to_overall")))
+        assert math.isnan(float(M.aggregate_difference(np.array([np.inf]), np.array(np.inf), "to_overall")))
