@@ -224,6 +224,23 @@ def test_incident_stores_refuse_what_they_are_not(tmp_path):
         IncidentStore(other)
 
 
+def test_a_shifted_shadow_never_answers_and_is_detached_when_it_fails(made, tmp_path):
+    root, db, rows = _repo(made, tmp_path, "shifted"), tmp_path / "incidents.db", made["field"]
+    (root / "lin" / "edgefair.toml").write_text(TRIAL.replace('mode = "canary"\nshare = 0.5\n', 'mode = "shadow"\n'))
+    srv = Server(root, ServeConfig(port=0, token=TOKEN, incidents=str(db))).start()
+    try:
+        attached = json.loads(_request(srv.port, "GET", "/v2/models/lin/fairness"))["field"]
+        answered = _traffic(srv.port, rows, 0, 300)
+        detached = json.loads(_request(srv.port, "GET", "/v2/models/lin/fairness"))["field"]
+    finally:
+        srv.stop()
+    assert attached["attached"] and attached["mode"] == "shadow" and attached["current"]["verdict"] == "inconclusive"
+    assert set(answered) == {"1"}  # a shadow never answers
+    (incident,) = IncidentStore(db).list()
+    assert incident.mode == "shadow" and (incident.from_version, incident.to_version) == (1, 1)
+    assert incident.action == "rolled_back" and not detached["attached"] and "rolled back" in detached["note"]
+
+
 def _false_rollbacks(runs: int, looks: int, flip: float = 0.019) -> float:
     """Candidates that keep the policy, watched the way the server watches them; the share of
     runs rolled back. Each candidate is the reference with every decision flipped at random

@@ -41,6 +41,7 @@ class FieldVerdict:
     failing: tuple[dict[str, Any], ...] = ()  # each: check, scope, group, estimate, interval, rows
     level: float = 0.95  # the confidence every interval of this look is at
     counts: dict[str, int] = field(default_factory=dict)
+    note: str = ""  # why nothing was decided, when nothing could be
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -159,18 +159,17 @@ class Deployment:
             note="" if to is not None else "no earlier version whose certificate passed: alert only",
         )
         if self.context.incidents is not None:
-            self.context.incidents.record(record)
+            record = self.context.incidents.record(record)
         self.incidents += 1
         if act:
             self.rollbacks += 1
+            self.rejected.add(bad)
+            self.note = f"version {bad} rolled back after a failed {check} (incident {record.id or 'not stored'})"
             if trial is not None:
                 trial.shadow.detach()
+            self.trial = None
             if check == "drift":
-                self.rejected.add(bad)
-                self.default, self.trial, self.drift_watch = to, None, None
-            else:
-                self.rejected.add(bad)
-                self.trial = None
+                self.default, self.drift_watch = to, None
 
     def _save_field_table(self) -> None:
         """The paired table as table JSON beside the stores (``edgefair counters show|gate`` read it)."""

@@ -33,10 +33,12 @@ def gate_check(table: Callable[[], CountsTable], policy: Policy) -> Callable[[fl
 
 
 def gate_verdict(table: CountsTable, policy: Policy, level: float) -> FieldVerdict:
+    if not table.groups or not table.counts[:, :2].any():
+        return FieldVerdict("inconclusive", (), level, {}, "no labelled rows yet: nothing to decide")
     try:
         result = gate(table, dataclasses.replace(policy, confidence=level))
-    except EdgefairError:  # e.g. nothing counted yet: nothing decided
-        return FieldVerdict("inconclusive", (), level, {})
+    except EdgefairError as exc:
+        return FieldVerdict("inconclusive", (), level, {}, str(exc))
     failing = tuple(_check_row(r.to_dict()) for r in result.failures())
     return FieldVerdict(result.verdict, failing, result.confidence, result.counts())
 
@@ -89,6 +91,7 @@ def shown(verdict: FieldVerdict | None, min_cell: int) -> dict[str, Any] | None:
         "counts": verdict.counts,
         "failing": rows,
         "withheld": len(verdict.failing) - len(rows),
+        "note": verdict.note,
     }
 
 
