@@ -134,8 +134,11 @@ class Deployment:
         to: int | None
         if check == "field_gate":
             assert trial is not None
-            bad, to = trial.candidate, trial.reference
-            mode, from_version = trial.mode, (trial.candidate if trial.mode == "canary" else trial.reference)
+            bad, mode = trial.candidate, trial.mode
+            from_version = trial.candidate if trial.mode == "canary" else trial.reference
+            # back to the reference if its certificate passed (the usual case), else the last that did
+            good = [n for n in self.versions if n != bad and n not in self.rejected and self.passing(n)]
+            to = trial.reference if self.passing(trial.reference) else (max(good) if good else None)
         else:
             assert before is not None
             earlier = [n for n in self.versions if n < before and n not in self.rejected and self.passing(n)]
@@ -168,7 +171,7 @@ class Deployment:
             if trial is not None:
                 trial.shadow.detach()
             self.trial = None
-            if check == "drift":
+            if check == "drift" or to != before:
                 self.default, self.drift_watch = to, None
 
     def _save_field_table(self) -> None:
