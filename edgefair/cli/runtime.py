@@ -239,7 +239,7 @@ def serve(
         bool, typer.Option(help="Repository: record failed field checks but never switch traffic back.")
     ] = False,
 ) -> None:
-    """Serve a bundle over the Open Inference Protocol (KServe v2 REST) with fairness counters."""
+    """Serve a bundle or a model repository over the Open Inference Protocol (KServe v2 REST), with counters."""
     from edgefair.serve.app import ServeConfig, read_token
     from edgefair.serve.server import serve as run_server
 
