@@ -190,3 +190,24 @@ def test_bad_input_is_one_line_exit_2(world: dict[str, Any], capsys: pytest.Capt
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
         for f in fragments:
             assert f in err, (f, err)
+
+
+def test_metrics_cli_multiclass(world: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    y, pred, group = world["y"], world["preds"]["cand"], world["group"]
+    csv = world["dir"] / "predictions.csv"
+    write_csv(csv, {"group": group, "y": y, "pred": pred})
+    code, out, err = cli(
+        capsys, "metrics", str(csv), "--label", "y", "--prediction", "pred", "--sensitive", "group",
+        "--task", "multiclass", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["classes"] == 3 and doc["rows"] == len(y)
+    for g in ("a", "b", "c"):
+        rows = group == g
+        assert doc["by_group"][g]["accuracy"] == pytest.approx(accuracy_score(y[rows], pred[rows]), abs=1e-12)
+        recall = recall_score(y[rows], pred[rows], labels=[0, 1, 2], average="macro", zero_division=0)
+        assert doc["by_group"][g]["true_positive_rate_macro"] == pytest.approx(recall, abs=1e-12)
+    code, _, err = cli(capsys, "metrics", str(csv), "--label", "y", "--prediction", "group", "--sensitive", "y",
+                       "--task", "multiclass")  # fmt: skip
+    assert code == 2 and "column 'group'" in err and "is not a number" in err, err

@@ -37,16 +37,35 @@ def metrics(
     threshold: ThresholdOpt = 0.5,
     confidence: Annotated[float, typer.Option(help="Interval confidence level.")] = 0.95,
     as_json: AsJsonOpt = False,
+    weight: Annotated[str | None, typer.Option(help="Column of sample weights (fairlearn's sample_weight).")] = None,
+    task: Annotated[
+        str | None, typer.Option(help="multiclass (class indices) or regression (values); default binary.")
+    ] = None,
 ) -> None:
     """Per-group metrics of a CSV of predictions (a fast fairlearn MetricFrame)."""
     from edgefair.verification.predictions import metrics_from_csv
 
-    frame = metrics_from_csv(predictions, label, split_columns(sensitive), prediction, score, threshold)
-    doc = frame.to_dict(confidence)
+    if task not in (None, "binary"):
+        from edgefair.report.tasks import metrics_document
+        from edgefair.verification.task_predictions import task_table_from_csv
+
+        if weight is not None or score is not None:
+            from edgefair.errors import InputError
+
+            raise InputError(f"--task {task} reads --prediction only (no --score, no --weight)")
+        doc = metrics_document(
+            task_table_from_csv(predictions, label, split_columns(sensitive), prediction, task), confidence
+        )
+        names = list(next(iter(doc["by_group"].values()), {}))
+    else:
+        frame = metrics_from_csv(
+            predictions, label, split_columns(sensitive), prediction, score, threshold, weight=weight
+        )
+        doc, names = frame.to_dict(confidence), list(frame.metrics)
     if as_json:
         emit_json(doc)
         return
-    typer.echo(text.format_metrics(doc, list(frame.metrics)))
+    typer.echo(text.format_metrics(doc, names))
 
 
 DaskOpt = Annotated[str | None, typer.Option(help="Score on a Dask cluster: local:N or tcp://host:port.")]

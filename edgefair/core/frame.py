@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgefair.core import metrics as m
-from edgefair.core import stats, tables
+from edgefair.core import stats, tables, weighted
 from edgefair.core.groups import GroupKey
 from edgefair.core.tables import CountsTable
 from edgefair.errors import InputError
@@ -157,10 +157,18 @@ def metric_frame(
     sensitive_features: Any,
     metrics: Sequence[str] = m.BASE_METRICS,
     y_score: npt.ArrayLike | None = None,
-) -> MetricFrame:
-    """Per-group metrics of one model's 0/1 decisions; equal to fairlearn's MetricFrame."""
+    sample_weight: npt.ArrayLike | None = None,
+) -> MetricFrame | weighted.WeightedMetricFrame:
+    """Per-group metrics of one model's 0/1 decisions; equal to fairlearn's MetricFrame
+    (with ``sample_weight``: to fairlearn's MetricFrame given the weights as sample_params)."""
     for metric in metrics:
         m.check_metric(metric)
+    if sample_weight is not None:
+        columns = sensitive_columns(sensitive_features)
+        summed = weighted.from_arrays(columns, y_pred, None, y_true, sample_weight, reference_score=y_score)
+        if summed.table.rows == 0:
+            raise InputError("no rows: metric_frame needs at least one prediction")
+        return weighted.WeightedMetricFrame(summed, tuple(metrics))
     table = tables.from_arrays(sensitive_columns(sensitive_features), y_pred, None, y_true, reference_score=y_score)
     if table.rows == 0:
         raise InputError("no rows: metric_frame needs at least one prediction")

@@ -282,3 +282,15 @@ def bootstrap(counts: IntArray, replicates: int, seed: int, discordance_prior: f
     rng = np.random.default_rng(seed)
     draws = rng.multinomial(sizes, probs, size=(replicates, g))
     return draws.reshape((replicates, *counts.shape)).astype(np.int64)
+
+
+def widened(table: ClassTable, classes: int) -> ClassTable:
+    """The same counts over ``classes`` >= K classes (the extra classes have no rows), so
+    tables counted over chunks that saw different classes can be added."""
+    k = table.classes
+    if classes < k:
+        raise InputError(f"cannot narrow a {k}-class table to {classes} classes")
+    out = np.zeros((len(table.groups), classes + 1, classes, classes), np.int64)
+    out[:, :k, :k, :k] = table.counts[:, :k]
+    out[:, classes, :k, :k] = table.counts[:, k]
+    return ClassTable(table.attributes, table.groups, out, table.paired)

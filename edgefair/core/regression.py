@@ -143,7 +143,7 @@ def finite_array(values: npt.ArrayLike, what: str, length: int | None = None) ->
     bad = ~np.isfinite(out)
     if bad.any():
         i = int(np.argmax(bad))
-        raise InputError(f"{what}: row {i} is {out[i]!r}, expected a finite number")
+        raise InputError(f"{what}: row {i} is {out[i].item()!r}, expected a finite number")
     return out
 
 

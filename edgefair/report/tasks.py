@@ -204,3 +204,36 @@ def html_sections(doc: dict[str, Any]) -> str:
         body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows)
         parts.append(f"<h2>By {escape(scope)}</h2><table><tr>{cells}</tr>{body}</table>")
     return "".join(parts)
+
+
+def metrics_document(table: Any, confidence: float = 0.95) -> dict[str, Any]:
+    """``edgefair metrics --task ...``: one model's by-group metrics, intervals and gaps."""
+    attrs = table.attributes
+    sec = task_section(table, attrs, confidence)
+    by_group, overall = sec["reference"], sec["overall"]["reference"]
+    names = list(next(iter(by_group.values()), {}))
+    difference = {}
+    for metric in names:
+        values = [v[metric] for v in by_group.values() if v[metric] is not None]
+        difference[metric] = (max(values) - min(values)) if values and metric != "count" else 0.0
+    kind = "multiclass" if isinstance(table, multiclass.ClassTable) else "regression"
+    doc: dict[str, Any] = {
+        "task": kind,
+        "sensitive": list(attrs),
+        "rows": table.rows,
+        "confidence": confidence,
+        "overall": overall,
+        "by_group": by_group,
+        "difference": difference,
+        "ratio": {},
+        "intervals": {
+            "method": "wilson" if kind == "multiclass" else "normal (CLT, from the moments)",
+            "by_group": sec["intervals"]["reference"],
+            "difference": {},
+        },
+        "undefined": {"note": "empty denominator: reported as 0.0", "by_group": {}},
+    }
+    if kind == "multiclass":
+        doc["classes"] = table.classes
+        doc["gaps"] = sec["gaps"]["reference"]
+    return doc

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgefair import data
-from edgefair.core import tables
+from edgefair.core import tables, weighted
 from edgefair.core.frame import MetricFrame
 from edgefair.core.metrics import BASE_METRICS
+from edgefair.core.weighted import WeightedMetricFrame
 from edgefair.errors import InputError
 
 
@@ -22,8 +24,10 @@ def metrics_from_csv(
     score: str | None = None,
     threshold: float = 0.5,
     metrics: Sequence[str] = BASE_METRICS,
-) -> MetricFrame:
-    """One MetricFrame for a CSV with label, decision (or score) and sensitive columns."""
+    weight: str | None = None,
+) -> MetricFrame | WeightedMetricFrame:
+    """One MetricFrame for a CSV with label, decision (or score) and sensitive columns
+    (``weight``: a column of sample weights, giving fairlearn's weighted MetricFrame)."""
     if not sensitive:
         raise InputError("--sensitive names no column; give at least one")
     if (prediction is None) == (score is None):
@@ -32,8 +36,8 @@ def metrics_from_csv(
         raise InputError(f"--threshold must be in [0, 1], got {threshold}")
     decision_col = prediction if prediction is not None else score
     assert decision_col is not None
-    wanted = list(dict.fromkeys([label, decision_col, *sensitive]))
-    parts = []
+    wanted = list(dict.fromkeys([label, decision_col, *sensitive, *([weight] if weight else [])]))
+    parts: list[Any] = []
     for chunk in data.iter_csv(path, wanted):
         if chunk.rows == 0:
             continue
@@ -50,7 +54,26 @@ def metrics_from_csv(
         else:
             decisions = data.binary_column(cols[decision_col], decision_col, src, line)
         sens = {c: cols[c] for c in sensitive}
-        parts.append(tables.from_arrays(sens, decisions, None, y, reference_score=scores))
+        if weight is not None:
+            w = weight_column(cols[weight], weight, src, line)
+            parts.append(weighted.from_arrays(sens, decisions, None, y, w, reference_score=scores))
+        else:
+            parts.append(tables.from_arrays(sens, decisions, None, y, reference_score=scores))
     if not parts:
         raise InputError(f"{path}: no data rows after the header")
+    if weight is not None:
+        return WeightedMetricFrame(weighted.merge(parts), tuple(metrics))
     return MetricFrame(tables.merge(parts), tuple(metrics))
+
+
+def weight_column(values: Any, name: str, source: str, first_line: int) -> np.ndarray:
+    """Sample weights from a column: finite numbers >= 0; anything else names line and value."""
+    w = data.numeric(values, name, source, first_line, allow_missing=True)
+    bad = ~(np.isfinite(w) & (w >= 0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InputError(
+            f"{source}, line {first_line + i}, column {name!r}: weight {np.asarray(values)[i]!r} "
+            "is not a finite number >= 0"
+        )
+    return w
