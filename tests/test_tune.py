@@ -213,7 +213,7 @@ def test_rerun_resumes_from_the_cache_and_the_same_seed_gives_the_same_choice(ne
     assert np.array_equal(resumed.certificate.table.counts, fresh.certificate.table.counts)
 
 
-def test_outputs_validate_and_the_bundle_loads(near, tuned, tmp_path):  # type: ignore[no-untyped-def]
+def test_outputs_validate_and_the_bundle_loads(near, runs, tuned, tmp_path):  # type: ignore[no-untyped-def]
     import jsonschema
 
     from edgefair.report import schema as report_schema
@@ -233,6 +233,13 @@ def test_outputs_validate_and_the_bundle_loads(near, tuned, tmp_path):  # type: 
     assert bundle is not None
     table = output.format_table(doc)
     assert "*" in table and tuned.chosen_variant.name in table
+    # a rerun into the same folder that chooses nothing leaves no earlier model behind,
+    # and removes only the bundle files edgefair listed
+    (tmp_path / "out" / "bundle" / "notes.txt").write_text("mine")
+    output.write(runs[0], tmp_path / "out")
+    left = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert left == ["bundle", "tune.html", "tune.json"], left
+    assert [p.name for p in (tmp_path / "out" / "bundle").iterdir()] == ["notes.txt"]
 
 
 def test_frontier_is_the_non_dominated_set_and_the_choice_the_smallest_passing(near, tuned):  # type: ignore[no-untyped-def]

@@ -171,9 +171,39 @@ def write(result: TuneResult, out_dir: str | Path, inputs: Sequence[str | Path] 
         write_text(out / "tune.html", tune_html(doc)),
     ]
     cert = certificate_document(result)
+    chosen = cert is not None and result.chosen_model is not None
+    _clear_stale(out, model=not chosen, bundle=not (chosen and cert is not None and cert["verdict"] == "pass"))
     if cert is not None and result.chosen_model is not None:
         written.append(write_atomic(out / "model.onnx", result.chosen_model))
         written.append(write_text(out / "certificate.json", json.dumps(cert, indent=2, allow_nan=False) + "\n"))
         if cert["verdict"] == "pass":
             written.append(build_bundle(out / "model.onnx", out / "bundle", certificate=out / "certificate.json"))
     return written
+
+
+def _clear_stale(out: Path, *, model: bool, bundle: bool) -> None:
+    """A rerun that chooses nothing (or certifies nothing) must not leave an earlier run's
+    model, certificate or bundle beside its report: removed, but only when they are a
+    tune's (the certificate has a "tune" section, the bundle an edgefair manifest)."""
+    cert = out / "certificate.json"
+    if model and cert.is_file():
+        try:
+            ours = "tune" in json.loads(cert.read_text(encoding="utf-8"))
+        except (OSError, ValueError, TypeError):
+            ours = False
+        if ours:
+            cert.unlink()
+            (out / "model.onnx").unlink(missing_ok=True)
+    folder = out / "bundle"
+    if bundle and (folder / "manifest.json").is_file():
+        try:
+            doc = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+            listed = set(doc["files"]) if doc.get("kind") == "edgefair.bundle" else set()
+            listed = {n for n in listed if isinstance(n, str) and Path(n).name == n and not n.startswith(".")}
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
+            listed = set()
+        if listed:
+            for name in [*sorted(listed), "model.sig", "manifest.sha256", "manifest.json"]:
+                (folder / name).unlink(missing_ok=True)
+            if not any(folder.iterdir()):
+                folder.rmdir()

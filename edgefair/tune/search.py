@@ -26,7 +26,7 @@ import numpy as np
 
 from edgefair import data as datasets
 from edgefair.convert.common import load_model, model_bytes
-from edgefair.convert.quantize import QuantizeOptions, QuantMode, balanced_sample, quantisable_nodes
+from edgefair.convert.quantize import QuantizeOptions, balanced_sample, quantisable_nodes
 from edgefair.errors import InputError, ModelError
 from edgefair.tune import space
 from edgefair.tune.cache import Cache, context_key
@@ -34,6 +34,7 @@ from edgefair.tune.measure import time_models
 from edgefair.tune.options import Progress, TuneOptions
 from edgefair.tune.result import TuneResult, VariantResult, choose, frontier, summarise
 from edgefair.tune.splits import SplitScorer, require_decidable, split_info, split_rows, subset
+from edgefair.tune.stages import combinations, fallbacks, final_timing
 from edgefair.verification import api
 from edgefair.verification.gate import gate
 from edgefair.verification.policy import Policy, load_policy
@@ -180,67 +181,6 @@ class _Search:
         return [i for i in indices if (f := self.variants[i].fairness) is not None and f.verdict == "pass"]
 
 
-FALLBACK_BASES = 4  # per family: the fastest (smallest) base variants that get float fallbacks
-
-
-def _fallbacks(search: _Search, base_indices: list[int]) -> None:
-    """Per family (dynamic, static): screen each node alone from the family's fastest base
-    variant, then, on its fastest base variants (those with the same node names), keep float
-    the nodes that move a group most and those that cost more time than they save."""
-    for family in ("dynamic", "static"):
-        members = [i for i in base_indices if search.variants[i].family == family and search.variants[i].evaluated]
-        if not members or search.stopped:
-            continue
-        members.sort(key=lambda i: (search.value(i), i))
-        base = search.specs[members[0]]
-        assert base.quantize is not None
-        nodes = search.nodes(base.quantize)
-        if len(nodes) < 2:
-            continue  # one node kept float is the source itself
-        screened = search.run_stage(space.node_specs(base, nodes))
-        alone = {}
-        for i in screened:
-            spec = search.specs[i]
-            assert spec.quantize is not None
-            quantised = [n for n in nodes if n not in spec.quantize.nodes_to_exclude]
-            if search.variants[i].evaluated and len(quantised) == 1:
-                alone[quantised[0]] = search.variants[i]
-        harmful = sorted(alone, key=lambda n: (-alone[n].fairness.worst_excess, n))  # type: ignore[union-attr]
-        slow: list[str] = []
-        if search.options.objective == "latency":  # quantising it alone costs time: keep it float
-            slow = [n for n in nodes if n in alone and (lat := alone[n].latency) is not None and lat.ratio > 1.0]
-        specs = []
-        for i in members[:FALLBACK_BASES]:
-            q = search.specs[i].quantize
-            if q is not None and set(search.nodes(q)) == set(nodes):
-                specs.extend(space.fallback_specs(search.specs[i], harmful, slow, nodes))
-        search.run_stage(specs)
-
-
-def _combinations(search: _Search, base_indices: list[int]) -> None:
-    if search.stopped:
-        return
-    passing = search.passing(range(len(search.variants)))
-    fractions = [
-        search.specs[i].prune_structured
-        for i in search.passing(base_indices)
-        if search.variants[i].family == "structured"
-    ]
-    quantised = [
-        search.specs[i]
-        for i in sorted(passing, key=lambda i: (search.value(i), i))
-        if search.specs[i].quantize is not None
-        and search.specs[i].quantize.mode is not QuantMode.FP16  # type: ignore[union-attr]
-        and not search.specs[i].prune_structured
-    ][:3]
-    specs = space.combination_specs([f for f in fractions if f][-3:], quantised)
-    if passing:
-        best = min(passing, key=lambda i: (search.value(i), i))
-        if not search.specs[best].optimise:
-            specs.append(dataclasses.replace(search.specs[best], optimise=True, stage="combination"))
-    search.run_stage(specs)
-
-
 def tune(
     model: str | Path,
     data: str | Path | datasets.Dataset | datasets.Source,
@@ -332,8 +272,8 @@ def _run(
     if base and not any(search.variants[i].evaluated for i in base) and not search.stopped:
         errors = "; ".join(sorted({search.variants[i].error or "" for i in base}))[:300]
         raise ModelError(f"{source_path}: nothing to compress: every variant failed to build ({errors})")
-    _fallbacks(search, base)
-    _combinations(search, base)
+    fallbacks(search, base)
+    combinations(search, base)
     return _finish(search, source_path, source_name, held, search_split, held_rows, ds, pol, options)
 
 
@@ -352,6 +292,7 @@ def _finish(
     pol: Policy,
     options: TuneOptions,
 ) -> TuneResult:
+    finalists = final_timing(search) if options.objective == "latency" else []
     on = frontier(search.variants, options.objective, search.compressed)
     variants = tuple(dataclasses.replace(v, on_frontier=i in on) for i, v in enumerate(search.variants))
     chosen = choose(list(variants), options.objective, search.compressed)
@@ -404,6 +345,7 @@ def _finish(
             "variants_cached": sum(v.cached for v in variants),
             "stopped_by_budget": search.stopped,
             "timing_rounds": options.timing_rounds,
+            "finalists": finalists,
         },
         data={
             "source": source_name,

@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
+
 from edgefair.tune import TuneOptions, tune  # noqa: E402
 from edgefair.tune.measure import time_models  # noqa: E402
 from edgefair.tune.output import format_table, tune_document, write  # noqa: E402
@@ -72,7 +74,7 @@ def main() -> int:
     else:
         source = MODEL.read_bytes()
         feeds = _feeds()
-        ratios = {b: time_models(source, [result.chosen_model], feeds, b, rounds=15)[0] for b in (1, 256)}
+        ratios = {b: time_models(source, [result.chosen_model], feeds, b, rounds=31)[0] for b in (1, 256)}
         shown = ", ".join(
             f"batch {b}: {lat.ratio:.3f}x fp32 (upper quartile {lat.ratio_high:.3f}, "
             f"{lat.seconds * 1e6:.0f} vs {lat.source_seconds * 1e6:.0f} us)"
@@ -82,12 +84,12 @@ def main() -> int:
         print(f"chosen: {chosen.name}; latency {shown}; faster at both batches: {'yes' if both else 'NO'}")
         print(f"held-out certificate: {result.verdict.upper()} on {result.split['holdout_rows']} rows")
     s50 = [v for v in result.variants if v.name == "structured 50%"]
-    if s50 and s50[0].fairness is not None:
+    if s50 and (fair := s50[0].fairness) is not None:
         v = s50[0]
         lat = f"{v.latency.ratio:.3f}x" if v.latency else "-"
         print(
-            f"structured 50%: {v.fairness.verdict} on the search split (worst {v.fairness.worst_check}, excess "
-            f"{v.fairness.worst_excess:+.4f}), latency {lat}, on the frontier: {'yes' if v.on_frontier else 'no'}, "
+            f"structured 50%: {fair.verdict} on the search split (worst {fair.worst_check}, excess "
+            f"{fair.worst_excess:+.4f}), latency {lat}, on the frontier: {'yes' if v.on_frontier else 'no'}, "
             f"chosen: {'yes' if chosen is not None and chosen.name == v.name else 'no'}"
         )
     else:
@@ -96,7 +98,7 @@ def main() -> int:
     return result.exit_code
 
 
-def _feeds() -> dict[str, object]:
+def _feeds() -> dict[str, np.ndarray]:
     from edgefair import data, modelio
 
     ds = data.load("adult", 256)
