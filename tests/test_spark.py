@@ -9,6 +9,11 @@ Slow (a JVM and Python workers start): `pip install -e '.[spark]'`, then
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +166,33 @@ def test_errors_on_executors_are_the_single_process_errors(files, session):
             label=LABEL,
             sensitive=["sex"],
         )
+
+
+def test_the_readme_spark_submit_recipe_runs(files, tmp_path):
+    """The README's job, run with spark-submit in local mode as the README says."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    job = re.search(r"<!-- spark-submit job[^>]*-->\n```python\n(.*?)```", readme, re.S)
+    assert job, "the README's spark-submit job is missing"
+    script = tmp_path / "verify_job.py"
+    script.write_text(job.group(1))
+    env = dict(
+        os.environ,
+        JAVA_HOME=edgefair.spark.java_home() or "",
+        PYSPARK_PYTHON=sys.executable,
+        SPARK_LOCAL_IP="127.0.0.1",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    )
+    out = tmp_path / "report.json"
+    args = [str(files["ref"]), str(files["cand"]), str(files["parts"]), str(out)]
+    proc = subprocess.run(
+        ["spark-submit", "--master", "local[2]", "--conf", "spark.ui.enabled=false", str(script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    result = single(files)
+    one = edgefair.report.build(result).doc
+    assert proc.returncode == result.exit_code, proc.stderr[-2000:]
+    assert f"{one['verdict']}: {ROWS:,} rows -> {out}" in proc.stdout
+    assert canonical(json.loads(out.read_text())) == canonical(one)
