@@ -29,6 +29,7 @@ from onnx import numpy_helper
 import edgefair
 from edgefair import convert as conv
 from edgefair.convert.quantize import QuantizeOptions
+from edgefair.core import tables
 from edgefair.errors import InputError, ModelError
 from edgefair.tune import TuneOptions, output
 from edgefair.tune import tune as run_tune
@@ -37,10 +38,10 @@ from tests.models import no_weights
 
 FEATURES = tuple(f"f{i}" for i in range(6))
 SENSITIVE = ("group", "region")
-ROWS = 6000
+ROWS = 3500
 SEED = 3
 # the default checks, with fewer bootstrap replicates (the gate runs once per variant)
-POLICY = dataclasses.replace(DEFAULT_POLICY, bootstrap_replicates=1000)
+POLICY = dataclasses.replace(DEFAULT_POLICY, bootstrap_replicates=500)
 MAX_VARIANTS = 8  # base 4, node screening 2, then the first fallbacks: the passing one is among them
 
 
@@ -170,6 +171,10 @@ def test_plain_dynamic_int8_fails_and_tune_keeps_the_harmful_node_float(near, tu
     assert first.name == "dynamic int8 per-tensor" and first.stage == "base"
     assert first.sha256 == hashlib.sha256(plain.SerializeToString()).hexdigest()
     assert first.fairness.verdict == "fail"
+    # its search-split table (from the cache) is verify's, row for row at batch 256
+    (cached,) = (near["dir"] / "cache").glob(f"*/tables/{first.sha256}.json")
+    table = tables.from_dict(json.loads(cached.read_text())["table"])
+    assert np.array_equal(table.counts, report.table.counts) and first.scored == "at batch 256"
     # ... and it found a passing int8 variant by keeping the second MatMul in float
     chosen = tuned.chosen_variant
     assert chosen is not None and chosen.family == "dynamic" and chosen.fairness.verdict == "pass"
