@@ -141,6 +141,10 @@ def test_class_table_adds_and_projects_like_a_binary_table(world: dict[str, Any]
     for k in range(3):  # class k against the rest is the binary table of (y == k, decision == k)
         binary = tables.from_arrays(sens, (ref == k).astype(int), (cand == k).astype(int), (y == k).astype(int))
         assert np.array_equal(multiclass.one_vs_rest(whole, k).counts, binary.counts)
+    unlabelled = multiclass.from_arrays(sens, ref, cand, None, classes=3)  # field counts: labels unknown
+    for k in range(3):
+        binary = tables.from_arrays(sens, (ref == k).astype(int), (cand == k).astype(int), None)
+        assert np.array_equal(multiclass.one_vs_rest(unlabelled, k).counts, binary.counts)
     # two classes: the K-class layout is the 12-cell layout itself
     two = multiclass.from_arrays(sens, ref % 2, cand % 2, y % 2, classes=2)
     assert np.array_equal(two.counts, tables.from_arrays(sens, ref % 2, cand % 2, y % 2).counts)

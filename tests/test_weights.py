@@ -127,3 +127,68 @@ def test_cli_metrics_weight(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         code, _, err = cli(capsys, "metrics", str(bad), *args[2:])
         assert code == 2 and len(err.strip().splitlines()) == 1, err
         assert f"line 8, column 'w': weight {shown} is not a finite number >= 0" in err, err
+
+
+def test_verify_weight_reports_fairlearn_weighted_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    from edgefair import report as reports
+    from edgefair.verification import api
+    from tests import models
+
+    rng = np.random.default_rng(2)
+    n = 500
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    race = rng.choice(["x", "y"], size=n)
+    y = (x[:, 0] > 0).astype(int)
+    w = rng.gamma(2.0, 1.0, size=n)
+    paths = {}
+    for name, seed in (("ref", 0), ("cand", 1)):
+        paths[name] = tmp_path / f"{name}.onnx"
+        onnx.save(models.mlp(seed=seed), paths[name])
+    csv = tmp_path / "d.csv"
+    features = ["a", "b", "c", "d"]
+    write_csv(csv, {**{f: x[:, i].tolist() for i, f in enumerate(features)}, "race": race, "y": y, "w": w.tolist()})
+    rep = api.verify(
+        paths["ref"], paths["cand"], csv, label="y", sensitive=["race"], feature_columns=features, weight="w"
+    )
+    doc = reports.build(rep).doc
+    section = doc["weighted"]["by_group"]["race"]
+    for model, key in (("reference", "ref"), ("candidate", "cand")):
+        scores = ort.InferenceSession(str(paths[key])).run(None, {"x": x})[0].reshape(-1)
+        d = {"y": y, "pred": (scores >= 0.5).astype(int), "w": np.array([float(repr(float(v))) for v in w])}
+        theirs = fairlearn_frame(d, pd.Series(race, name="race"))
+        for group in ("x", "y"):
+            for metric in RATES:
+                assert section[model][group][metric] == pytest.approx(theirs.by_group[metric][group], abs=1e-12)
+    unweighted = api.verify(paths["ref"], paths["cand"], csv, label="y", sensitive=["race"], feature_columns=features)
+    assert [r.to_dict() for r in rep.gate.results] == [r.to_dict() for r in unweighted.gate.results]
+    assert "unweighted counts" in doc["weighted"]["note"]
+    jsonschema_validate(doc)
+    base = [
+        str(paths["ref"]),
+        str(paths["cand"]),
+        "--label",
+        "y",
+        "--sensitive",
+        "race",
+        "--features",
+        ",".join(features),
+    ]
+    code, _, err = cli(capsys, "verify", *base, "--data", str(csv), "--weight", "race")
+    assert code == 2 and "--weight 'race' is also the label or a sensitive column" in err, err
+    lines = csv.read_text().splitlines()
+    bad = tmp_path / "negative.csv"
+    bad.write_text("\n".join([*lines[:3], lines[3].rsplit(",", 1)[0] + ",-2", *lines[4:]]) + "\n")
+    code, _, err = cli(capsys, "verify", *base, "--data", str(bad), "--weight", "w")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "line 4, column 'w': weight '-2' is not a finite number >= 0" in err, err
+
+
+def jsonschema_validate(doc: dict[str, Any]) -> None:
+    import jsonschema
+
+    from edgefair import report as reports
+
+    jsonschema.validate(json.loads(json.dumps(doc)), reports.schema())

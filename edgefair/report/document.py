@@ -14,6 +14,7 @@ from typing import Any
 
 from edgefair.core import metrics as m
 from edgefair.core.frame import MetricFrame, group_name
+from edgefair.core.weighted import WeightedMetricFrame
 from edgefair.report.tasks import task_section
 from edgefair.verification.api import CompareReport, VerifyReport
 from edgefair.verification.gate import scopes
@@ -108,6 +109,8 @@ def verify_document(report: VerifyReport) -> dict[str, Any]:
         "latency_ratio": report.latency_ratio,
         "table": table.to_dict(),
     }
+    if ev.weighted_tables:
+        doc["weighted"] = _weighted(report, shown)
     if ev.task_info is not None:  # beyond binary classification (a binary report has no "task")
         sections = "binary" if task_table is None else ev.task
         doc["task"] = {**ev.task_info.to_dict(), "sections": sections}
@@ -115,6 +118,28 @@ def verify_document(report: VerifyReport) -> dict[str, Any]:
             doc["task_table"] = task_table.to_dict()
             doc["one_vs_rest"] = {", ".join(s): by_group_section(table, s, report.policy.confidence) for s in shown}
     return json_safe(doc)  # type: ignore[no-any-return]
+
+
+def _weighted(report: VerifyReport, shown: list[tuple[str, ...]]) -> dict[str, Any]:
+    """By-group metrics of both models weighted by the weight column (fairlearn's weighted
+    MetricFrame); the verdicts above rest on the unweighted counts, and this says so."""
+    summed = report.evaluation.weighted_tables[report.index]
+    sections = {}
+    for attrs in shown:
+        t = summed.marginal(list(attrs))
+        frames = {model: WeightedMetricFrame(t, m.BASE_METRICS, model) for model in ("reference", "candidate")}  # type: ignore[arg-type]
+        sections[", ".join(attrs)] = {
+            model: {group_name(attrs, k if isinstance(k, tuple) else (k,)): v for k, v in f.by_group.items()}
+            for model, f in frames.items()
+        }
+        sections[", ".join(attrs)]["overall"] = {model: f.overall for model, f in frames.items()}
+    return {
+        "weight": report.evaluation.weight,
+        "total_weight": float(summed.sums.sum()),
+        "note": "weighted metrics are reported; the checks' verdicts rest on the unweighted counts (the exact "
+        "tests and the bootstrap resample rows, and a weight is not a row)",
+        "by_group": sections,
+    }
 
 
 def _section(report: VerifyReport, attrs: tuple[str, ...]) -> dict[str, Any]:

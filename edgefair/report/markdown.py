@@ -58,6 +58,8 @@ def verify_markdown(doc: dict[str, Any]) -> str:
         lines += ["**Unsettled:** " + "; ".join(shown) + more, ""]
     if "task" in doc:
         lines += [tasks.task_line(doc), ""]
+    if "weighted" in doc:
+        lines += [f"Weights: column `{doc['weighted']['weight']}`; {doc['weighted']['note']}.", ""]
     lines += check_rows(doc)
     if tasks.has_sections(doc):
         lines += tasks.markdown_sections(doc)

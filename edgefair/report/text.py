@@ -132,6 +132,8 @@ def format_verify(doc: dict[str, Any], candidate: str, reference: str) -> str:
         f"{doc['verdict'].upper()}: {candidate} vs {reference} on {doc['data']['rows']:,} rows; "
         f"{s['checks']} checks: {s['pass']} pass, {s['fail']} fail, {s['inconclusive']} inconclusive"
     ]
+    if "weighted" in doc:
+        lines.append(f"  weights: column {doc['weighted']['weight']!r}; {doc['weighted']['note']}")
     if "task" in doc:  # say which output and how decisions were read
         t = doc["task"]
         lines.append(f"  task: {t['kind']}; decisions from {t['decisions']}")

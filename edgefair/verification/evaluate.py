@@ -55,6 +55,8 @@ class Evaluation:
     task: str = "binary"
     task_tables: tuple[Any, ...] = ()
     task_info: Any = None
+    weighted_tables: tuple[Any, ...] = ()  # core.weighted.WeightedTable per candidate, with --weight
+    weight: str | None = None  # the column of sample weights
 
 
 @dataclass(frozen=True, kw_only=True)

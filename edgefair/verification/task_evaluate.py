@@ -108,10 +108,8 @@ def prepare(
             "a regression model needs a policy (--policy) with checks in the label's units, e.g. "
             '[[checks]] kind = "overall_increase", metric = "mean_absolute_error", tolerance = 0.5'
         )
-    if weight is not None:  # weighted verify tables: not built yet, so say so rather than ignore the column
-        raise InputError("--weight is not supported by verify and compare yet; edgefair metrics --weight is")
-    if weight is not None and resolved != "binary" and not thresholded:
-        raise InputError(f"--weight applies to binary decisions; this model is {resolved} (see --positive-label)")
+    if weight is not None and (resolved != "binary" or thresholded):
+        raise InputError(f"--weight applies to binary classifiers in verify and compare; this model is {resolved}")
     as_gated = "binary" if thresholded else resolved
     tasks.check_policy(policy, as_gated, 0 if options.positive_label is not None else None)
     return opts
@@ -127,8 +125,12 @@ def evaluate_any(
     """``evaluate`` for a binary classifier, else the task's own pass."""
     if not candidates:
         raise InputError("give at least one candidate model")
-    plain = options.task in (None, "binary") and options.decision_threshold is None and options.weight is None
+    plain = options.task in (None, "binary") and options.decision_threshold is None
     if plain and task_of(reference, options) == "binary":
+        if options.weight is not None:
+            from edgefair.verification.weighted_evaluate import evaluate_weighted
+
+            return evaluate_weighted(reference, candidates, source, options, progress)
         return ev.evaluate(reference, candidates, source, options, progress)
     return evaluate_task(reference, candidates, source, options, progress)
 
