@@ -48,6 +48,8 @@ class _Sessions:
     def close(self) -> None:
         for d in self.repo.models.values():
             d.close()
+        if self.repo.incidents is not None:
+            self.repo.incidents.close()
 
 
 class RepositoryApp:
@@ -64,8 +66,8 @@ class RepositoryApp:
         self.context = Context(self.incidents, self.rollback, store, config.min_cell)
         self.metrics = Metrics()
         self.models: dict[str, Deployment] = {}
-        entries = scan(self.root)
         try:
+            entries = scan(self.root)
             for name, entry in entries.items():
                 self.models[name] = self._deploy(entry)
         except BaseException:
