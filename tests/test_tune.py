@@ -356,3 +356,20 @@ def test_tune_is_callable_after_its_package_is_imported(tmp_path: Path) -> None:
     assert callable(edgefair.tune) and edgefair.TuneResult.__name__ == "TuneResult"
     with pytest.raises(ModelError, match="nothing to compress"):
         edgefair.tune(path, "adult")
+
+
+def test_a_batch_dependent_reference_is_scored_at_the_deployment_batch_for_every_candidate(near, tmp_path):  # type: ignore[no-untyped-def]
+    from edgefair.tune.splits import SplitScorer, subset
+    from edgefair.verification import api
+
+    plain = conv.quantize(conv.load_model(near["model"]), QuantizeOptions()).model
+    conv.save_model(plain, tmp_path / "plain.onnx")  # the reference now depends on the batch
+    data = write_csv(tmp_path / "d.csv", near_rows(1500, seed=11))
+    ds = edgefair.data.load(data)
+    options = api._options(edgefair.data.resolve(data), POLICY, "y", SENSITIVE, 0.5, None, None, FEATURES)
+    options = dataclasses.replace(options, batch_size=256)
+    scorer = SplitScorer(tmp_path / "plain.onnx", subset(ds, np.arange(ds.rows), "search", "all"), options)
+    ((table, how),) = scorer.tables([near["model"]])  # fp32: the same in one call, so scored in chunks
+    assert how.startswith("in chunks")
+    independent = edgefair.verify(tmp_path / "plain.onnx", near["model"], data, batch_size=256, **_verify_kwargs())
+    assert np.array_equal(table.counts, independent.table.counts)
