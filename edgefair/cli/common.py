@@ -49,7 +49,9 @@ PolicyOpt = Annotated[Path | None, typer.Option(help="Policy TOML (default polic
 ThresholdOpt = Annotated[float, typer.Option(help="Decision = score >= threshold.")]
 PositiveOpt = Annotated[str | None, typer.Option(help="Label value that means 1.")]
 ScoreOutputOpt = Annotated[str | None, typer.Option(help="Model output holding the score.")]
-FeaturesOpt = Annotated[str | None, typer.Option(help="Feature columns for a single 2-D input.")]
+FeaturesOpt = Annotated[
+    str | None, typer.Option(help="Columns for [N, k] inputs, in order: f0:f7, a,b,c; several inputs: x=f0:f7,t=t0:t3.")
+]
 JsonOutOpt = Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")]
 MarkdownOpt = Annotated[Path | None, typer.Option(help="Write a Markdown report here.")]
 HtmlOpt = Annotated[Path | None, typer.Option(help="Write an HTML report here.")]

@@ -20,6 +20,7 @@ from edgefair.convert.prune import check_fraction, prune_magnitude, prune_struct
 from edgefair.convert.quantize import Progress, QuantizeOptions, QuantMode, quantize
 from edgefair.convert.validation import CheckReport, calibration_sample, check, session
 from edgefair.errors import InputError, ModelError
+from edgefair.modelio.feeds import FeatureMap, Features, parse_features
 
 SAMPLE_ROWS = 5000
 
@@ -30,7 +31,7 @@ class ConvertOptions:
     prune: float | None = None  # unstructured magnitude sparsity, in (0, 1)
     prune_structured: float | None = None  # fraction of hidden units removed, in (0, 1)
     threshold: float = 0.5
-    feature_columns: tuple[str, ...] | None = None  # the columns a single [N, k] input takes, in order
+    feature_columns: Features = None  # columns for [N, k] inputs: "f0:f7", ["a", "b"], "x=f0:f7,t=t0:t3"
     allow_larger: bool = False  # keep a "compressed" model that came out larger than its source
 
     def __post_init__(self) -> None:
@@ -39,6 +40,7 @@ class ConvertOptions:
                 check_fraction(value, name)
         if not 0.0 <= self.threshold <= 1.0:
             raise InputError(f"threshold must be in [0, 1], got {self.threshold}")
+        parse_features(self.feature_columns)  # a malformed list is refused before any work
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,8 @@ def convert_file(
     checked_on = sample_data if sample_data is not None else calibration_data
     sample = data.load(checked_on, SAMPLE_ROWS).columns if checked_on is not None else None
     inputs = {t.name for t in modelio.signature(session(source)).inputs}
-    if balance_by is not None and balance_by not in inputs:  # it picked the rows; it is not a feature
+    named = (parse_features(options.feature_columns) or FeatureMap()).columns()
+    if balance_by is not None and balance_by not in inputs and balance_by not in named:  # it picked the rows only
         for held in (calibration, sample):
             if held is not None:
                 held.pop(balance_by, None)

@@ -7,7 +7,7 @@ rows (max abs difference of every float output, decision agreement rate).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ import onnx
 from edgefair import modelio
 from edgefair.convert.common import check_domains, model_bytes
 from edgefair.errors import InputError, ModelError
+from edgefair.modelio.feeds import Features
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def check(
     source: onnx.ModelProto,
     sample: Mapping[str, np.ndarray] | None = None,
     threshold: float = 0.5,
-    feature_columns: Sequence[str] | None = None,
+    feature_columns: Features = None,
 ) -> CheckReport:
     """Raise ModelError unless ``candidate`` is a valid, loadable stand-in for ``source``."""
     cand_sess, src_sess = validate(candidate), session(source)
