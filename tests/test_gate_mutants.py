@@ -567,3 +567,25 @@ def test_every_kind_has_its_function():
     assert G.CHECKS[K.OVERALL_DROP] is G.overall_drop and GK.CHECKS[K.GROUP_INCREASE] is GK.group_increase
     assert GK.CHECKS[K.OVERALL_INCREASE] is GK.overall_increase
     assert GK.OVERALL_KINDS == (K.OVERALL_DROP, K.OVERALL_INCREASE) and G.DISCORDANCE_PRIOR == 0.5
+
+
+def test_difference_increase_when_every_pair_narrows():
+    # a: 0.5 -> 0.5; b: 0.3 -> 0.4: the gap narrows from 0.2 to 0.1; no pair of a group with itself counts
+    b = blk(y1r1c1=3, y1r0c1=1, y1r0c0=6)
+    t = ptable([A, b], [("a",), ("b",)])
+    (e,) = G.difference_increase(Check(K.DIFFERENCE_INCREASE, "true_positive_rate", 0.05), scope(t), POLICY)
+    assert e.estimate == pytest.approx(-0.1) and e.note.startswith("a vs b: difference 0.2000 -> 0.1000;")
+    s = scope(t)
+    (e,) = G.difference_increase(Check(K.DIFFERENCE_INCREASE, "true_positive_rate", 0.05), s, POLICY)
+    cr, rr = tpr(s.replicates, "candidate"), tpr(s.replicates, "reference")
+    assert np.allclose(e.samples, abs(cr[:, 0] - cr[:, 1]) - abs(rr[:, 0] - rr[:, 1]))
+
+
+def test_overall_drop_rows_are_the_smaller_denominator():
+    # PPV: the reference decides 1 on 30 labelled rows, the candidate on 5
+    t = ptable([blk(y1r1c1=5, y1r1c0=25, y0r0c0=10)], [("a",)])
+    check = Check(K.OVERALL_DROP, "positive_predictive_value", 0.05)
+    (small,) = G.overall_drop(check, scope(t), Policy((), min_group_size=6))
+    assert (small.rows, small.gated) == (5, False)
+    (gated,) = G.overall_drop(check, scope(t), Policy((), min_group_size=5))
+    assert isinstance(gated, G.Evidence) and gated.rows == 40  # gated: all rows, as overall checks report
