@@ -169,3 +169,42 @@ def test_a_failed_certificate_shows_the_candidates_numbers_and_its_failures(tmp_
         assert group == "a" or f"{ours['accuracy']:.4f}" != f"{theirs['accuracy']:.4f}"  # b: not the reference's
     assert f"{section['candidate']['b']['selection_rate']:.4f}" != f"{section['reference']['b']['selection_rate']:.4f}"
     assert f"| {section['reference']['b']['selection_rate']:.4f} |" not in md.split("Results by group: grp", 1)[1]
+
+
+def test_field_counters_from_a_store_follow_the_privacy_rule(bundle, tmp_path):
+    from edgefair.data import ADULT_FEATURES
+    from edgefair.runtime.session import FairSession
+
+    path, about, _ = bundle
+    adult = load_adult("test")
+    race = adult.columns["race"][6000:8000]
+    other = np.flatnonzero(race == "Other")
+    keep = 6000 + np.sort(np.concatenate([np.flatnonzero(race != "Other"), other[:5]]))  # 5 rows of one group
+    cols = {k: v[keep] for k, v in adult.columns.items()}
+    n = len(keep)
+    db = tmp_path / "field.db"
+    decisions = []
+    with FairSession(path, store=db) as fs:
+        for start in range(0, n, 500):
+            sl = slice(start, start + 500)
+            feeds = {
+                k: cols[k][sl].reshape(-1, 1).astype(np.float32 if cols[k].dtype.kind == "f" else object)
+                for k in ADULT_FEATURES
+            }
+            out = fs.run(feeds, {"race": cols["race"][sl], "sex": cols["sex"][sl]})
+            scores = out[fs.choice.name][:, fs.choice.column]
+            decisions.append(scores >= fs.threshold)
+    decided = np.concatenate(decisions)
+    md = build_card(path, about, store=db).to_markdown()
+    field = md.split("## Field Counters", 1)[1]
+    assert f"{n:,} predictions counted in the field, 0 with outcomes" in field
+    for sex in ("Female", "Male"):  # the field's selection rate, from numpy over the model's own answers
+        expected = decided[cols["sex"] == sex].mean()
+        assert f"| selection_rate | sex={sex} | {expected:.4f} |" in field
+    assert "race=Other |" not in field and "race=White |" in field  # 5 rows: withheld; the verdict still covers it
+    asian = int((cols["race"] == "Asian-Pac-Islander").sum())
+    assert 30 <= asian < 100 and "| selection_rate | race=Asian-Pac-Islander |" in field
+    stricter = build_card(path, about, store=db, min_cell=100).to_markdown().split("## Field Counters", 1)[1]
+    assert "race=Asian-Pac-Islander |" not in stricter and "race=White |" in stricter
+    code, _, err = fk_cli("card", str(path), "--store", str(db), "--min-cell", "1", "-o", str(tmp_path / "c.md"))
+    assert code == 2 and "--min-cell must be at least 2" in err

@@ -98,6 +98,8 @@ def card(
     about: Annotated[
         Path | None, typer.Option(help="TOML with your words: intended_use, limitations, authors, ...")
     ] = None,
+    store: Annotated[Path | None, typer.Option(help="The bundle's counters store: adds Field Counters.")] = None,
+    min_cell: Annotated[int, typer.Option(help="Withhold field rows of groups under this many rows.")] = 11,
 ) -> None:
     """A model card from the bundle's certificate (Hugging Face model card headings)."""
     from edgefair.errors import InputError
@@ -107,7 +109,9 @@ def card(
     suffix = output.suffix.lower()
     if suffix not in (".md", ".html", ".htm"):
         raise InputError(f"{output}: the card's file name must end in .md or .html")
-    refuse_overwriting_inputs([output], [bundle, *([about] if about else [])])
-    built = build_card(bundle, about)
+    refuse_overwriting_inputs([output], [bundle, *([about] if about else []), *([store] if store else [])])
+    if min_cell < 2:
+        raise InputError(f"--min-cell must be at least 2 (smaller shows exact counts), got {min_cell}")
+    built = build_card(bundle, about, store, min_cell)
     write_text(output, built.to_markdown() if suffix == ".md" else built.to_html())
     typer.echo(f"wrote {output}: {built.title}, {len(built.sections)} sections")

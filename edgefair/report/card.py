@@ -153,14 +153,19 @@ def read_about(path: str | Path | None) -> dict[str, Any]:
     return doc
 
 
-def build_card(bundle: str | Path, about: str | Path | None = None) -> Card:
-    """The model card of ``bundle`` (checked as ``load_bundle`` checks it) and ``about.toml``."""
+def build_card(
+    bundle: str | Path, about: str | Path | None = None, store: str | Path | None = None, min_cell: int = 11
+) -> Card:
+    """The model card of ``bundle`` (checked as ``load_bundle`` checks it) and ``about.toml``;
+    with ``store`` (the bundle's counters), a Field Counters section."""
     words = read_about(about)
     loaded = load_bundle(bundle)
     manifest, cert = loaded.manifest, loaded.certificate
     name = words.get("name") or Path(bundle).name
     sections = [_details(loaded.path, manifest, cert, words), _uses(words), _risks(cert, words)]
     sections += _evaluation(cert)
+    if store is not None:
+        sections.append(_field(store, loaded.baseline(), min_cell))
     sections.append(
         Section(
             "How to Get Started with the Model",
@@ -316,3 +321,45 @@ def _group_table(section: dict[str, Any]) -> Table:
         row.append(rate(section["flips"].get(group, {}).get("negative_flip_rate")))
         rows.append(tuple(row))
     return Table(tuple(header), tuple(rows))
+
+
+def _field(store: str | Path, baseline: Any, min_cell: int) -> Section:
+    """What the device counted, under the rule /fairness follows: totals, and drift rows only
+    for groups holding at least ``min_cell`` field rows (the verdict covers every group)."""
+    from edgefair.runtime.drift import drift
+    from edgefair.runtime.store import load_counters
+
+    table = load_counters(store)
+    labelled = int(table.counts[:, :2].sum())
+    blocks: list[Block] = [
+        f"{table.rows:,} predictions counted in the field, {labelled:,} with outcomes ({Path(store).name})."
+    ]
+    if baseline is None:
+        blocks.append("No certificate baseline: field counters were not compared with anything.")
+        return Section("Field Counters", 2, tuple(blocks))
+    result = drift(table, baseline)
+    rows = [r for r in result["rows"] if r.get("field_rows", 0) >= min_cell and "interval" in r]
+    blocks.append(
+        f"Drift against the certificate's baseline: {result['verdict'].upper()} over {len(result['rows'])} group "
+        f"checks; {len(result['rows']) - len(rows)} on groups under {min_cell} field rows, or undecided for lack "
+        "of rows, are not shown."
+    )
+    blocks.append(
+        Table(
+            ("metric", "group", "field", "baseline", "difference", "interval", "field rows", "verdict"),
+            tuple(
+                (
+                    r["metric"],
+                    r["group"],
+                    rate(r.get("field", r.get("value"))),
+                    rate(r.get("baseline")),
+                    signed(r.get("difference")),
+                    interval(r["interval"]),
+                    f"{r['field_rows']:,}",
+                    r["verdict"],
+                )
+                for r in rows
+            ),
+        )
+    )
+    return Section("Field Counters", 2, tuple(blocks))
