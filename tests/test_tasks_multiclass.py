@@ -215,3 +215,12 @@ def test_metrics_cli_multiclass(world: dict[str, Any], capsys: pytest.CaptureFix
     code, _, err = cli(capsys, "metrics", str(csv), "--label", "y", "--prediction", "group", "--sensitive", "y",
                        "--task", "multiclass")  # fmt: skip
     assert code == 2 and "column 'group'" in err and "is not a number" in err, err
+
+
+def test_bundle_refuses_a_model_the_runtime_cannot_count(world: dict[str, Any], tmp_path: Path) -> None:
+    from edgefair.errors import BundleError
+    from edgefair.runtime.bundling import build_bundle
+
+    with pytest.raises(BundleError, match=r"ref.onnx: a multiclass model; the runtime counts binary classifiers only"):
+        build_bundle(world["paths"]["ref"], tmp_path / "b", sensitive=["group"])
+    assert not (tmp_path / "b").exists()

@@ -190,3 +190,17 @@ def test_metrics_cli_regression(world: dict[str, Any], capsys: pytest.CaptureFix
         assert got["mean_absolute_error"] == pytest.approx(mean_absolute_error(y[rows], pred[rows]), abs=1e-12)
         rmse = np.sqrt(mean_squared_error(y[rows], pred[rows]))
         assert got["root_mean_squared_error"] == pytest.approx(rmse, abs=1e-12)
+
+
+def test_bundle_refuses_a_certified_regression_model(world: dict[str, Any], tmp_path: Path) -> None:
+    from edgefair.errors import BundleError
+    from edgefair.runtime.bundling import build_bundle
+
+    rep = run(world, policy(world, 5.0), task="regression")
+    cert = tmp_path / "cert.json"
+    reports.write(reports.build(rep), json=cert)
+    with pytest.raises(
+        BundleError, match=r"cert.json: certifies a regression model; the runtime counts binary classifiers"
+    ):
+        build_bundle(world["cand"], tmp_path / "b", certificate=cert)
+    assert not (tmp_path / "b").exists()

@@ -19,6 +19,7 @@ from typing import Any
 from edgefair import modelio
 from edgefair.core import tables
 from edgefair.errors import BundleError, InputError
+from edgefair.modelio.outputs import detect_task
 from edgefair.modelio.safety import check_model_bytes
 from edgefair.runtime.bundle import (
     CERTIFICATE,
@@ -67,6 +68,7 @@ def build_bundle(
             "bundle it anyway with --allow-failed-certificate (recorded in the manifest)"
         )
     sig = modelio.signature(modelio.open_session(data))
+    _refuse_uncountable(model_path, sig, score_output, cert)
     choice = modelio.choose_output(sig, score_output or (cert["data"]["score_output"] if cert else None))
     known = _known_values(cert, sensitive)
     if not known:
@@ -105,6 +107,20 @@ def build_bundle(
         files[SIGNATURE] = sign_blobs(files, sign_key, name=out_dir.name)
     _write_dir(out_dir, files)
     return out_dir
+
+
+def _refuse_uncountable(path: Path, sig: modelio.Signature, output: str | None, cert: dict[str, Any] | None) -> None:
+    """The runtime counts binary decisions only: a multi-class or regression model is refused
+    here, when the bundle is built, not at the first ``FairSession.run``. The task is the
+    certificate's, else the signature's ([N, K > 2] class scores); a [N, 1] regression output
+    cannot be told from a score without a certificate (``run`` then refuses values outside [0, 1])."""
+    task = (cert.get("task") or {}).get("kind") if cert else None
+    task = task or detect_task(sig, output)
+    if task != "binary":
+        raise BundleError(
+            f"{path}: a {task} model; the runtime counts binary classifiers only (a score in [0, 1] or a 0/1 label), "
+            "so it cannot be bundled"
+        )
 
 
 def _replaceable(out_dir: Path) -> bool:
@@ -181,6 +197,12 @@ def _read_certificate(path: str | Path, model_sha: str) -> dict[str, Any]:
             value = value.get(part) if isinstance(value, dict) else None
         if not isinstance(value, kind) or isinstance(value, bool):
             raise BundleError(f"{p}: certificate field {field!r} is missing or of the wrong type")
+    task = cert.get("task")
+    if isinstance(task, dict) and task.get("kind") in ("multiclass", "regression"):
+        raise BundleError(
+            f"{p}: certifies a {task['kind']} model; the runtime counts binary classifiers only "
+            "(a score in [0, 1] or a 0/1 label), so it cannot be bundled"
+        )
     try:
         tables.from_dict(cert["table"])
     except InputError as exc:
