@@ -373,3 +373,23 @@ def test_a_batch_dependent_reference_is_scored_at_the_deployment_batch_for_every
     assert how.startswith("in chunks")
     independent = edgefair.verify(tmp_path / "plain.onnx", near["model"], data, batch_size=256, **_verify_kwargs())
     assert np.array_equal(table.counts, independent.table.counts)
+
+
+def test_latency_objective_re_times_the_fastest_passing_variants_before_choosing(near, runs):  # type: ignore[no-untyped-def]
+    # the cache holds the size search's builds and tables (the latency search may try others)
+    result = run_tune(
+        near["model"], near["csv"], POLICY, options=options(objective="latency"), cache_dir=near["dir"] / "cache"
+    )
+    assert any(v.cached for v in result.variants)
+    finalists = result.search["finalists"]
+    passing = [i for i, v in enumerate(result.variants) if v.evaluated and v.fairness.verdict == "pass"]
+    assert finalists and set(finalists) <= set(passing)
+    assert len({result.variants[i].sha256 for i in finalists}) == len(finalists)
+    for i in finalists:
+        assert result.variants[i].latency.rounds == 2  # twice timing_rounds: the joint re-timing
+    if result.chosen is not None:
+        chosen = result.chosen_variant
+        assert chosen.sha256 in {result.variants[i].sha256 for i in finalists}
+        assert chosen.latency.ratio_high < 1.0 and chosen.latency.ratio == min(
+            result.variants[i].latency.ratio for i in finalists if result.variants[i].latency.ratio_high < 1.0
+        )
