@@ -87,6 +87,7 @@ def test_a_scope_sums_replicates_over_its_marginal():
     reps = replicates(t)
     s = G._scope(t, reps, ("t",))
     assert s.name == "t" and s.table.groups == (("1",), ("2",))
+    assert s.replicates.dtype == np.int64  # counts, not floats: exact however many rows
     assert np.array_equal(s.replicates[:, 0], reps[:, 0] + reps[:, 2])
     assert np.array_equal(s.replicates[:, 1], reps[:, 1] + reps[:, 3])
     both = G._scope(t, reps, ("s", "t"))
@@ -125,6 +126,9 @@ def test_values_take_the_smaller_denominator():
     v = G._values(Check(K.GROUP_DROP, "positive_predictive_value", 0.1), G.Scope("g", t, t.counts[None]))
     assert v.rows.tolist() == [5] and v.reference.tolist() == [1.0] and v.candidate.tolist() == [2 / 6]
     assert v.names == ["a"]
+    swapped = ptable([blk(y1r1c1=2, y1r0c1=3, y0r1c0=4)], [("a",)])  # PPV: reference 6 decided 1, candidate 5
+    v = G._values(Check(K.GROUP_DROP, "positive_predictive_value", 0.1), G.Scope("g", swapped, swapped.counts[None]))
+    assert v.rows.tolist() == [5] and v.reference.tolist() == [2 / 6] and v.candidate.tolist() == [1.0]
     two = ptable([A], [("x", "y")], ("s", "t"))
     assert G._values(Check(K.GROUP_DROP, "accuracy", 0.1), G.Scope("s, t", two, two.counts[None])).names == ["x, y"]
 
@@ -135,6 +139,7 @@ def test_split_small_at_the_boundary():
     v = G._values(check, s)
     small, gated = G._split_small(check, s, v, Policy((), min_group_size=10))
     assert gated.tolist() == [True, True, True, False] and [r.group for r in small] == ["d"]
+    assert small[0].scope == "g" and small[0].check is check
     assert small[0].rows == 2 and small[0].reference_value == 0.5 and small[0].candidate_value == 1.0
     small, gated = G._split_small(check, s, v, Policy((), min_group_size=11))
     assert gated.tolist() == [False] * 4 and len(small) == 4
@@ -531,8 +536,11 @@ def test_gate_end_to_end_against_a_recomputed_bootstrap():
     out = G.gate(t, policy)
     (r,) = out.results
     assert r.verdict == "pass" and out.verdict == "pass" and r.estimate == 0.0 and r.scope == "overall"
-    reps = stats.bootstrap_counts(t.counts, 199, 11, 0.5).sum(axis=1)
+    noisy = ptable([rows_block(400, rng, 0.04), rows_block(300, rng, 0.04)], [("a", "x"), ("b", "y")], ("s", "t"))
+    (r,) = G.gate(noisy, policy).results  # the bootstrap is the policy's: its replicates and its seed
+    reps = stats.bootstrap_counts(noisy.counts, 199, 11, 0.5).sum(axis=1)
     samples = acc(reps, "reference") - acc(reps, "candidate")
+    assert np.ptp(samples) > 0
     assert r.interval == (pytest.approx(np.quantile(samples, 0.05)), pytest.approx(np.quantile(samples, 0.95)))
     assert r.p_pass == pytest.approx((1 + np.sum(samples >= 0.02)) / 200)
     assert r.p_fail == pytest.approx((1 + np.sum(samples <= 0.02)) / 200)
