@@ -242,6 +242,7 @@ def _conv_net():
     )
 
 
+@pytest.mark.slow  # torch.export of the program costs ~15 s on a busy machine
 def test_static_pt2_conv_net_keeps_weights_as_initializers(tmp_path):
     """A .pt2 exported with a fixed batch: traced with its weights registered, so fp16 and
     pruning find them; a [N, 1, 16] input fed from 16 columns f0:f15."""
@@ -387,3 +388,29 @@ def _logistic(k: int) -> onnx.ModelProto:
         [w],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.slow  # torch.export twice
+def test_a_pt2_whose_graph_fixes_the_batch_is_refused_with_how_to_fix(tmp_path):
+    """The issue's two.pt2: exported without a dynamic batch, its reshape holds the batch of 4.
+    Export runs the ONNX model at another batch (the examples repeated), so it cannot pass."""
+    torch = pytest.importorskip("torch")
+    net = _two_input_net()
+    args = (torch.zeros(4, 4, dtype=torch.long), torch.zeros(4, 8))
+    torch.export.save(torch.export.export(net, args), str(tmp_path / "two.pt2"))
+    target = tmp_path / "two.onnx"
+    one_line(run_main("export", str(tmp_path / "two.pt2"), "-o", str(target)), "fixed batch of 4", "dynamic_shapes")
+    assert not target.exists()
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(net, args, dynamic_shapes={"tokens": {0: batch}, "extra": {0: batch}})
+    torch.export.save(program, str(tmp_path / "dynamic.pt2"))
+    result = conv.export_model(tmp_path / "dynamic.pt2")
+    assert result.passed and result.parity is not None and result.parity.rows == 9
+    sess = session(result.model)
+    assert [i.name for i in sess.get_inputs()] == ["tokens", "extra"]
+    inits = {t.name for t in result.model.graph.initializer}
+    assert {"embed.weight", "head.weight"} <= inits  # weights stay initializers
+    tokens, extra = np.arange(20).reshape(5, 4) % 10, np.ones((5, 8), np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(tokens), torch.from_numpy(extra)).numpy()
+    np.testing.assert_allclose(sess.run(None, {"tokens": tokens, "extra": extra})[0], expected, atol=1e-6)

@@ -213,9 +213,11 @@ def _torch_export(
         if sample is None:
             raise InputError(f"{path}: a TorchScript model needs --sample-data to trace shapes")
         exported = load_torchscript(path, _torchscript_signature(path, sample, opts.features))
-    if sample is None:  # the program's own example inputs
-        feeds = {s.name: np.asarray(t) for s, t in zip(exported.signature.inputs, _examples(path), strict=True)}
-        where = "its example inputs"
+    if sample is None:  # the program's own example inputs, repeated to another batch size than theirs
+        examples = {s.name: np.asarray(t) for s, t in zip(exported.signature.inputs, _examples(path), strict=True)}
+        batch = len(next(iter(examples.values())))
+        feeds = {k: v[np.arange(2 * batch + 1) % batch] for k, v in examples.items()}
+        where = f"its {batch} example inputs, repeated"
     else:
         feeds = modelio.build_feeds(exported.signature, sample, feature_columns=opts.features, source="sample data")
         where = None
