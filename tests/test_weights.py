@@ -192,3 +192,18 @@ def jsonschema_validate(doc: dict[str, Any]) -> None:
     from edgefair import report as reports
 
     jsonschema.validate(json.loads(json.dumps(doc)), reports.schema())
+
+
+def test_weighted_intervals_are_wilson_at_the_kish_size() -> None:
+    from statsmodels.stats.proportion import proportion_confint
+
+    d = data(seed=13, n=600)
+    frame = metric_frame(d["y"], d["pred"], sensitive_features={"race": d["race"]}, sample_weight=d["w"])
+    ivs = frame.group_intervals(0.9)
+    for group in ("x", "y", "z"):
+        rows = (d["race"] == group) & (d["y"] == 1)  # true_positive_rate's denominator
+        w = d["w"][rows]
+        n_eff = w.sum() ** 2 / (w**2).sum()
+        share = w[d["pred"][rows] == 1].sum() / w.sum()
+        low, high = proportion_confint(share * n_eff, n_eff, alpha=0.1, method="wilson")
+        assert ivs[group]["true_positive_rate"] == pytest.approx([low, high], abs=1e-12)
