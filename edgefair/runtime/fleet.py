@@ -354,18 +354,34 @@ def positive_part_moments(scale: float | None) -> tuple[float, float]:
     return mean, a / (1 - a) ** 2 - mean**2
 
 
-def _bounds(released: float, suppressed: int, listed: float, fleet: FleetTable, z: float) -> tuple[float, float]:
-    """Where the true rows of some cells lie, given their released sum, how many of them were
-    suppressed and how many were listed (noised) over the exports, each end at one-sided ``z``.
+def noise_floor(scale: float | None, cells: int, tail: float) -> int:
+    """A k with P(noise <= -k) at most ``tail / cells`` for one draw: all of ``cells`` draws
+    lie above -k but for ``tail``. 0 without noise or cells."""
+    if scale is None or cells == 0:
+        return 0
+    a = math.exp(-1.0 / scale)  # P(noise <= -k) = a**k / (1 + a)
+    return max(0, math.ceil(math.log(tail * (1 + a) / cells) / math.log(a)))
 
-    Lower: released cells hold their value less their noise, suppressed ones at least 0, so the
-    truth is at least the released sum less the sum of every listed cell's positive noise part
-    (a sum of independent draws, whichever cells were released). Upper: the truth is the noisy
-    values of all listed cells less all their noise, a suppressed value being under min_cell."""
+
+def _bounds(
+    released: float, suppressed: int, listed: float, fleet: FleetTable, z: float, tail: float
+) -> tuple[float, float]:
+    """Where the true rows of some cells lie, given their released sum, how many of them were
+    suppressed and how many were listed (noised) over the exports; each bound holds but for
+    ``tail`` (``z`` is its one-sided normal quantile).
+
+    The truth is the noisy values of every listed cell less all their noise (a sum of
+    independent draws of known variance, whichever cells were released); a suppressed noisy
+    value lies under min_cell and, its true count being at least 0, above its own noise, so
+    above the noise floor. A second lower bound: released cells hold their value less their
+    noise and suppressed ones at least 0, so the truth is at least the released sum less every
+    listed cell's positive noise part. The tighter of the two is taken (each at half the tail)."""
+    spread = z * math.sqrt(listed * fleet.cell_variance)
+    high = released + suppressed * max(fleet.min_cell - 1, 0) + spread
     mean, var = positive_part_moments(fleet.scale)
-    low = released - (listed * mean + z * math.sqrt(listed * var))
-    high = released + suppressed * max(fleet.min_cell - 1, 0) + z * math.sqrt(listed * fleet.cell_variance)
-    return max(0.0, low), max(0.0, high)
+    by_floor = released - suppressed * noise_floor(fleet.scale, suppressed, tail / 2) - spread
+    by_parts = released - (listed * mean + z * math.sqrt(listed * var))
+    return max(0.0, by_floor, by_parts), max(0.0, high)
 
 
 def _wilson(num: float, den: float, confidence: float) -> tuple[float, float]:
@@ -380,7 +396,8 @@ def fleet_metrics(fleet: FleetTable, confidence: float = 0.95) -> dict[str, Any]
     that hold whatever the noise and the suppressed cells hid. The numerator's and the rest's
     true rows each lie in ``_bounds``; the interval runs from the Wilson lower end at the
     fewest numerator and most other rows to the upper end at the reverse."""
-    z_count = stats.z_value(1 - (1 - confidence) / 4, two_sided=False)  # each count bound at a quarter of the miss
+    tail = (1 - confidence) / 8  # each of the four count bounds gets an eighth of the miss
+    z_count = stats.z_value(1 - tail, two_sided=False)
     keys, counts, variance, suppressed = fleet.arrays()
     listed = variance / fleet.cell_variance if fleet.cell_variance > 0 else np.zeros_like(variance)
     out: dict[str, Any] = {"confidence": confidence, "by_attribute": {}}
@@ -407,8 +424,8 @@ def fleet_metrics(fleet: FleetTable, confidence: float = 0.95) -> dict[str, Any]
                 num, rest = float(c[num_mask].sum()), float(c[rest_mask].sum())
                 vn, vr = float(v[num_mask].sum()), float(v[rest_mask].sum())
                 hn, hr = int(h[num_mask].sum()), int(h[rest_mask].sum())
-                num_lo, num_hi = _bounds(num, hn, float(n[num_mask].sum()), fleet, z_count)
-                rest_lo, rest_hi = _bounds(rest, hr, float(n[rest_mask].sum()), fleet, z_count)
+                num_lo, num_hi = _bounds(num, hn, float(n[num_mask].sum()), fleet, z_count, tail)
+                rest_lo, rest_hi = _bounds(rest, hr, float(n[rest_mask].sum()), fleet, z_count, tail)
                 den = num + rest
                 value_ = num / den if den > 0 else None
                 p = min(1.0, max(0.0, value_ or 0.0))
