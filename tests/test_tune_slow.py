@@ -1,4 +1,4 @@
-"""The whole tune of the bundled Adult MLP (slow: about two minutes on 2 cores).
+"""The whole tune of the bundled Adult MLP by size (slow: about three minutes on 2 busy cores).
 
 Oracles: a fresh ``edgefair.verify`` on the held-out rows selected here by the documented
 rule; the policy's verdict on structured 50% pruning computed by verify on the search rows.
@@ -21,7 +21,9 @@ pytestmark = pytest.mark.slow
 
 def test_adult_mlp_tune_end_to_end(tmp_path):  # type: ignore[no-untyped-def]
     source = MODELS / "adult_mlp.onnx"
-    result = tune(source, "adult", options=TuneOptions(batch=1, seed=0), cache_dir=tmp_path / "cache")
+    # objective size: the choice must not rest on this machine's timings (tools/bench/tune.py
+    # shows the latency search); variants are still scored and timed at batch 1
+    result = tune(source, "adult", options=TuneOptions(batch=1, seed=0, objective="size"), cache_dir=tmp_path / "cache")
     adult = load_adult("test")
     perm = np.random.default_rng(0).permutation(adult.rows)
     k = round(adult.rows * 0.3)
@@ -46,6 +48,6 @@ def test_adult_mlp_tune_end_to_end(tmp_path):  # type: ignore[no-untyped-def]
     assert chosen.name != s50.name
     print(
         f"\n{len(result.variants)} variants in {result.search['elapsed_seconds']:.0f} s; chosen {chosen.name} "
-        f"(latency {chosen.latency.ratio if chosen.latency else float('nan'):.3f}x at batch 1), held-out "
+        f"(gz size {chosen.objective('size', result.source['compressed_bytes']):.3f}x), held-out "
         f"{result.verdict}; structured 50% on the frontier: {s50.on_frontier}"
     )
