@@ -597,3 +597,25 @@ def test_overall_drop_rows_are_the_smaller_denominator():
     assert (small.rows, small.gated) == (5, False)
     (gated,) = G.overall_drop(check, scope(t), Policy((), min_group_size=5))
     assert isinstance(gated, G.Evidence) and gated.rows == 40  # gated: all rows, as overall checks report
+
+
+def test_pvalues_of_one_sample():
+    assert G._pvalues(np.array([0.5]), 0.0) == (0.5, 1.0)
+    assert G._pvalues(np.array([-0.5, np.nan]), 0.0) == (1.0, 0.5)
+
+
+def test_floor_note_exactly_at_the_allowance():
+    policy = Policy((), bootstrap_replicates=19, confidence=0.75)
+    floor = 1.0 / 20
+    e = evidence([1.0] * 19)
+    assert G._floor_note(e, (floor * (1 + 1e-9), 1.0), policy, 3).startswith("the bootstrap cannot decide")
+
+
+def test_a_p_value_equal_to_alpha_decides_nothing():
+    policy = Policy((), confidence=0.75, bootstrap_replicates=19, adjustment="none")  # alpha 0.25 exactly
+    at_fail = evidence([-1.0] * 4 + [1.0] * 15)  # p_fail = (1 + 4) / 20 = 0.25
+    at_pass = evidence([1.0] * 4 + [-1.0] * 15)  # p_pass = (1 + 4) / 20 = 0.25
+    out = G._decide([at_fail, at_pass], policy)
+    assert [(r.p_fail, r.p_pass) for r in out.results] == [(0.25, 0.8), (0.8, 0.25)]
+    assert [r.verdict for r in out.results] == ["inconclusive", "inconclusive"]
+    assert [(r.reference_value, r.candidate_value, r.rows) for r in out.results] == [(0.5, 0.4, 100)] * 2
