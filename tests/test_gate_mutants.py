@@ -619,3 +619,9 @@ def test_a_p_value_equal_to_alpha_decides_nothing():
     assert [(r.p_fail, r.p_pass) for r in out.results] == [(0.25, 0.8), (0.8, 0.25)]
     assert [r.verdict for r in out.results] == ["inconclusive", "inconclusive"]
     assert [(r.reference_value, r.candidate_value, r.rows) for r in out.results] == [(0.5, 0.4, 100)] * 2
+
+
+def test_a_decided_result_keeps_its_evidence_note():
+    policy = Policy((), confidence=0.75, bootstrap_replicates=19, adjustment="none")
+    (r,) = G._decide([evidence([-1.0] * 19, note="a vs b: difference 0.1 -> 0.2")], policy).results
+    assert r.verdict == "pass" and r.note == "a vs b: difference 0.1 -> 0.2"
