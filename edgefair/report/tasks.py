@@ -186,14 +186,17 @@ def markdown_sections(doc: dict[str, Any]) -> list[str]:
             lines += [
                 "",
                 "Worst-class between-groups gaps (reference → candidate): "
-                + "; ".join(
-                    f"{m} class {gaps['candidate'][m]['worst_class']}: {f4(gaps['reference'][m]['worst'])} → "
-                    f"{f4(gaps['candidate'][m]['worst'])} (macro {f4(gaps['reference'][m]['macro'])} → "
-                    f"{f4(gaps['candidate'][m]['macro'])})"
-                    for m in multiclass.PER_CLASS
-                ),
+                + "; ".join(_worst(gaps, m) for m in multiclass.PER_CLASS),
             ]
     return lines
+
+
+def _worst(gaps: dict[str, Any], metric: str) -> str:
+    """The candidate's worst class for ``metric``, with the reference's gap of that same class."""
+    cand, ref = gaps["candidate"][metric], gaps["reference"][metric]
+    k = cand["worst_class"]
+    before = ref["by_class"][k] if k is not None else None
+    return f"{metric} class {k}: {f4(before)} → {f4(cand['worst'])} (macro {f4(ref['macro'])} → {f4(cand['macro'])})"
 
 
 def html_sections(doc: dict[str, Any]) -> str:
@@ -203,6 +206,9 @@ def html_sections(doc: dict[str, Any]) -> str:
         cells = "".join(f"<th>{escape(h)}</th>" for h in head)
         body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows)
         parts.append(f"<h2>By {escape(scope)}</h2><table><tr>{cells}</tr>{body}</table>")
+        if "gaps" in sec:
+            worst = "; ".join(_worst(sec["gaps"], m) for m in multiclass.PER_CLASS)
+            parts.append(f"<p class=muted>Worst-class between-groups gaps (reference → candidate): {escape(worst)}</p>")
     return "".join(parts)
 
 
