@@ -35,7 +35,8 @@ def test_adult_mlp_tune_end_to_end(tmp_path):  # type: ignore[no-untyped-def]
     chosen = result.chosen_variant
     assert chosen is not None and result.chosen_model is not None, result.note
     (tmp_path / "chosen.onnx").write_bytes(result.chosen_model)
-    independent = edgefair.verify(source, tmp_path / "chosen.onnx", rows(held, "held"), batch_size=1)
+    columns = {"label": "income", "sensitive": ["race", "sex"], "batch_size": 1}
+    independent = edgefair.verify(source, tmp_path / "chosen.onnx", rows(held, "held"), **columns)  # type: ignore[arg-type]
     assert result.certificate is not None
     assert result.certificate.verdict == independent.verdict
     assert np.array_equal(result.certificate.table.counts, independent.table.counts)
@@ -43,7 +44,7 @@ def test_adult_mlp_tune_end_to_end(tmp_path):  # type: ignore[no-untyped-def]
     s50 = next(v for v in result.variants if v.name == "structured 50%")
     pruned = conv.prune_structured(conv.load_model(source), 0.5).model
     conv.save_model(pruned, tmp_path / "s50.onnx")
-    on_search = edgefair.verify(source, tmp_path / "s50.onnx", rows(search, "search"), batch_size=1)
+    on_search = edgefair.verify(source, tmp_path / "s50.onnx", rows(search, "search"), **columns)  # type: ignore[arg-type]
     assert s50.fairness is not None and s50.fairness.verdict == on_search.verdict == "fail"
     assert chosen.name != s50.name
     print(
