@@ -111,10 +111,15 @@ def _first(out: Any) -> Any:
 
 
 def _legacy(
-    module: Any, samples: tuple[Any, ...], names: Sequence[str], outputs: int, opset: int, notes: list[str]
+    module: Any,
+    samples: tuple[Any, ...],
+    names: Sequence[str],
+    outputs: int | Sequence[str],
+    opset: int,
+    notes: list[str],
 ) -> onnx.ModelProto:
     torch = _torch()
-    out_names = _output_names(outputs)
+    out_names = _output_names(outputs) if isinstance(outputs, int) else list(outputs)
     buffer = io.BytesIO()
     try:
         with torch.no_grad(), quiet_torch(notes):
@@ -161,11 +166,18 @@ def export_torch(
 ) -> onnx.ModelProto:
     """An nn.Module plus sample input(s) -> ONNX: inputs keep the forward's names (or
     ``input_names``), batch dynamic on every input and output."""
-    return export_torch_module(module, sample_input, input_names=input_names, opset=opset).model
+    return export_torch_module(
+        module, sample_input, input_names=input_names, output_names=output_names, opset=opset
+    ).model
 
 
 def export_torch_module(
-    module: Any, sample_input: Any, *, input_names: Sequence[str] | None = None, opset: int = DEFAULT_OPSET
+    module: Any,
+    sample_input: Any,
+    *,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    opset: int = DEFAULT_OPSET,
 ) -> TorchExport:
     torch = _torch()
     with contextlib.suppress(NotImplementedError, AttributeError):
@@ -176,7 +188,7 @@ def export_torch_module(
         out = module(*samples)
     count = len(out) if isinstance(out, (tuple, list)) else 1
     notes: list[str] = []
-    model = _legacy(module, samples, names, count, opset, notes)
+    model = _legacy(module, samples, names, list(output_names) if output_names else count, opset, notes)
     sig = Signature(tuple(_spec(n, t) for n, t in zip(names, samples, strict=True)), ())
     return TorchExport(model, sig, _runner(module, names, None), tuple(notes))
 
