@@ -96,38 +96,30 @@ def gb_pipeline(tmp: Path, cols: dict[str, np.ndarray]) -> Case:
     )
 
 
-def forest(tmp: Path, cols: dict[str, np.ndarray]) -> Case:
-    from sklearn.ensemble import RandomForestClassifier
-
-    model = RandomForestClassifier(n_estimators=40, max_depth=6, random_state=0).fit(
-        _matrix(cols, slice(None)), cols["label"]
-    )
+def _matrix_case(model: Any, tmp: Path, name: str, cols: dict[str, np.ndarray]) -> Case:
+    """A model fitted on the matrix f0..f7: one [N, 8] input fed from --features f0:f7."""
+    model.fit(_matrix(cols, slice(None)), cols["label"])
     return Case(
-        _pickle(model, tmp / "rf.joblib"),
-        _write(tmp / "rf.csv", cols),
+        _pickle(model, tmp / name),
+        _write(tmp / "data.csv", cols),
         ("--trust-pickle", "--features", "f0:f7"),
         ("--features", "f0:f7"),
         lambda rows: {"input": _matrix(cols, rows).astype(np.float32)},
         lambda rows: model.predict_proba(_matrix(cols, rows)),
         False,
     )
+
+
+def forest(tmp: Path, cols: dict[str, np.ndarray]) -> Case:
+    from sklearn.ensemble import RandomForestClassifier
+
+    return _matrix_case(RandomForestClassifier(n_estimators=40, max_depth=6, random_state=0), tmp, "rf.joblib", cols)
 
 
 def boosted(tmp: Path, cols: dict[str, np.ndarray]) -> Case:
     lightgbm = pytest.importorskip("lightgbm")
     pytest.importorskip("onnxmltools")
-    model = lightgbm.LGBMClassifier(n_estimators=25, num_leaves=8, verbose=-1).fit(
-        _matrix(cols, slice(None)), cols["label"]
-    )
-    return Case(
-        _pickle(model, tmp / "lgbm.pkl"),
-        _write(tmp / "lgbm.csv", cols),
-        ("--trust-pickle", "--features", "f0:f7"),
-        ("--features", "f0:f7"),
-        lambda rows: {"input": _matrix(cols, rows).astype(np.float32)},
-        lambda rows: model.predict_proba(_matrix(cols, rows)),
-        False,
-    )
+    return _matrix_case(lightgbm.LGBMClassifier(n_estimators=25, num_leaves=8, verbose=-1), tmp, "lgbm.pkl", cols)
 
 
 def _train(net: Any, inputs: tuple[Any, ...], y: np.ndarray, steps: int = 40) -> None:
