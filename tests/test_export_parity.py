@@ -414,3 +414,25 @@ def test_a_pt2_whose_graph_fixes_the_batch_is_refused_with_how_to_fix(tmp_path):
     with torch.no_grad():
         expected = net(torch.from_numpy(tokens), torch.from_numpy(extra)).numpy()
     np.testing.assert_allclose(sess.run(None, {"tokens": tokens, "extra": extra})[0], expected, atol=1e-6)
+
+
+def test_python_api_takes_the_same_feature_specs(tmp_path):
+    """``edgefair.verify(..., feature_columns=...)``: a range string, and a mapping by input name,
+    feed the model what numpy computes from the named columns (decisions counted per group)."""
+    import edgefair
+
+    rng = np.random.default_rng(6)
+    cols = {f"f{i}": np.round(rng.normal(size=60), 4) for i in range(6)}
+    cols.update({"y": rng.integers(0, 2, 60), "g": rng.choice(["a", "b"], 60)})
+    csv = write_csv(tmp_path / "d.csv", cols)
+    onnx.save(_logistic(4), tmp_path / "m.onnx")
+    w = np.linspace(-1, 1, 4)
+    x = np.stack([cols[f"f{i}"] for i in (2, 3, 4, 5)], axis=1)
+    positives = int(np.sum(1 / (1 + np.exp(-(x @ w))) >= 0.5))
+    for spec in ("f2:f5", {"x": ["f2", "f3:f5"]}):
+        report = edgefair.verify(
+            tmp_path / "m.onnx", tmp_path / "m.onnx", str(csv), label="y", sensitive=["g"], feature_columns=spec
+        )
+        table = report.table
+        by_attribute = [i for i, key in enumerate(table.groups) if key[0] in ("a", "b")]
+        assert int(table.counts[by_attribute][:, :, 1, :].sum()) == positives
