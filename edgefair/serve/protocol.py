@@ -106,6 +106,17 @@ def _shape(value: Any, name: str, max_elements: int) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _shape_and_count(value: Any, name: str, max_elements: int) -> tuple[tuple[int, ...], int]:
+    """``_shape`` and its element count; one or two small dimensions (batch-1 requests) are
+    checked inline, giving what ``_shape`` gives, and anything else goes through it."""
+    if type(value) is list and 0 < len(value) <= 2 and all(type(d) is int and 0 <= d <= max_elements for d in value):
+        count = value[0] * value[1] if len(value) == 2 else value[0]
+        if count <= max_elements:
+            return tuple(value), count
+    shape = _shape(value, name, max_elements)
+    return shape, math.prod(shape)
+
+
 def _flatten(data: Any, name: str, max_depth: int) -> list[Any]:
     """Row-major values of a flat or nested list (only the count is checked against the
     shape); a list mixing lists and values at one level is refused. No recursion."""
@@ -145,8 +156,7 @@ def parse_request(body: bytes, header_length: int | None, max_elements: int) -> 
         datatype = item.get("datatype")
         if not isinstance(datatype, str) or datatype not in DATATYPES:
             raise ClientError(f"input {name!r}: datatype {datatype!r} is not a v2 datatype")
-        shape = _shape(item.get("shape"), name, max_elements)
-        count = math.prod(shape)
+        shape, count = _shape_and_count(item.get("shape"), name, max_elements)
         iparams = item.get("parameters") or {}
         size = iparams.get("binary_data_size") if isinstance(iparams, dict) else None
         if size is not None:
@@ -164,7 +174,11 @@ def parse_request(body: bytes, header_length: int | None, max_elements: int) -> 
         else:
             if "data" not in item:
                 raise ClientError(f"input {name!r} has neither 'data' nor binary_data_size")
-            flat = _flatten(item["data"], name, len(shape))
+            data = item["data"]
+            # a flat list (what clients send for [1, k] and [n] tensors) is its own row-major order
+            flat = (
+                data if type(data) is list and data and type(data[0]) is not list else _flatten(data, name, len(shape))
+            )
             if len(flat) != count:
                 raise ClientError(f"input {name!r}: shape {list(shape)} needs {count} values, got {len(flat)}")
             arr = _json_array(flat, datatype, name)
@@ -284,13 +298,16 @@ def _binary_bytes(arr: np.ndarray) -> bytes:
     return np.ascontiguousarray(arr).tobytes()
 
 
+V2_OF_DTYPE = {np.dtype(dt): name for name, dt in DATATYPES.items() if name != "BYTES"}
+
+
 def v2_datatype(arr: np.ndarray) -> str:
     if arr.dtype == object or arr.dtype.kind in "US":
         return "BYTES"
-    for name, dt in DATATYPES.items():
-        if name != "BYTES" and arr.dtype == np.dtype(dt):
-            return name
-    raise ClientError(f"cannot encode dtype {arr.dtype}", 500)
+    name = V2_OF_DTYPE.get(arr.dtype)
+    if name is None:
+        raise ClientError(f"cannot encode dtype {arr.dtype}", 500)
+    return name
 
 
 def encode_response(

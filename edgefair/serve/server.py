@@ -63,6 +63,18 @@ DIGITS = re.compile(r"[0-9]{1,19}")
 DECODERS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # zlib wbits: gzip and zlib wrappers
 
 
+async def _within(awaitable: Any, seconds: float) -> Any:
+    """``await awaitable`` or raise TimeoutError after ``seconds``: a timer on the running task
+    (``asyncio.timeout``, Python 3.11+), not a new task per call as ``wait_for`` makes on 3.11."""
+    if _TIMEOUT is None:  # Python 3.10
+        return await asyncio.wait_for(awaitable, seconds)
+    async with _TIMEOUT(seconds):
+        return await awaitable
+
+
+_TIMEOUT = getattr(asyncio, "timeout", None)
+
+
 class _Refusal(Exception):
     """A request refused while it is read: answered, then the connection is closed."""
 
@@ -153,21 +165,21 @@ class _Connection:
         try:
             while not self.server.stopping.is_set():
                 try:
-                    line = await asyncio.wait_for(self.reader.readline(), IDLE_SECONDS)
+                    line = await _within(self.reader.readline(), IDLE_SECONDS)
                 except ValueError:  # over the stream limit: no end of line within MAX_HEADER_BYTES
                     await self.refuse(431, "request line too large")
                     break
                 if not line:
                     break
                 try:
-                    request = await asyncio.wait_for(self._read(line), timeout)
+                    request = await _within(self._read(line), timeout)
                 except _Refusal as exc:
                     await self.refuse(exc.status, str(exc), exc.headers)
                     break
                 except v2.ClientError as exc:  # the body was read: the connection can go on
                     self._release()
                     self._error(exc.status, str(exc), exc.status < 413, exc.headers)
-                    await asyncio.wait_for(self.writer.drain(), IDLE_SECONDS)
+                    await self._drain()
                     if exc.status >= 413:
                         break
                     continue
@@ -177,9 +189,11 @@ class _Connection:
                 keep = self._answer(request)
                 self._release()
                 # a response the client is slow to read counts against the budget until it is sent
-                self._hold(self.writer.transport.get_write_buffer_size())
-                await asyncio.wait_for(self.writer.drain(), IDLE_SECONDS)
-                self._release()
+                unsent = self.writer.transport.get_write_buffer_size()
+                if unsent:
+                    self._hold(unsent)
+                    await self._drain()
+                    self._release()
                 if not keep:
                     break
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError, ValueError):
@@ -187,6 +201,11 @@ class _Connection:
         finally:
             self._release()
             self.writer.close()
+
+    async def _drain(self) -> None:
+        """Wait until the response is handed to the kernel (at most IDLE_SECONDS)."""
+        if self.writer.transport.get_write_buffer_size():
+            await _within(self.writer.drain(), IDLE_SECONDS)
 
     def _hold(self, size: int) -> None:
         self.server.inflight += size
@@ -276,6 +295,26 @@ class _Connection:
         return keep
 
 
+LOOPS = ("auto", "uvloop", "asyncio")
+
+
+def new_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
+    """uvloop's event loop (the ``server`` extra) when installed and not refused, else asyncio's."""
+    if kind not in LOOPS:
+        raise InputError(f"event loop {kind!r} is not one of {', '.join(LOOPS)}")
+    if kind != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise InputError(
+                    "the uvloop event loop needs the server extra: pip install 'edgefair[server]'"
+                ) from None
+        else:
+            return uvloop.new_event_loop()  # type: ignore[no-any-return]
+    return asyncio.new_event_loop()
+
+
 def is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
@@ -298,7 +337,7 @@ def bind_warning(config: ServeConfig) -> str | None:
 class Server:
     """Start with ``serve_forever()`` (blocking) or ``start()`` (a background thread)."""
 
-    def __init__(self, bundle: str | Path, config: ServeConfig | None = None):
+    def __init__(self, bundle: str | Path, config: ServeConfig | None = None, *, loop: str = "auto"):
         self.config = config or ServeConfig()
         c = self.config
         if not 0 <= c.port <= 65535:
@@ -318,7 +357,7 @@ class Server:
         self.inflight = 0  # bytes of request bodies being read or handled, and of responses unsent
         self.app = App(bundle, self.config)
         self.stopping = threading.Event()
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_loop(loop)
         try:
             self._server = self._loop.run_until_complete(
                 asyncio.start_server(
