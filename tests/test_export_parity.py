@@ -153,7 +153,8 @@ def test_parity_tolerance_accepts_a_float_forest_and_says_so(forest):
 # -- LightGBM and XGBoost through onnxmltools -------------------------------------------------
 
 
-@pytest.mark.parametrize("library", ["lightgbm", "xgboost"])
+# LightGBM runs through every step by default in test_any_model; its exact parity here in the slow suite
+@pytest.mark.parametrize("library", [pytest.param("lightgbm", marks=pytest.mark.slow), "xgboost"])
 def test_boosted_trees_export_with_parity(tmp_path, library):
     pytest.importorskip(library)
     pytest.importorskip("onnxmltools")
