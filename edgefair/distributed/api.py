@@ -57,7 +57,7 @@ def evaluate_options(
     batch_size: int | None,
 ) -> ev.EvaluateOptions:
     """The options ``edgefair.compare`` would use on data named ``name``, batches of ``batch_size``."""
-    options = api._options(
+    options = api.options_for(
         Source(name), policy, label, sensitive, threshold, positive_label, score_output, feature_columns
     )
     if batch_size is not None and batch_size < 1:
@@ -67,16 +67,16 @@ def evaluate_options(
 
 def prepare_models(
     reference: str | Path, candidates: Sequence[str | Path], options: ev.EvaluateOptions
-) -> tuple[ev._Model, list[worker.ModelSpec], list[bytes]]:
+) -> tuple[ev.ScoringModel, list[worker.ModelSpec], list[bytes]]:
     """Open and check the models here, as evaluate does (same errors); their bytes and specs."""
     if not candidates:
         raise InputError("give at least one candidate model")
     if not 0.0 <= options.threshold <= 1.0:
         raise InputError(f"threshold must be in [0, 1], got {options.threshold}")
-    ref = ev._Model(reference, options.threshold, options.score_output)
-    cands = [ev._Model(c, options.threshold, options.score_output) for c in candidates]
+    ref = ev.ScoringModel(reference, options.threshold, options.score_output)
+    cands = [ev.ScoringModel(c, options.threshold, options.score_output) for c in candidates]
     for c in cands:
-        ev._same_inputs(ref, c)
+        ev.check_same_inputs(ref, c)
     blobs = [Path(m.info.path).read_bytes() for m in (ref, *cands)]  # checked on each worker
     specs = [worker.ModelSpec(m.info, m.choice.name, options.threshold) for m in (ref, *cands)]
     return ref, specs, blobs
@@ -161,7 +161,7 @@ def _frame_tasks(
     return list(client.compute(tasks))
 
 
-def sample_feeds(ref: ev._Model, chunk: Any, options: ev.EvaluateOptions) -> dict[str, Any]:
+def sample_feeds(ref: ev.ScoringModel, chunk: Any, options: ev.EvaluateOptions) -> dict[str, Any]:
     """The first rows' model feeds (for latency measurements), as evaluate keeps them."""
     if chunk is None or chunk.rows == 0:
         return {}
@@ -250,7 +250,7 @@ def compare(
 def build_report(
     reference: str | Path,
     candidates: Sequence[str | Path],
-    ref: ev._Model,
+    ref: ev.ScoringModel,
     specs: Sequence[worker.ModelSpec],
     reduced: Sequence[Any],
     rows: int,
@@ -277,12 +277,12 @@ def build_report(
         sample_feeds(ref, first, options),
     )
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    ref_latency = api._latencies(reference, evaluation.sample) if measure_latency and evaluation.sample else None
+    ref_latency = api.latencies(reference, evaluation.sample) if measure_latency and evaluation.sample else None
     reports = []
     for i, cand in enumerate(candidates):
         ratio = None
         if ref_latency is not None:
-            own = api._latencies(cand, evaluation.sample)
+            own = api.latencies(cand, evaluation.sample)
             ratio = {k: own[k] / ref_latency[k] for k in own}
         reports.append(api.VerifyReport(evaluation, i, gate(evaluation.tables[i], policy), policy, created, ratio))
     return api.CompareReport(tuple(reports))

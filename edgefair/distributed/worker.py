@@ -75,7 +75,7 @@ def session_for(blob: bytes, sha256: str) -> tuple[Any, Signature]:
     return hit
 
 
-class WorkerModel(ev._Model):
+class WorkerModel(ev.ScoringModel):
     """evaluate's model (its ``decide``), from checked bytes and a cached session, not a path."""
 
     def __init__(self, spec: ModelSpec, blob: bytes) -> None:  # no super().__init__: no file here
@@ -86,7 +86,7 @@ class WorkerModel(ev._Model):
 
 
 def score_chunk(
-    ref: ev._Model, cands: Sequence[ev._Model], chunk: data.Chunk, options: ev.EvaluateOptions
+    ref: ev.ScoringModel, cands: Sequence[ev.ScoringModel], chunk: data.Chunk, options: ev.EvaluateOptions
 ) -> list[CountsTable] | None:
     """One chunk's paired table per candidate (None for an empty chunk): evaluate's own
     ``score_chunk``, so both paths give the same tables and the same errors."""

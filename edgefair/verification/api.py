@@ -86,7 +86,7 @@ class CompareReport:
         return EXIT_CODES[self.verdict]
 
 
-def _options(
+def options_for(
     source: Source,
     policy: Policy,
     label: str | None,
@@ -96,6 +96,8 @@ def _options(
     score_output: str | None,
     feature_columns: Sequence[str] | None,
 ) -> ev.EvaluateOptions:
+    """The evaluate options of a call: label and sensitive columns from the arguments, the
+    policy or the data's defaults (each missing one an InputError naming the source)."""
     label = label or source.defaults.label
     if not label:
         raise InputError(f"{source.name}: name the label column (--label)")
@@ -143,17 +145,17 @@ def compare(
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
     source = resolve(data)
     cut = 0.5 if threshold is None else threshold
-    options = _options(source, pol, label, sensitive, cut, positive_label, score_output, feature_columns)
+    options = options_for(source, pol, label, sensitive, cut, positive_label, score_output, feature_columns)
     options = dataclasses.replace(options, batch_size=batch_size)
     options = task_evaluate.prepare(reference, options, pol, threshold=threshold, task=task, weight=weight)
     evaluation = task_evaluate.evaluate_any(reference, candidates, source, options, progress)
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     reports = []
-    ref_latency = _latencies(reference, evaluation.sample) if measure_latency else None
+    ref_latency = latencies(reference, evaluation.sample) if measure_latency else None
     for i, cand in enumerate(candidates):
         ratio = None
         if ref_latency is not None:
-            own = _latencies(cand, evaluation.sample)
+            own = latencies(cand, evaluation.sample)
             ratio = {k: own[k] / ref_latency[k] for k in own}
         reports.append(VerifyReport(evaluation, i, tasks.gate_for(evaluation, i, pol), pol, created, ratio))
     return CompareReport(tuple(reports))
@@ -197,5 +199,10 @@ def verify(
     ).reports[0]
 
 
-def _latencies(model: str | Path, feeds: dict[str, Any]) -> dict[str, float]:
+def latencies(model: str | Path, feeds: dict[str, Any]) -> dict[str, float]:
+    """Seconds per call at batch 1 and 256 (one thread), on ``feeds`` cycled."""
     return {f"batch_{b}": ev.latency(model, feeds, b, repeats=300 if b == 1 else 40) for b in (1, 256)}
+
+
+_options = options_for  # the old private names, kept while their callers move to the public ones
+_latencies = latencies

@@ -89,7 +89,10 @@ class EvaluateOptions:
         return self.chunk_rows if b is None else max(b, self.chunk_rows // b * b)
 
 
-class _Model:
+class ScoringModel:
+    """A model file opened for scoring: its info (path, SHA-256, size), session, signature,
+    chosen score output and threshold; ``decide`` gives scores and decisions."""
+
     def __init__(self, path: str | Path, threshold: float, score_output: str | None):
         p = Path(path)
         if not p.exists():
@@ -144,7 +147,8 @@ def _blame_missing(out: np.ndarray, feeds: dict[str, np.ndarray], chunk: data.Ch
                 )
 
 
-def _same_inputs(reference: _Model, candidate: _Model) -> None:
+def check_same_inputs(reference: ScoringModel, candidate: ScoringModel) -> None:
+    """A candidate must take exactly the reference's inputs (names and types)."""
     ref = [(i.name, i.type) for i in reference.sig.inputs]
     cand = [(i.name, i.type) for i in candidate.sig.inputs]
     if ref != cand:
@@ -152,6 +156,10 @@ def _same_inputs(reference: _Model, candidate: _Model) -> None:
             f"{candidate.info.path}: inputs {cand} do not match the reference's {ref}; "
             "a candidate must be a drop-in replacement"
         )
+
+
+_Model = ScoringModel  # the old private names, kept while their callers move to the public ones
+_same_inputs = check_same_inputs
 
 
 def needed_columns(sig: modelio.Signature, options: EvaluateOptions) -> list[str] | None:
