@@ -437,3 +437,36 @@ def test_python_api_takes_the_same_feature_specs(tmp_path):
         table = report.table
         by_attribute = [i for i, key in enumerate(table.groups) if key[0] in ("a", "b")]
         assert int(table.counts[by_attribute][:, :, 1, :].sum()) == positives
+
+
+@pytest.mark.slow
+def test_torchscript_with_two_inputs_takes_its_columns_by_input_name(tmp_path):
+    """TorchScript keeps argument names but no shapes: --features LEFT=...,RIGHT=... gives both."""
+    torch = pytest.importorskip("torch")
+
+    class Pair(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.left, self.right = torch.nn.Linear(3, 2), torch.nn.Linear(2, 2)
+
+        def forward(self, left, right):
+            return torch.softmax(self.left(left) + self.right(right), 1)
+
+    torch.manual_seed(3)
+    net = Pair().eval()
+    torch.jit.script(net).save(str(tmp_path / "pair.pt"))
+    rng = np.random.default_rng(8)
+    cols = {f"f{i}": np.round(rng.normal(size=50), 4) for i in range(5)}
+    csv = write_csv(tmp_path / "p.csv", cols)
+    options = ExportOptions(features="left=f0:f2,right=f3:f4")
+    result = conv.export_model(tmp_path / "pair.pt", sample_data=csv, options=options)
+    sess = session(result.model)
+    assert [i.name for i in sess.get_inputs()] == ["left", "right"]
+    left = np.stack([cols[f"f{i}"] for i in range(3)], 1).astype(np.float32)
+    right = np.stack([cols[f"f{i}"] for i in (3, 4)], 1).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(left), torch.from_numpy(right)).numpy()
+    np.testing.assert_allclose(sess.run(None, {"left": left, "right": right})[0], expected, atol=1e-6)
+    assert result.passed and result.parity is not None and result.parity.rows == 50
+    with pytest.raises(InputError, match="say which input"):
+        conv.export_model(tmp_path / "pair.pt", sample_data=csv, options=ExportOptions(features="f0:f2"))
