@@ -27,7 +27,7 @@ from edgefair.core.groups import GroupKey, IntArray, factorize_groups
 from edgefair.errors import InputError
 
 FloatArray = npt.NDArray[np.float64]
-MAX_CLASSES = 1000
+MAX_CLASSES = 256  # (K + 1) K^2 cells per group: 16.8M at 256
 # metrics with a multi-class meaning; per-class ones have a class axis
 PER_CLASS = ("selection_rate", "true_positive_rate")
 SCALAR = ("accuracy", "flip_rate", "negative_flip_rate", "positive_flip_rate")

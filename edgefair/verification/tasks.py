@@ -32,6 +32,7 @@ from edgefair.verification.policy import Check, CheckKind, Policy
 Floats = npt.NDArray[np.float64]
 Found = list[Evidence | CheckResult]
 QUALITY_DROP = (CheckKind.GROUP_DROP, CheckKind.OVERALL_DROP)
+MAX_REPLICATE_CELLS = 30_000_000  # 240 MB of int64 replicates, a few copies of it per scope
 
 
 def check_policy(policy: Policy, task: str, positive_class: int | None = None) -> None:
@@ -277,6 +278,13 @@ def gate_task(table: Any, policy: Policy) -> GateResult:
     classes = isinstance(table, multiclass.ClassTable)
     if classes:
         base = table.counts
+        cells = policy.bootstrap_replicates * base.size
+        if cells > MAX_REPLICATE_CELLS:  # replicates are kept whole: refuse rather than exhaust memory
+            raise PolicyError(
+                f"{table.classes} classes x {len(table.groups)} groups x {policy.bootstrap_replicates} replicates "
+                f"is {cells:,} bootstrap cells (over {MAX_REPLICATE_CELLS:,}); give --positive-label CLASS "
+                "or fewer bootstrap_replicates"
+            )
         reps: Any = multiclass.bootstrap(base, policy.bootstrap_replicates, policy.seed)
     else:
         base = table.gram[:, 0, :]
