@@ -116,7 +116,8 @@ class Counters:
             if len(values) != rows:
                 raise InputError(f"sensitive attribute {name!r} has {len(values)} values for {rows} rows")
             columns.append(values)
-        extra = set(sensitive) - set(self.attributes)
+        # every attribute is there: anything more is an extra (a set only when there is one)
+        extra = set(sensitive) - set(self.attributes) if len(sensitive) != len(self.attributes) else ()
         if extra:
             raise InputError(f"unexpected sensitive attribute {sorted(extra)[0]!r}; expected {list(self.attributes)}")
         with self._lock:  # learning new values mutates the dictionaries

@@ -100,6 +100,7 @@ class FairSession:
         self.session = modelio.open_session(data, threads)
         self.signature = modelio.signature(self.session)
         self._inputs = {t.name: t for t in self.signature.inputs}
+        self._input_names = frozenset(self._inputs)
         # per input: (dtype, rank) worked out once, so a well-formed call does no lookups
         self._plan = {t.name: (np.dtype(t.numpy_dtype), len(t.shape)) for t in self.signature.inputs}
         # inputs are validated here, so onnxruntime's own per-call validation can be skipped
@@ -172,7 +173,7 @@ class FairSession:
         ``_feeds``, which converts safe casts or names the problem."""
         try:
             rows = {v.shape[0] for v in inputs.values()}
-            if len(rows) == 1 and set(inputs) == set(self._inputs):
+            if len(rows) == 1 and inputs.keys() == self._input_names:
                 return self._run(self._output_names, inputs, None), rows.pop()
         except Exception:  # lists, wrong dtypes or ranks: the careful path below
             pass
