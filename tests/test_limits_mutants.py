@@ -376,3 +376,69 @@ def test_flatten_by_hand():
         with pytest.raises(v2.ClientError) as info:
             v2._flatten(data, "x", 2)
         assert str(info.value) == message
+
+
+def test_bare_line_feeds_end_the_headers(server):
+    status, _, _ = exchange(server.port, b"GET /v2/health/live HTTP/1.1\nHost: x\n\n")
+    assert status == 200
+
+
+def test_a_header_value_may_hold_colons_and_ends_at_its_own_characters(server):
+    assert exchange(server.port, b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n")[0] == 200
+    start = b"POST /v2/models/tiny/infer HTTP/1.1\r\n"
+    for bad in (b"5X", b"X5", b"5\xa0"):  # letters and NBSP belong to the value: not a number
+        raw = start + b"Content-Length: " + bad + b"\r\n\r\n"
+        assert exchange(server.port, raw)[::2] == (400, "Content-Length must be a decimal integer"), bad
+
+
+def test_an_empty_compressed_body_is_an_incomplete_stream(server):
+    raw = b"POST /v2/models/tiny/infer HTTP/1.1\r\nContent-Length: 0\r\nContent-Encoding: gzip\r\n\r\n"
+    assert exchange(server.port, raw)[::2] == (400, "body is not one complete gzip stream")
+
+
+def test_bodies_held_by_several_connections_add_up(bundle):
+    body = infer_body()
+    s = Server(bundle, ServeConfig(port=0, max_inflight_bytes=2 * len(body) + 1)).start()
+    head = post(body, "Expect: 100-continue\r\n")[: -len(body)]
+    try:
+        a, b, c = connect(s.port), connect(s.port), connect(s.port)
+        for sock in (a, b):
+            sock.sendall(head)
+            assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        assert s.inflight == 2 * len(body)  # both bodies are awaited at once
+        c.sendall(head)  # a third would pass the budget
+        status, _, answer = response(c)
+        assert (status, json.loads(answer)["error"]) == (503, "too many request bytes in flight; retry shortly")
+        for sock in (a, b):
+            sock.sendall(body)
+            assert response(sock)[0] == 200
+        for sock in (a, b, c):
+            sock.close()
+    finally:
+        s.stop()
+
+
+def test_the_connection_cap_counts_every_open_connection(bundle):
+    s = Server(bundle, ServeConfig(port=0, max_connections=2)).start()
+    try:
+        held = [connect(s.port), connect(s.port)]
+        for sock in held:
+            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\n\r\n")
+            assert response(sock)[0] == 200
+        assert s.connections == 2
+        assert exchange(s.port, b"GET /v2/health/live HTTP/1.1\r\n\r\n")[0] == 503
+        for sock in held:
+            sock.close()
+    finally:
+        s.stop()
+
+
+def test_a_client_leaving_mid_headers_is_not_an_error(server, capfd):
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x")  # no end of line, then gone
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(65536) == b""  # closed without an answer
+    time.sleep(0.2)
+    assert exchange(server.port, b"GET /v2/health/live HTTP/1.1\r\n\r\n")[0] == 200
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "exception" not in err.lower(), err
