@@ -158,6 +158,8 @@ def class_array(values: npt.ArrayLike, what: str, classes: int, length: int | No
         raise InputError(f"{what} has {len(arr)} rows, expected {length}")
     if arr.dtype.kind not in "iubf":
         raise InputError(f"{what} must be class indices 0..{classes - 1}, got dtype {arr.dtype}")
+    if arr.dtype.kind in "iu" and (len(arr) == 0 or (arr.min() >= 0 and arr.max() < classes)):
+        return arr.astype(np.int64, copy=False)  # fast path: two reductions
     bad = ~np.isin(arr, np.arange(classes))
     if bad.any():
         i = int(np.argmax(bad))
