@@ -337,6 +337,8 @@ def test_parts_are_int64_whatever_the_integer_type_of_the_counts():
     num, den = M.parts(c, "accuracy")
     assert num.dtype == den.dtype == np.int64 and (int(num), int(den)) == (5, 5)
     assert M.parts(c.astype(np.uint16), "selection_rate")[0].dtype == np.int64
+    assert M.parts(c.astype(np.uint64), "selection_rate")[0].dtype == np.int64  # uint64 @ int64 is float64 in numpy
+    assert M.parts(c.astype(np.float64), "selection_rate")[1].dtype == np.int64
 
 
 def test_aggregates_do_not_raise_under_a_strict_numpy_error_state():
