@@ -204,3 +204,18 @@ def test_bundle_refuses_a_certified_regression_model(world: dict[str, Any], tmp_
     ):
         build_bundle(world["cand"], tmp_path / "b", certificate=cert)
     assert not (tmp_path / "b").exists()
+
+
+def test_compare_rows_of_a_regression(world: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    html = world["dir"] / "compare.html"
+    code, out, err = cli(
+        capsys, "compare", str(world["ref"]), str(world["cand"]), str(world["ref"]), "--data", str(world["csv"]),
+        "--label", "y", "--sensitive", "group", "--features", ",".join(FEATURES), "--task", "regression",
+        "--policy", str(policy(world, 0.0, cap=0.01)), "--no-latency", "--html", str(html),
+    )  # fmt: skip
+    assert code == 1, err  # the linear candidate fails a zero tolerance
+    y, ref = world["y"], world["preds"]["ref"]
+    assert f"mean absolute error {mean_absolute_error(y, ref):.4f}" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith(("cand.onnx", "ref.onnx"))]
+    assert [r[0] for r in rows] == ["cand.onnx", "ref.onnx"] and rows[0][-1] == "FAIL"
+    assert "mean_absolute_error" in html.read_text()
