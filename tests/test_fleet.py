@@ -18,7 +18,7 @@ import pytest
 from edgefair.core import stats, tables
 from edgefair.core.tables import CountsTable
 from edgefair.errors import InputError
-from edgefair.runtime import fleet
+from edgefair.runtime import fleet, fleet_merge
 from edgefair.runtime.privacy import private_export
 from tests.test_cli_bad_input import assert_clean, one_line, run_main
 
@@ -86,7 +86,7 @@ def laplace_variance_by_summation(scale: float) -> float:
 
 def test_the_fleet_table_equals_a_numpy_recomputation(tmp_path):
     write_fleet(tmp_path / "x", 40, epsilon=0.5, min_cell=11)
-    merged = fleet.merge_files([tmp_path / "x"])
+    merged = fleet_merge.merge_files([tmp_path / "x"])
     assert merged.files == 40 and merged.fleet is not None and merged.exact is None
     want = oracle(tmp_path / "x")
     var = laplace_variance_by_summation(2 / 0.5)
@@ -119,7 +119,7 @@ def test_exact_exports_still_add_up_exactly(tmp_path):
     parts = [device(rng, 300, {"F": 0.2, "M": 0.6}) for _ in range(5)]
     for i, t in enumerate(parts):
         (tmp_path / f"t{i}.json").write_text(t.to_json())
-    merged = fleet.merge_files(sorted(tmp_path.glob("*.json")))
+    merged = fleet_merge.merge_files(sorted(tmp_path.glob("*.json")))
     assert merged.exact == tables.merge(parts) and merged.fleet is None
     want = np.sum([t.marginal(["sex"]).counts for t in parts], axis=0)  # numpy: F and M on both sides
     np.testing.assert_array_equal(merged.exact.marginal(["sex"]).counts, want)
@@ -231,7 +231,7 @@ def test_mixed_layouts_and_tampered_cells_are_refused(tmp_path):
     )
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match=r"no \.json exports"):
-        fleet.merge_files([tmp_path / "empty"])
+        fleet_merge.merge_files([tmp_path / "empty"])
 
 
 def test_the_cli_writes_the_fleet_table_and_says_what_was_suppressed(tmp_path):
@@ -264,7 +264,7 @@ def test_memory_stays_flat_in_the_number_of_files(tmp_path):
     peaks = {}
     for n in (20, 200):
         tracemalloc.start()
-        merged = fleet.merge_files(tmp_path / f"n{n}" / f"d{i:05d}.json" for i in range(n))
+        merged = fleet_merge.merge_files(tmp_path / f"n{n}" / f"d{i:05d}.json" for i in range(n))
         peaks[n] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert merged.files == n

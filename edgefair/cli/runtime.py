@@ -109,7 +109,7 @@ def counters_merge(
     """Add counters from many devices, one file at a time: exact tables and stores add up exactly;
     private exports add up into a fleet table with each cell's noise variance and suppressed rows."""
     from edgefair.files import refuse_overwriting_inputs, write_text
-    from edgefair.runtime.fleet import merge_files
+    from edgefair.runtime.fleet_merge import merge_files
 
     refuse_overwriting_inputs([output], sources)
     merged = merge_files(sources)

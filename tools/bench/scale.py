@@ -78,7 +78,7 @@ MERGE = (
     PEAK
     + """
 import json, sys, time
-from edgefair.runtime.fleet import merge_files
+from edgefair.runtime.fleet_merge import merge_files
 folder = sys.argv[1]
 t0 = time.perf_counter()
 merged = merge_files([folder])
