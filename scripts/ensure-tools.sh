@@ -7,7 +7,7 @@
 #
 # Exit 0 with every tool present; otherwise one line on stderr saying what failed, exit 1.
 # Cheap on purpose: --no-install-recommends (no node exporter, no docs), and `apt-get update`
-# only when the package is unknown to apt. Debian's policy-rc.d keeps the prometheus service
+# only when the package is unknown to apt or its listed files are gone (about 20 s in all here). Debian's policy-rc.d keeps the prometheus service
 # from starting in containers; where it is not there, the service may start as Debian ships it.
 set -u
 
@@ -32,7 +32,9 @@ need() {  # need TOOL PACKAGE
     if ! apt-cache show "$package" >/dev/null 2>&1; then
         $sudo apt-get update -qq >"$log" 2>&1
     fi
-    if ! DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$package" >>"$log" 2>&1; then
+    install() { DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$package" >>"$log" 2>&1; }
+    # package lists that are there but stale name files the mirror no longer has: update once, retry
+    if ! install && ! { $sudo apt-get update -qq >>"$log" 2>&1 && install; }; then
         echo "ensure-tools: apt-get install $package failed: $(grep -m1 -E '^E:' "$log" || tail -n1 "$log")" >&2
         rm -f "$log"
         return 1
