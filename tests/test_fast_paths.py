@@ -216,3 +216,63 @@ def test_plain_json_tensors_equal_the_checked_path() -> None:
                 if datatype != "BYTES":  # -0.0 stays -0.0
                     assert np.signbit(plain).tolist() == np.signbit(checked).tolist()
     assert all(shortcut.get(d, 0) > 3 for d in ("BYTES", "FP32", "FP64", "INT64", "UINT8")), shortcut
+
+
+# -- the server on uvloop and on asyncio's loop ------------------------------------------
+
+
+def _exchange(port: int, raw: bytes) -> bytes:
+    """Send raw bytes, read until the server closes or 2 s pass; the id and Date-free answer."""
+    import re
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(raw)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while block := sock.recv(65536):
+            chunks.append(block)
+    return re.sub(rb'"id":"[0-9a-f]{32}"', b'"id":"-"', b"".join(chunks))
+
+
+def test_the_server_answers_alike_on_both_event_loops(tmp_path: Path) -> None:
+    """Same bytes in, same bytes out (ids aside) on uvloop and on asyncio's loop, for a good
+    request and for each refusal of the HTTP layer (line, headers, length, body caps)."""
+    pytest.importorskip("uvloop")
+    from edgefair.runtime.bundling import build_bundle
+    from edgefair.serve.server import ServeConfig, Server
+    from tests.models import mlp
+
+    onnx = pytest.importorskip("onnx")
+    onnx.save(mlp(inputs=2), tmp_path / "b.onnx")
+    bundle = build_bundle(tmp_path / "b.onnx", tmp_path / "b", sensitive=["group"])
+    body = b'{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[0.5,1.5]}]}'
+    infer = b"POST /v2/models/b/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    requests = [
+        infer,
+        infer.replace(b"HTTP/1.1\r\nHost", b"HTTP/1.1\nHost").replace(b"\r\n", b"\n"),  # bare LF
+        b"GET /v2/health/live HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"BAD LINE\r\n\r\n",
+        b"GET / HTTP/2.0\r\n\r\n",
+        b"GET /v2 HTTP/1.1\r\n Folded: x\r\n\r\n",
+        b"GET /v2 HTTP/1.1\r\n" + b"X-Long: " + b"a" * 17000 + b"\r\n\r\n",
+        b"GET /v2 HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(101)) + b"\r\n",
+        b"POST /v2/models/b/infer HTTP/1.1\r\nContent-Length: 1_0\r\n\r\n",
+        b"POST /v2/models/b/infer HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        b"POST /v2/models/b/infer HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST /v2/models/b/infer HTTP/1.1\r\nContent-Length: 99999\r\n\r\n",
+        b"POST /v2/models/b/infer HTTP/1.1\r\nContent-Length: 3\r\n\r\n{x}",
+    ]
+    answers = {}
+    for loop in ("uvloop", "asyncio"):
+        server = Server(bundle, ServeConfig(port=0, max_body_bytes=4096), loop=loop).start()
+        try:
+            answers[loop] = [_exchange(server.port, raw) for raw in requests]
+        finally:
+            server.stop()
+    for raw, a, b in zip(requests, answers["uvloop"], answers["asyncio"], strict=True):
+        assert a == b, raw[:60]
+    statuses = [a.split(b"\r\n", 1)[0] for a in answers["asyncio"]]
+    assert statuses[0] == b"HTTP/1.1 200 OK" and statuses[1] == b"HTTP/1.1 200 OK"
+    refusals = [b"400", b"505", b"400", b"431", b"431", b"400", b"400", b"411", b"413", b"400"]
+    assert [s.split()[1] for s in statuses[3:]] == refusals

@@ -34,23 +34,8 @@ from typing import Any
 from edgefair.errors import EdgefairError, InputError
 from edgefair.serve import protocol as v2
 from edgefair.serve.app import App, ServeConfig
+from edgefair.serve.http import REASONS, new_loop, within
 
-REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    411: "Length Required",
-    413: "Payload Too Large",
-    415: "Unsupported Media Type",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}
 MAX_HEADER_BYTES = 16384  # the request line, and all header lines together
 MAX_HEADERS = 100
 IDLE_SECONDS = 30  # an idle keep-alive connection is closed after this
@@ -61,18 +46,6 @@ TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # spaces and tabs around a field value are not part of it (RFC 9112), NBSP and the like are
 DIGITS = re.compile(r"[0-9]{1,19}")
 DECODERS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # zlib wbits: gzip and zlib wrappers
-
-
-async def _within(awaitable: Any, seconds: float) -> Any:
-    """``await awaitable`` or raise TimeoutError after ``seconds``: a timer on the running task
-    (``asyncio.timeout``, Python 3.11+), not a new task per call as ``wait_for`` makes on 3.11."""
-    if _TIMEOUT is None:  # Python 3.10
-        return await asyncio.wait_for(awaitable, seconds)
-    async with _TIMEOUT(seconds):
-        return await awaitable
-
-
-_TIMEOUT = getattr(asyncio, "timeout", None)
 
 
 class _Refusal(Exception):
@@ -165,14 +138,14 @@ class _Connection:
         try:
             while not self.server.stopping.is_set():
                 try:
-                    line = await _within(self.reader.readline(), IDLE_SECONDS)
+                    line = await within(self.reader.readline(), IDLE_SECONDS)
                 except ValueError:  # over the stream limit: no end of line within MAX_HEADER_BYTES
                     await self.refuse(431, "request line too large")
                     break
                 if not line:
                     break
                 try:
-                    request = await _within(self._read(line), timeout)
+                    request = await within(self._read(line), timeout)
                 except _Refusal as exc:
                     await self.refuse(exc.status, str(exc), exc.headers)
                     break
@@ -205,7 +178,7 @@ class _Connection:
     async def _drain(self) -> None:
         """Wait until the response is handed to the kernel (at most IDLE_SECONDS)."""
         if self.writer.transport.get_write_buffer_size():
-            await _within(self.writer.drain(), IDLE_SECONDS)
+            await within(self.writer.drain(), IDLE_SECONDS)
 
     def _hold(self, size: int) -> None:
         self.server.inflight += size
@@ -293,26 +266,6 @@ class _Connection:
             self._error(500, f"internal error: {type(exc).__name__}", False, None, head)
         app.metrics.request(endpoint, status, time.perf_counter() - start)
         return keep
-
-
-LOOPS = ("auto", "uvloop", "asyncio")
-
-
-def new_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
-    """uvloop's event loop (the ``server`` extra) when installed and not refused, else asyncio's."""
-    if kind not in LOOPS:
-        raise InputError(f"event loop {kind!r} is not one of {', '.join(LOOPS)}")
-    if kind != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            if kind == "uvloop":
-                raise InputError(
-                    "the uvloop event loop needs the server extra: pip install 'edgefair[server]'"
-                ) from None
-        else:
-            return uvloop.new_event_loop()  # type: ignore[no-any-return]
-    return asyncio.new_event_loop()
 
 
 def is_loopback(host: str) -> bool:
