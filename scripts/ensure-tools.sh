@@ -7,9 +7,15 @@
 #
 # Exit 0 with every tool present; otherwise one line on stderr saying what failed, exit 1.
 # Cheap on purpose: --no-install-recommends (no node exporter, no docs), and `apt-get update`
-# only when the package is unknown to apt or its listed files are gone (about 20 s in all here). Debian's policy-rc.d keeps the prometheus service
-# from starting in containers; where it is not there, the service may start as Debian ships it.
+# only when the package is unknown to apt or its listed files are gone (about 20 s in all
+# here). Debian's policy-rc.d keeps the prometheus service from starting in containers;
+# where it is not there, the service may start as Debian ships it.
 set -u
+
+# one at a time: parallel test workers (pytest -n 2) may call this together, and apt holds a lock
+if [ -z "${EDGEFAIR_TOOLS_LOCKED:-}" ] && command -v flock >/dev/null 2>&1; then
+    EDGEFAIR_TOOLS_LOCKED=1 exec flock "${TMPDIR:-/tmp}/edgefair-ensure-tools.lock" sh "$0" "$@"
+fi
 
 need() {  # need TOOL PACKAGE
     tool=$1 package=$2
@@ -30,11 +36,14 @@ need() {  # need TOOL PACKAGE
     fi
     log=$(mktemp)
     if ! apt-cache show "$package" >/dev/null 2>&1; then
-        $sudo apt-get update -qq >"$log" 2>&1
+        $sudo apt-get update -qq -o DPkg::Lock::Timeout=300 >"$log" 2>&1
     fi
-    install() { DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$package" >>"$log" 2>&1; }
+    install() {
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
+            --no-install-recommends "$package" >>"$log" 2>&1
+    }
     # package lists that are there but stale name files the mirror no longer has: update once, retry
-    if ! install && ! { $sudo apt-get update -qq >>"$log" 2>&1 && install; }; then
+    if ! install && ! { $sudo apt-get update -qq -o DPkg::Lock::Timeout=300 >>"$log" 2>&1 && install; }; then
         echo "ensure-tools: apt-get install $package failed: $(grep -m1 -E '^E:' "$log" || tail -n1 "$log")" >&2
         rm -f "$log"
         return 1
