@@ -35,6 +35,7 @@ from edgefair.core import stats
 from edgefair.core.tables import CountsTable
 from edgefair.errors import InputError
 from edgefair.verification.policy import Check, CheckKind, KindTable, Policy
+from edgefair.verification.policy import small_estimate as _small_estimate
 
 Counts = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
@@ -149,17 +150,6 @@ def _scope(table: CountsTable, reps: Counts, attrs: tuple[str, ...]) -> Scope:
     for i, key in enumerate(table.groups):
         member[i, index[tuple(key[p] for p in pos)]] = 1
     return Scope(", ".join(attrs), marginal, np.einsum("rgabc,gh->rhabc", reps, member))
-
-
-DROP_KINDS = (CheckKind.GROUP_DROP, CheckKind.OVERALL_DROP, CheckKind.GROUP_INCREASE, CheckKind.OVERALL_INCREASE)
-
-
-def _small_estimate(kind: CheckKind, ref: float, cand: float) -> float:
-    """What an ungated group reports, signed as a gated one would be: a cap the candidate's
-    rate, a drop reference minus candidate (the increase kinds negate it afterwards)."""
-    if kind is CheckKind.GROUP_MAX:
-        return cand
-    return ref - cand if kind in DROP_KINDS else cand - ref
 
 
 def _too_small(check: Check, scope: str, group: str, rows: int, ref: float, cand: float, policy: Policy) -> CheckResult:

@@ -70,6 +70,17 @@ class KindTable(dict):  # type: ignore[type-arg]
 ADJUSTMENTS = ("holm", "bh", "bonferroni", "none")
 
 
+DROP_KINDS = (CheckKind.GROUP_DROP, CheckKind.OVERALL_DROP, CheckKind.GROUP_INCREASE, CheckKind.OVERALL_INCREASE)
+
+
+def small_estimate(kind: CheckKind, ref: float, cand: float) -> float:
+    """What an ungated group reports, signed as a gated one would be: a cap the candidate's
+    rate, a drop reference minus candidate (the increase kinds negate it afterwards)."""
+    if kind is CheckKind.GROUP_MAX:
+        return cand
+    return ref - cand if kind in DROP_KINDS else cand - ref
+
+
 @dataclass(frozen=True)
 class Check:
     kind: CheckKind
