@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgefair.data.columns import is_missing
+from edgefair.data.columns import is_missing, text_as_float
 from edgefair.errors import InputError
 from edgefair.modelio.session import Signature, TensorSpec
 
@@ -105,11 +105,11 @@ def _as_dtype(values: np.ndarray, spec: TensorSpec, column: str, source: str) ->
             )
         return values.astype(str).astype(object)
     if values.dtype.kind in "OUS":
-        text = values.astype(str)
-        text = np.where(is_missing(text), "nan", text)
         try:
-            numbers = text.astype(np.float64)
+            numbers = text_as_float(values)  # once per distinct value: a CSV chunk holds few
         except ValueError:
+            text = values.astype(str)
+            text = np.where(is_missing(text), "nan", text)
             bad = next(v for v in text.tolist() if not _is_number(v))
             raise InputError(
                 f"{source}: column {column!r} feeds model input {spec.name!r} ({spec.type}) but holds {bad!r}"
