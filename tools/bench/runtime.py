@@ -18,7 +18,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-MODEL = ROOT / "models" / "adult_mlp.onnx"
+MODEL = ROOT / "edgefair" / "demo" / "models" / "adult_mlp.onnx"
 
 from edgefair import modelio  # noqa: E402
 from edgefair.data import ADULT_FEATURES, load_adult  # noqa: E402
