@@ -699,11 +699,15 @@ def test_json_counters_are_read_as_utf8_whatever_the_locale(tmp_path):
 
     path = tmp_path / "t.json"
     t = tables.from_arrays({"g": np.array(["caf\u00e9", "na\u00efve"])}, np.array([1, 0]))
-    path.write_text(t.to_json(), encoding="utf-8")
+    path.write_text(json.dumps(t.to_dict(), ensure_ascii=False), encoding="utf-8")  # raw UTF-8 bytes, not escapes
+    assert "caf\u00e9".encode() in path.read_bytes()
     assert load_counters(path) == t  # in process, and under an ASCII locale:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG"))}
     env |= {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # the same edgefair as this process imports
     code = f"from edgefair.runtime.store import load_counters; print(ascii(load_counters({str(path)!r}).groups))"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "(('caf\\xe9',), ('na\\xefve',))"
