@@ -68,3 +68,23 @@ def test_a_scheduler_that_does_not_answer(setup):
     o = verify(setup, str(path), "--dask", f"tcp://127.0.0.1:{port}", "--dask-timeout", "1")
     one_line(o, f"tcp://127.0.0.1:{port}", "no Dask scheduler answered within 1 s")
     assert time.monotonic() - t0 < 30  # the timeout holds (the bound is loose: a loaded machine is slow)
+
+
+def test_an_error_on_a_worker_is_one_line_from_the_real_cli(setup, tmp_path):
+    """A task's EdgefairError comes back as one line; the LocalCluster's workers must not log
+    it with a traceback to the terminal first (they did: 'distributed.worker - ERROR')."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("distributed")
+    rows = {n: v.copy() for n, v in setup["rows"].items()}
+    rows[LABEL][7] = 2  # not a binary label
+    path = write_parquet(rows, tmp_path / "rows.parquet")
+    cmd = [sys.executable, "-m", "edgefair", "verify", setup["ref"], setup["cand"], "--data", str(path)]
+    cmd += ["--label", LABEL, "--sensitive", "sex,race", "--dask", "local:1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("edgefair: error:"), lines
+    assert f"column '{LABEL}'" in lines[0] and "is not 0 or 1" in lines[0], lines
+    assert "Traceback" not in proc.stderr and "distributed.worker" not in proc.stderr

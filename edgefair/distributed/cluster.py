@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -39,6 +40,9 @@ def connect(address: str, timeout: float = 10.0) -> Any:
             dashboard_address="127.0.0.1:0",  # the HTTP routes always start: keep them on loopback
             timeout=timeout,
             set_as_default=False,
+            # a task's EdgefairError comes back to the client as one line; the workers must not
+            # log it, with its traceback, to the user's terminal first
+            silence_logs=logging.CRITICAL,
         )
     if not re.fullmatch(r"(tcp|tls|ws|wss|inproc)://\S+", address.strip()):
         raise InputError(f"--dask {address}: expected local:N or a scheduler address such as tcp://host:8786")
