@@ -57,7 +57,7 @@ app = Starlette(routes=[Route("/v2/models/anchor/infer", infer, methods=["POST"]
 
 
 KSERVE = """
-import sys, numpy as np, onnxruntime as ort
+import sys, uuid, numpy as np, onnxruntime as ort
 from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
 opts = ort.SessionOptions(); opts.intra_op_num_threads = 1; opts.inter_op_num_threads = 1
 sess = ort.InferenceSession(sys.argv[1], opts, providers=["CPUExecutionProvider"])
@@ -77,12 +77,12 @@ class Anchor(Model):
             item = InferOutput(name=o.name, shape=list(v.shape), datatype="FP32")
             item.set_data_from_numpy(v.astype(np.float32), binary_data=False)
             outputs.append(item)
-        return InferResponse(model_name="anchor", infer_outputs=outputs, response_id=payload.id)
+        return InferResponse(model_name="anchor", infer_outputs=outputs, response_id=payload.id or uuid.uuid4().hex)
 ModelServer(http_port=int(sys.argv[2]), grpc_port=int(sys.argv[3]), enable_grpc=False, workers=1).start([Anchor()])
 """
 
 MLSERVER_RUNTIME = """
-import numpy as np, onnxruntime as ort
+import uuid, numpy as np, onnxruntime as ort
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse
@@ -97,7 +97,7 @@ class Anchor(MLModel):
                                   dtype=self.kinds[i.name]).reshape(i.shape)
                  for i in payload.inputs if i.name in self.kinds}
         out = self.sess.run(None, feeds)
-        return InferenceResponse(model_name="anchor", id=payload.id, outputs=[
+        return InferenceResponse(model_name="anchor", id=payload.id or uuid.uuid4().hex, outputs=[
             NumpyCodec.encode_output(name=o.name, payload=v.astype(np.float32))
             for o, v in zip(self.sess.get_outputs(), out)])
 """
