@@ -154,7 +154,7 @@ def test_newcombe_weighted_fractional_counts_match_the_hand_composition(x1, n1, 
 def test_newcombe_refuses_inconsistent_counts_rather_than_clipping_them():
     # successes above the row count or below 0 (a corrupt table) are refused: unclipped these ran
     # from -1.01 to -0.61 ... 5.42 to 32.2, and clipping them to [-1, 1] only hid the corruption.
-    # (For consistent counts the interval lies within [-1, 1] without clipping: tests/test_stats_refusals.py.)
+    # (For consistent counts the interval lies within [-1, 1] without clipping: see the refusals below.)
     cases = [(0, 10, 10.05, 10), (0, 1, 1.3, 1), (0, 1, 0.6, 0.25), (0.6, 0.25, -0.35, 0.25), (0.1, 0.01, -0.09, 0.01)]
     for x1, n1, x2, n2 in cases:
         for args in ((x1, n1, x2, n2), (x2, n2, x1, n1)):
@@ -461,3 +461,55 @@ def test_rate_test_large_n_branch_matches_scipy(t, tol):
     assert stats.rate_test_pvalues(x, n, 0.3)[0] == pytest.approx(float(binom.sf(x - 1, n, 0.3)), abs=1e-4)
     assert stats.rate_test_pvalues(0, n, 0.3) == pytest.approx((1.0, 0.0), abs=1e-12)
     assert stats.rate_test_pvalues(n, n, 0.3) == pytest.approx((0.0, 1.0), abs=1e-12)
+
+
+# --------------------------------------------------------------------------- refusals
+# stats refuses inputs with no meaning instead of computing from them: successes out of zero rows (or
+# more successes than rows) for Newcombe's interval, count tables of the wrong shape, type or sign.
+
+
+@pytest.mark.parametrize(
+    ("x1", "n1", "x2", "n2"),
+    [(3, 0, 1, 10), (1, 10, 2, 0), (11, 10, 1, 10), (1, 10, -1, 10), (np.nan, 10, 1, 10), ([1, 4], [5, 3], 1, 4)],
+)
+def test_newcombe_refuses_successes_outside_the_rows(x1, n1, x2, n2):
+    with pytest.raises(InputError) as info:
+        stats.newcombe_interval(x1, n1, x2, n2)
+    assert str(info.value) == "newcombe_interval: successes must lie in [0, rows] (no successes out of 0 rows)"
+
+
+def test_newcombe_still_matches_statsmodels_and_allows_empty_groups():
+    low, high = stats.newcombe_interval(7, 20, 3, 25, 0.95)
+    want = confint_proportions_2indep(7, 20, 3, 25, method="newcomb", compare="diff", alpha=0.05)
+    assert (float(low), float(high)) == pytest.approx(want)
+    low, high = stats.newcombe_interval(0, 0, 0, 0)  # no rows: the uninformative [-1, 1]
+    assert (float(low), float(high)) == (-1.0, 1.0)
+    low, high = stats.newcombe_interval([10, 0], [10, 5], [0, 5], [10, 5])
+    assert low.shape == (2,) and float(high[0]) == 1.0 and float(low[1]) == -1.0
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        (
+            np.zeros((2, 12), np.int64),
+            "bootstrap_counts: counts must be integers of shape (groups, 3, 2, 2), got (2, 12)",
+        ),
+        (np.zeros((2, 3, 2), np.int64), "got (2, 3, 2)"),
+        (np.zeros((2, 2, 2, 2), np.int64), "got (2, 2, 2, 2)"),
+        (np.zeros((1, 2, 3, 2, 2), np.int64), "got (1, 2, 3, 2, 2)"),
+        (np.zeros((2, 3, 2, 2)), "got (2, 3, 2, 2)"),  # floats are not counts
+        (-np.ones((1, 3, 2, 2), np.int64), "bootstrap_counts: counts must be non-negative"),
+    ],
+)
+def test_bootstrap_refuses_malformed_tables(counts, message):
+    with pytest.raises(InputError) as info:
+        stats.bootstrap_counts(counts, 5)
+    assert message in str(info.value)
+
+
+def test_bootstrap_keeps_group_sizes_for_a_list_input():
+    counts = [[[[3, 1], [0, 2]], [[1, 0], [0, 4]], [[0, 0], [0, 0]]]]
+    reps = stats.bootstrap_counts(counts, 7, seed=1)  # type: ignore[arg-type]
+    assert reps.shape == (7, 1, 3, 2, 2) and reps.dtype == np.int64
+    assert (reps.sum(axis=(2, 3, 4)) == 11).all()
