@@ -3,7 +3,8 @@
 # with apt-get when one is missing. Today: promtool (Debian's `prometheus` package), which
 # tests/test_prometheus_rules.py uses to check and unit-test examples/prometheus/*.yml.
 #
-#   scripts/ensure-tools.sh            # prints where each tool is, or installs it
+#   scripts/ensure-tools.sh                      # promtool: prints where it is, or installs it
+#   scripts/ensure-tools.sh chromium:chromium    # TOOL:PACKAGE pairs instead (the card's browser test)
 #
 # Exit 0 with every tool present; otherwise one line on stderr saying what failed, exit 1.
 # Cheap on purpose: --no-install-recommends (no node exporter, no docs), and `apt-get update`
@@ -56,4 +57,9 @@ need() {  # need TOOL PACKAGE
     echo "$tool: $(command -v "$tool") (installed Debian's $package package)"
 }
 
-need promtool prometheus
+[ $# -gt 0 ] || set -- promtool:prometheus
+status=0
+for pair in "$@"; do
+    need "${pair%%:*}" "${pair#*:}" || status=1
+done
+exit $status

@@ -87,9 +87,10 @@ class Card:
             body.append(f"<h{s.level}>{e(s.title)}</h{s.level}>")
             for b in s.blocks:
                 if isinstance(b, Table):
-                    head = "".join(f"<th>{e(h)}</th>" for h in b.header)
+                    cells = "".join(f"<th>{e(h)}</th>" for h in b.header)
+                    head = f"<thead><tr>{cells}</tr></thead>" if any(b.header) else ""  # key-value tables: none
                     rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in b.rows)
-                    body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+                    body.append(f'<div class="wide"><table>{head}<tbody>{rows}</tbody></table></div>')
                 elif isinstance(b, list):
                     body.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in b) + "</ul>")
                 else:
@@ -98,6 +99,7 @@ class Card:
             "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"
             "table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.25rem .5rem;"
             "text-align:left;font-variant-numeric:tabular-nums}th{background:#f3f3f3}code{background:#f3f3f3}"
+            ".wide{overflow-x:auto}"
         )
         return (
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
