@@ -625,3 +625,57 @@ def test_a_decided_result_keeps_its_evidence_note():
     policy = Policy((), confidence=0.75, bootstrap_replicates=19, adjustment="none")
     (r,) = G._decide([evidence([-1.0] * 19, note="a vs b: difference 0.1 -> 0.2")], policy).results
     assert r.verdict == "pass" and r.note == "a vs b: difference 0.1 -> 0.2"
+
+
+def test_gate_kinds_gate_runs_every_kind_and_delegates_the_original_four():
+    rng = np.random.default_rng(4)
+    groups = [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y")]
+    t = ptable([rows_block(120, rng, 0.05) for _ in groups], groups, ("s", "t"))
+    base_policy = Policy(
+        (Check(K.GROUP_DROP, "accuracy", 0.1), Check(K.OVERALL_DROP, "accuracy", 0.1)), bootstrap_replicates=49, seed=3
+    )
+    assert GK.gate(t, base_policy) == G.gate(t, base_policy)  # the original kinds: exactly gate.gate
+    mixed = Policy(
+        (
+            Check(K.GROUP_INCREASE, "false_positive_rate", 0.2),
+            Check(K.RATIO, "selection_rate", 0.5),
+            Check(K.OVERALL_INCREASE, "false_positive_rate", 0.2),
+            Check(K.GROUP_DROP, "accuracy", 0.2),
+        ),
+        bootstrap_replicates=49,
+        seed=3,
+        gate_intersections=True,
+    )
+    out = GK.gate(t, mixed)
+    kinds = [(r.check.kind, r.scope) for r in out.results]
+    assert kinds.count((K.GROUP_INCREASE, "s, t")) == 4 and kinds.count((K.RATIO, "s, t")) == 1
+    assert kinds.count((K.OVERALL_INCREASE, "overall")) == 1 and kinds.count((K.RATIO, "s")) == 1
+    assert len(out.results) == 2 * 2 + 4 + 3 + 1 + 2 * 2 + 4  # per scope s, t, "s, t"; overall once
+    assert out.confidence == pytest.approx(1 - 0.05 / len(out.results))
+    # each result recomputed from the same bootstrap
+    reps = stats.bootstrap_counts(t.counts, 49, 3, 0.5)
+    overall = next(r for r in out.results if r.check.kind is K.OVERALL_INCREASE)
+    total = reps.sum(axis=1)
+
+    def fpr(c, model):
+        d = c.sum(axis=-1) if model == "reference" else c.sum(axis=-2)
+        return d[..., 0, 1] / d[..., 0, :].sum(axis=-1)
+
+    samples = fpr(total, "candidate") - fpr(total, "reference")
+    level = 1 - 0.05 / len(out.results)
+    assert overall.interval == (
+        pytest.approx(np.quantile(samples, (1 - level) / 2)),
+        pytest.approx(np.quantile(samples, 1 - (1 - level) / 2)),
+    )
+    ratio = next(r for r in out.results if r.check.kind is K.RATIO and r.scope == "s")
+    assert ratio.check.tolerance == 0.5 and ratio.interval[0] <= ratio.estimate <= ratio.interval[1] + 1e-12
+    with pytest.raises(InputError) as info:
+        GK.gate(CountsTable(t.attributes, t.groups, t.counts, t.score_hist, False), mixed)
+    assert str(info.value) == "gating needs a paired table (reference and candidate decisions)"
+
+
+def test_restore_ratios_leaves_other_results_alone():
+    check = Check(K.GROUP_DROP, "accuracy", 0.1)
+    r = result(0.05, (-0.05, 0.15), 100, 0.1)
+    out = GK.restore_ratios(G.GateResult((r,), "inconclusive", 0.9), Policy((check,)))
+    assert out.results == (r,) and out.verdict == "inconclusive" and out.confidence == 0.9
