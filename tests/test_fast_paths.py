@@ -147,6 +147,10 @@ FACTORIZE_CASES = {
     "wide integers": np.array([2**40, 5, 2**40, -3, 5]),
     "shared objects": np.array([f"g{i}" for i in range(100)], dtype=object)[np.arange(9999) * 7919 % 100],
     "one value": np.array(["same"] * 7, dtype=object),
+    # 4000 long strings spread over megabytes: their addresses collide in a small table
+    "many shared objects": np.array([f"v{i}" + "x" * 600 for i in range(4000)], dtype=object)[
+        np.arange(20000) * 7 % 4000
+    ],
 }
 
 
