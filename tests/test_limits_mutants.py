@@ -442,3 +442,17 @@ def test_a_client_leaving_mid_headers_is_not_an_error(server, capfd):
     assert exchange(server.port, b"GET /v2/health/live HTTP/1.1\r\n\r\n")[0] == 200
     err = capfd.readouterr().err
     assert "Traceback" not in err and "exception" not in err.lower(), err
+
+
+def test_a_compression_bomb_is_refused_without_inflating_it():
+    import tracemalloc
+
+    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024))  # 64 MiB of zeros in about 64 KiB
+    tracemalloc.start()
+    try:
+        with pytest.raises(v2.ClientError) as info:
+            srv_module._decode_body(bomb, "gzip", MAX_BODY)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.value.status == 413 and peak < 4 * 1024 * 1024, peak  # cap + 1 bytes inflated, not 64 MiB
