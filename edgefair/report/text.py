@@ -95,12 +95,17 @@ def reasons(doc: dict[str, Any], prefix: str, limit: int = 5) -> list[str]:
         )
     if len(failing) > limit:
         lines.append(f"{prefix}... and {len(failing) - limit} more failing checks")
+    unsettled = doc["summary"]["unsettled"]
     if doc["verdict"] != "pass" and not failing:
-        unsettled = doc["summary"]["unsettled"]
         lines.append(f"{prefix}INCONCLUSIVE: {doc['summary']['note']}")
-        lines += [f"{prefix}  {u}" for u in unsettled[:limit]]
-        if len(unsettled) > limit:
-            lines.append(f"{prefix}  ... and {len(unsettled) - limit} more unsettled checks")
+    elif doc["verdict"] == "pass" and unsettled:  # a pass still says what it did not decide
+        n = len(unsettled)
+        lines.append(f"{prefix}not decided ({n} inconclusive check{'s' * (n != 1)}; the pass rests on the others):")
+    else:
+        return lines
+    lines += [f"{prefix}  {u}" for u in unsettled[:limit]]
+    if len(unsettled) > limit:
+        lines.append(f"{prefix}  ... and {len(unsettled) - limit} more unsettled checks")
     return lines
 
 
@@ -130,7 +135,8 @@ def format_verify(doc: dict[str, Any], candidate: str, reference: str) -> str:
     s = doc["summary"]
     lines = [
         f"{doc['verdict'].upper()}: {candidate} vs {reference} on {doc['data']['rows']:,} rows; "
-        f"{s['checks']} checks: {s['pass']} pass, {s['fail']} fail, {s['inconclusive']} inconclusive"
+        f"{s['checks']} check{'s' * (s['checks'] != 1)}: {s['pass']} pass, {s['fail']} fail, "
+        f"{s['inconclusive']} inconclusive"
     ]
     if "weighted" in doc:
         lines.append(f"  weights: column {doc['weighted']['weight']!r}; {doc['weighted']['note']}")
