@@ -277,12 +277,8 @@ def test_ratio_by_hand_and_restored():
     result = GK.decide(found, policy)
     small_r, gated_r = result.results
     assert gated_r.check is check and gated_r.estimate == pytest.approx(0.6)
-    iv = stats.percentile_interval(-e.samples, G.simultaneous_level(policy, 1))
-    low, high = iv.low, iv.high
-    assert gated_r.interval == (pytest.approx(-high), pytest.approx(-low)) or gated_r.interval == (
-        pytest.approx(low),
-        pytest.approx(high),
-    )
+    iv = stats.percentile_interval(-e.samples, G.simultaneous_level(policy, 1))  # of the ratio itself
+    assert gated_r.interval == (pytest.approx(iv.low), pytest.approx(iv.high)) and iv.low < iv.high
     assert gated_r.interval[0] <= gated_r.interval[1]
     assert small_r.estimate == small_r.candidate_value == 1.0  # a ratio reported as the group's candidate rate
     assert small_r.check is check
@@ -679,3 +675,15 @@ def test_restore_ratios_leaves_other_results_alone():
     r = result(0.05, (-0.05, 0.15), 100, 0.1)
     out = GK.restore_ratios(G.GateResult((r,), "inconclusive", 0.9), Policy((check,)))
     assert out.results == (r,) and out.verdict == "inconclusive" and out.confidence == 0.9
+
+
+def test_ratio_note_names_the_lowest_and_highest_groups_wherever_they_are():
+    t = ptable([B, C, A, D], [("b",), ("c",), ("a",), ("d",)])  # candidate TPR 0.3, 0.5, 0.5 (and d too small)
+    (_, e) = GK.ratio(Check(K.RATIO, "true_positive_rate", 0.8), scope(t), POLICY)
+    assert e.note == "b 0.3000 over c 0.5000; reference ratio 0.8000"
+    t = ptable([A, B], [("a",), ("b",)])
+    (e,) = GK.ratio(Check(K.RATIO, "true_positive_rate", 0.8), scope(t), POLICY)
+    assert e.note == "b 0.3000 over a 0.5000; reference ratio 1.0000"
+    t = ptable([B, C], [("b",), ("c",)])
+    (e,) = GK.ratio(Check(K.RATIO, "true_positive_rate", 0.8), scope(t), POLICY)
+    assert e.note.startswith("b 0.3000 over c 0.5000;")
