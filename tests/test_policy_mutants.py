@@ -510,3 +510,22 @@ def test_errors_in_a_file_name_the_file(tmp_path: Path) -> None:
     assert error(load_policy, pol) == (
         f"{pol}: checks[0]: 'flip_rate' compares the two models already; use it with kind 'group_max'"
     )
+
+
+def test_small_estimate_signs_by_kind():
+    from edgefair.verification.policy import DROP_KINDS, CheckKind, KindTable, small_estimate
+
+    k = CheckKind
+    assert DROP_KINDS == (k.GROUP_DROP, k.OVERALL_DROP, k.GROUP_INCREASE, k.OVERALL_INCREASE)
+    assert small_estimate(k.GROUP_MAX, 0.25, 0.75) == 0.75  # a cap: the candidate's rate
+    for kind in DROP_KINDS:  # reference minus candidate (the increase kinds negate it afterwards)
+        assert small_estimate(kind, 0.75, 0.25) == 0.5
+    for kind in (k.DIFFERENCE_INCREASE, k.RATIO):
+        assert small_estimate(kind, 0.25, 0.75) == 0.5
+    table = KindTable({k.GROUP_MAX: 1})
+    assert table[k.GROUP_MAX] == 1
+    with pytest.raises(PolicyError) as info:
+        table[k.RATIO]
+    assert str(info.value) == (
+        "check kind 'ratio' is gated by verify and compare (edgefair.verification.gate_kinds), not here"
+    )
