@@ -687,3 +687,18 @@ def test_ratio_note_names_the_lowest_and_highest_groups_wherever_they_are():
     t = ptable([B, C], [("b",), ("c",)])
     (e,) = GK.ratio(Check(K.RATIO, "true_positive_rate", 0.8), scope(t), POLICY)
     assert e.note.startswith("b 0.3000 over c 0.5000;")
+
+
+def test_a_restored_ratio_interval_is_the_ratio_s_own_percentiles():
+    t = ptable([A * 20, B * 20, C * 20], [("a",), ("b",), ("c",)])  # 200 label-1 rows each: ratios far from 0
+    reps = stats.bootstrap_counts(t.counts, 99, 1, 0.5)
+    check = Check(K.RATIO, "true_positive_rate", 0.8)
+    policy = Policy((check,), min_group_size=10, bootstrap_replicates=99)
+    found = GK.ratio(check, G.Scope("g", t, reps), policy)
+    (r,) = GK.decide(found, policy).results
+    c = tpr(reps, "candidate")
+    ratios = c.min(axis=1) / c.max(axis=1)
+    tail = (1 - G.simultaneous_level(policy, 1)) / 2
+    low, high = np.quantile(ratios, [tail, 1 - tail])
+    assert low > 0.3 and r.interval == (pytest.approx(low), pytest.approx(high))
+    assert r.estimate == pytest.approx(0.6) and r.check is check
