@@ -529,3 +529,21 @@ def test_small_estimate_signs_by_kind():
     assert str(info.value) == (
         "check kind 'ratio' is gated by verify and compare (edgefair.verification.gate_kinds), not here"
     )
+
+
+def test_regression_metrics_take_tolerances_in_label_units():
+    from edgefair.verification.policy import policy_from_dict
+
+    for metric in ("mean_prediction", "mean_error", "mean_absolute_error", "root_mean_squared_error"):
+        got = policy_from_dict(one_check(check(kind="group_increase", metric=metric, tolerance=2.5))).checks[0]
+        assert (got.metric, got.tolerance) == (metric, 2.5)  # over 1: a label's units, not a rate's
+    assert policy_from_dict(one_check(check(kind="group_increase", metric="mean_error", tolerance=0.0))).checks
+    for bad in (-0.5, math.inf):
+        message = error(policy_from_dict, one_check(check(kind="group_increase", metric="mean_error", tolerance=bad)))
+        assert message.endswith(f"tolerance of 'mean_error' must be a finite number >= 0, got {bad}"), message
+    assert error(policy_from_dict, one_check(check(metric="count", tolerance=1))).endswith(
+        "metric 'count' is not one of selection_rate, true_positive_rate, false_positive_rate, true_negative_rate, "
+        "false_negative_rate, accuracy, positive_predictive_value, flip_rate, negative_flip_rate, positive_flip_rate, "
+        "mean_prediction, mean_error, mean_absolute_error, root_mean_squared_error, mean_absolute_change"
+    )
+    assert policy_from_dict(one_check(check(kind="group_max", metric="mean_absolute_change", tolerance=3.0))).checks
