@@ -383,10 +383,10 @@ def test_a_trusted_key_verifies_exactly_what_is_loaded(tmp_path):
 
 def test_signature_errors_name_the_bundle(tmp_path):
     pytest.importorskip("model_signing")
-    from edgefair.runtime.signing import MAX_SIGNATURE_BYTES
-
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
+
+    from edgefair.runtime.signing import MAX_SIGNATURE_BYTES
 
     key = tmp_path / "k.pub"
     key.write_bytes(
