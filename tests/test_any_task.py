@@ -114,6 +114,13 @@ def test_a_three_class_pipeline_from_a_csv(made):
     one_line(o, "multiclass", "cannot be bundled")
     assert not (tmp / "mc-bundle").exists()
 
+    # an embedded app loading the bare model is refused when it loads it, not at its first call
+    from edgefair.errors import ModelError
+    from edgefair.runtime.session import FairSession
+
+    with pytest.raises(ModelError, match=r"a 3-class model \(output 'probabilities'.*binary classifiers only"):
+        FairSession(cand, sensitive=["g"])
+
 
 def test_a_regression_pipeline_from_a_csv(made):
     tmp, frame, _, regressor = made

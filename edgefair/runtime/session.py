@@ -107,6 +107,7 @@ class FairSession:
         self._run = getattr(self.session, "_sess", self.session).run
         self._output_names = [o.name for o in self.signature.outputs]
         self.choice = modelio.choose_output(self.signature, score_output)
+        _refuse_multiclass(self.signature, self.choice, str(path))
         self.threshold = 0.5 if threshold is None else float(threshold)
         self.store: CounterStore | None = None
         stored = None
@@ -265,3 +266,15 @@ class FairSession:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def _refuse_multiclass(signature: modelio.Signature, choice: modelio.OutputChoice, where: str) -> None:
+    """A K-class model (float scores of width > 2) is refused here, not at its first call: the
+    runtime counts binary decisions, and its label output would count class 2 as an error later."""
+    wide = [o for o in signature.outputs if o.type.startswith("tensor(float") and (o.width or 0) > 2]
+    if wide and choice.kind == "label":
+        o = wide[0]
+        raise ModelError(
+            f"{where}: a {o.width}-class model (output {o.name!r} {list(o.shape)}); the runtime counts binary "
+            "classifiers only (a score in [0, 1] or a 0/1 label)"
+        )
