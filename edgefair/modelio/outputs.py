@@ -11,6 +11,10 @@ from edgefair.errors import ModelError
 from edgefair.modelio.session import Signature, TensorSpec
 
 SCORE_NAME_HINTS = ("probabilities", "probability", "prob", "score", "output_probability")
+# float32 rounding: onnxruntime's Sigmoid returns 1 + 2**-23 for some inputs (about 1 row in a
+# million of N(0, 1) logits through a small MLP). Scores this close to [0, 1] are clipped into
+# it; anything further out is not a probability.
+SCORE_SLACK = 2.0**-20
 
 
 @dataclass(frozen=True)
@@ -65,12 +69,15 @@ def decisions(value: np.ndarray, choice: OutputChoice, threshold: float) -> tupl
         return None, flat
     scores = arr[:, choice.column] if choice.column is not None else arr.reshape(-1)
     scores = scores.astype(np.float64)
-    if not (scores.min(initial=0.0) >= 0.0 and scores.max(initial=1.0) <= 1.0):  # NaN fails too
-        bad = ~((scores >= 0) & (scores <= 1))
+    low, high = scores.min(initial=0.0), scores.max(initial=1.0)
+    if not (low >= -SCORE_SLACK and high <= 1.0 + SCORE_SLACK):  # NaN fails too
+        bad = ~((scores >= -SCORE_SLACK) & (scores <= 1.0 + SCORE_SLACK))
         raise ModelError(
             f"output {choice.name!r} has values outside [0, 1] (e.g. "
             f"{scores[bad][0]:.4g}); it is not a probability (logits?)"
         )
+    if low < 0.0 or high > 1.0:
+        scores = np.clip(scores, 0.0, 1.0)
     return scores, (scores >= threshold).astype(np.int64)
 
 
@@ -86,11 +93,14 @@ def decisions_list(value: np.ndarray, choice: OutputChoice, threshold: float) ->
         scores = [float(r[choice.column]) for r in rows]
     else:
         scores = [float(r[0]) if isinstance(r, list) else float(r) for r in rows]
-    for v in scores:
+    for i, v in enumerate(scores):
         if not 0.0 <= v <= 1.0:  # NaN fails too
-            raise ModelError(
-                f"output {choice.name!r} has values outside [0, 1] (e.g. {v:.4g}); it is not a probability (logits?)"
-            )
+            if not -SCORE_SLACK <= v <= 1.0 + SCORE_SLACK:
+                raise ModelError(
+                    f"output {choice.name!r} has values outside [0, 1] (e.g. {v:.4g}); "
+                    "it is not a probability (logits?)"
+                )
+            scores[i] = min(max(v, 0.0), 1.0)
     return scores, [1 if v >= threshold else 0 for v in scores]
 
 
