@@ -223,6 +223,10 @@ def _program_inputs(program: Any) -> tuple[list[str], list[Any]]:
 
 def load_pt2(path: Path, opset: int = DEFAULT_OPSET) -> TorchExport:
     """A ``.pt2`` ExportedProgram (torch.export.save) -> ONNX, with what parity needs."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # torch.export.save writes a zip archive: say so before torch loads
+        raise ModelError(f"{path}: not a torch.export program (not a zip archive, as torch.export.save writes)")
     torch = _torch()
     try:
         with quiet_torch():

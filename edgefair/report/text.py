@@ -71,7 +71,7 @@ def format_compare(doc: dict[str, Any]) -> str:
         format_table(rows, header),
     ]
     for report in doc["reports"]:
-        lines += reasons(report, f"  {Path(report['candidate']['path']).name}: ", limit=2)
+        lines += reasons(report, f"  {Path(report['candidate']['path']).name}: ", limit=2, brief=True)
     return "\n".join([*lines, "", LEGEND])
 
 
@@ -83,8 +83,9 @@ LEGEND = (
 )
 
 
-def reasons(doc: dict[str, Any], prefix: str, limit: int = 5) -> list[str]:
-    """Why a verify document is not a pass: its failing checks, or what would settle it."""
+def reasons(doc: dict[str, Any], prefix: str, limit: int = 5, brief: bool = False) -> list[str]:
+    """Why a verify document is not a pass (its failing checks, or what would settle it), and
+    what a pass did not decide (``brief``: in one line)."""
     lines = []
     failing = [c for c in doc["checks"] if c["verdict"] == "fail"]
     for c in failing[:limit]:
@@ -100,7 +101,10 @@ def reasons(doc: dict[str, Any], prefix: str, limit: int = 5) -> list[str]:
         lines.append(f"{prefix}INCONCLUSIVE: {doc['summary']['note']}")
     elif doc["verdict"] == "pass" and unsettled:  # a pass still says what it did not decide
         n = len(unsettled)
-        lines.append(f"{prefix}not decided ({n} inconclusive check{'s' * (n != 1)}; the pass rests on the others):")
+        said = f"{prefix}not decided ({n} inconclusive check{'s' * (n != 1)}; the pass rests on the others)"
+        if brief:  # a compare row: one line, the rest is in the reports
+            return [*lines, f"{said}, e.g. {unsettled[0]}"]
+        lines.append(f"{said}:")
     else:
         return lines
     lines += [f"{prefix}  {u}" for u in unsettled[:limit]]
