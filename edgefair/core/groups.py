@@ -8,7 +8,7 @@ else goes through a dict of first appearances. Groups come out sorted, so equal 
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -144,3 +144,26 @@ def factorize_groups(
     else:
         group_codes = rank[np.searchsorted(present, combined)]
     return group_codes, tuple(keys[i] for i in order)
+
+
+def marginal_keys(attributes: tuple[str, ...], groups: Sequence[GroupKey], wanted: Sequence[str]) -> list[GroupKey]:
+    """Each group's key cut down to the attributes ``wanted``: the keys of a table's marginal
+    (counts, class and moments tables alike). An attribute the table lacks is an InputError."""
+    missing = [a for a in wanted if a not in attributes]
+    if missing:
+        raise InputError(f"attribute {missing[0]!r} is not in the table; it has {list(attributes)}")
+    positions = [attributes.index(a) for a in wanted]
+    return [tuple(k[p] for p in positions) for k in groups]
+
+
+def sum_by_key(keys: Sequence[GroupKey], *arrays: np.ndarray) -> tuple[tuple[GroupKey, ...], list[np.ndarray]]:
+    """The rows of each array summed per distinct key (exact for integers), keys sorted."""
+    distinct = sorted(set(keys))
+    index = {k: i for i, k in enumerate(distinct)}
+    rows = [index[k] for k in keys]
+    sums = []
+    for a in arrays:
+        total = np.zeros((len(distinct), *a.shape[1:]), a.dtype)
+        np.add.at(total, rows, a)
+        sums.append(total)
+    return tuple(distinct), sums

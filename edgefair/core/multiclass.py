@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgefair.core import tables
-from edgefair.core.groups import GroupKey, IntArray, factorize_groups
+from edgefair.core.groups import GroupKey, IntArray, factorize_groups, marginal_keys, sum_by_key
 from edgefair.errors import InputError
 
 FloatArray = npt.NDArray[np.float64]
@@ -82,11 +82,7 @@ class ClassTable:
         return merge([self, ClassTable(other.attributes, other.groups, -other.counts, other.paired)])
 
     def marginal(self, attributes: Sequence[str]) -> ClassTable:
-        missing = [a for a in attributes if a not in self.attributes]
-        if missing:
-            raise InputError(f"attribute {missing[0]!r} is not in the table; it has {list(self.attributes)}")
-        pos = [self.attributes.index(a) for a in attributes]
-        return _regroup(self, tuple(attributes), [tuple(k[p] for p in pos) for k in self.groups])
+        return _regroup(self, tuple(attributes), marginal_keys(self.attributes, self.groups, attributes))
 
     def overall(self) -> ClassTable:
         return _regroup(self, (), [() for _ in self.groups])
@@ -212,11 +208,8 @@ def one_vs_rest(table: ClassTable, positive: int) -> tables.CountsTable:
 
 
 def _regroup(table: ClassTable, attributes: tuple[str, ...], keys: list[GroupKey]) -> ClassTable:
-    distinct = sorted(set(keys))
-    index = {k: i for i, k in enumerate(distinct)}
-    counts = np.zeros((len(distinct), *table.counts.shape[1:]), np.int64)
-    np.add.at(counts, [index[k] for k in keys], table.counts)
-    return ClassTable(attributes, tuple(distinct), counts, table.paired)
+    distinct, (counts,) = sum_by_key(keys, table.counts)
+    return ClassTable(attributes, distinct, counts, table.paired)
 
 
 # -- metrics over counts of shape (..., K + 1, K, K) -----------------------------------------

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edgefair.core.groups import GroupKey, factorize_groups
+from edgefair.core.groups import GroupKey, factorize_groups, marginal_keys, sum_by_key
 from edgefair.core.stats import z_value
 from edgefair.errors import InputError
 
@@ -90,11 +90,7 @@ class MomentsTable:
         return NotImplemented
 
     def marginal(self, attributes: Sequence[str]) -> MomentsTable:
-        missing = [a for a in attributes if a not in self.attributes]
-        if missing:
-            raise InputError(f"attribute {missing[0]!r} is not in the table; it has {list(self.attributes)}")
-        pos = [self.attributes.index(a) for a in attributes]
-        return _regroup(self, tuple(attributes), [tuple(k[p] for p in pos) for k in self.groups])
+        return _regroup(self, tuple(attributes), marginal_keys(self.attributes, self.groups, attributes))
 
     def overall(self) -> MomentsTable:
         return _regroup(self, (), [() for _ in self.groups])
@@ -171,11 +167,8 @@ def from_arrays(
 
 
 def _regroup(table: MomentsTable, attributes: tuple[str, ...], keys: list[GroupKey]) -> MomentsTable:
-    distinct = sorted(set(keys))
-    index = {k: i for i, k in enumerate(distinct)}
-    gram = np.zeros((len(distinct), V, V))
-    np.add.at(gram, [index[k] for k in keys], table.gram)
-    return MomentsTable(attributes, tuple(distinct), gram, table.paired)
+    distinct, (gram,) = sum_by_key(keys, table.gram)
+    return MomentsTable(attributes, distinct, gram, table.paired)
 
 
 # -- metrics over sums: first moments s (..., V) and the second-moment diagonal ---------------

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edgefair.core.groups import GroupKey, IntArray, factorize_groups
+from edgefair.core.groups import GroupKey, IntArray, factorize_groups, marginal_keys, sum_by_key
 from edgefair.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -109,12 +109,7 @@ class CountsTable:
 
     def marginal(self, attributes: Sequence[str]) -> CountsTable:
         """Sum out every attribute not named: the table of ``attributes`` alone."""
-        missing = [a for a in attributes if a not in self.attributes]
-        if missing:
-            raise InputError(f"attribute {missing[0]!r} is not in the table; it has {list(self.attributes)}")
-        positions = [self.attributes.index(a) for a in attributes]
-        keys = [tuple(k[p] for p in positions) for k in self.groups]
-        return _regroup(self, tuple(attributes), keys)
+        return _regroup(self, tuple(attributes), marginal_keys(self.attributes, self.groups, attributes))
 
     def overall(self) -> CountsTable:
         """One group holding every row."""
@@ -361,14 +356,8 @@ def score_bins(values: npt.ArrayLike, bins: int, length: int, what: str) -> IntA
 
 
 def _regroup(table: CountsTable, attributes: tuple[str, ...], keys: list[GroupKey]) -> CountsTable:
-    distinct = sorted(set(keys))
-    index = {k: i for i, k in enumerate(distinct)}
-    rows = [index[k] for k in keys]
-    counts = np.zeros((len(distinct), 3, 2, 2), np.int64)
-    hist = np.zeros((len(distinct), 3, 2, table.bins), np.int64)
-    np.add.at(counts, rows, table.counts)
-    np.add.at(hist, rows, table.score_hist)
-    return CountsTable(attributes, tuple(distinct), counts, hist, table.paired)
+    distinct, (counts, hist) = sum_by_key(keys, table.counts, table.score_hist)
+    return CountsTable(attributes, distinct, counts, hist, table.paired)
 
 
 def _canonical(table: CountsTable) -> CountsTable:
