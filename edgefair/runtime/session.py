@@ -22,14 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgefair import modelio
 from edgefair.core.tables import DEFAULT_BINS, CountsTable
 from edgefair.errors import EdgefairError, InputError, ModelError
-from edgefair.modelio.safety import check_model_bytes
-from edgefair.runtime.bundle import Bundle, load_bundle
+from edgefair.modelio.outputs import OutputChoice, choose_output, decisions_list
+from edgefair.modelio.outputs import decisions as decisions_array
+from edgefair.modelio.session import Signature, TensorSpec, open_session, signature
 from edgefair.runtime.counters import MAX_VALUES_PER_ATTRIBUTE, OTHER, UNKNOWN, Counters, OutcomeStats
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # bundles, the model-safety check and stores load when a session uses them
+    from edgefair.runtime.bundle import Bundle
     from edgefair.runtime.store import CounterStore
 
 SAFE_CASTS = {
@@ -47,8 +48,8 @@ SAFE_CASTS = {
 
 @dataclass(frozen=True)
 class SessionDescription:
-    inputs: tuple[modelio.TensorSpec, ...]
-    outputs: tuple[modelio.TensorSpec, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
     sensitive: dict[str, list[str]]  # attribute -> every value it can be counted under (bounded)
     score_output: str
     threshold: float
@@ -79,6 +80,8 @@ class FairSession:
         path = Path(model)
         self.bundle: Bundle | None = None
         if path.is_dir() or path.suffix == ".zip":
+            from edgefair.runtime.bundle import load_bundle  # hashlib, json, signatures: bundles only
+
             self.bundle = load_bundle(path, trust_key=trust_key)
             self.bundle.require_certified(allow_failed_certificate)
             data = self.bundle.model
@@ -92,13 +95,15 @@ class FairSession:
                 raise InputError(f"{path}: a trusted key verifies signed bundles; this is a bare model file")
             if not path.exists():
                 raise ModelError(f"{path}: no such model or bundle")
+            from edgefair.modelio.safety import check_model_bytes
+
             data = path.read_bytes()
             check_model_bytes(data, str(path))
             if not sensitive:
                 raise InputError("name the sensitive attributes (sensitive=[...]) or load a bundle")
             known = {s: [] for s in sensitive}
-        self.session = modelio.open_session(data, threads)
-        self.signature = modelio.signature(self.session)
+        self.session = open_session(data, threads)
+        self.signature = signature(self.session)
         self._inputs = {t.name: t for t in self.signature.inputs}
         self._input_names = frozenset(self._inputs)
         # per input: (dtype, rank) worked out once, so a well-formed call does no lookups
@@ -106,7 +111,7 @@ class FairSession:
         # inputs are validated here, so onnxruntime's own per-call validation can be skipped
         self._run = getattr(self.session, "_sess", self.session).run
         self._output_names = [o.name for o in self.signature.outputs]
-        self.choice = modelio.choose_output(self.signature, score_output)
+        self.choice = choose_output(self.signature, score_output)
         _refuse_multiclass(self.signature, self.choice, str(path))
         self.threshold = 0.5 if threshold is None else float(threshold)
         self.store: CounterStore | None = None
@@ -199,7 +204,7 @@ class FairSession:
         if ids is not None and len(ids) != rows:
             raise InputError(f"{len(ids)} ids for {rows} rows")
         outputs = dict(zip(self._output_names, values, strict=True))
-        decide = modelio.decisions_list if small else modelio.decisions
+        decide = decisions_list if small else decisions_array
         scores, decisions = decide(outputs[self.choice.name], self.choice, self.threshold)
         self.counters.update(groups, decisions, scores, ids)
         if self.store is not None:
@@ -268,10 +273,10 @@ class FairSession:
         self.close()
 
 
-def _refuse_multiclass(signature: modelio.Signature, choice: modelio.OutputChoice, where: str) -> None:
+def _refuse_multiclass(sig: Signature, choice: OutputChoice, where: str) -> None:
     """A K-class model (float scores of width > 2) is refused here, not at its first call: the
     runtime counts binary decisions, and its label output would count class 2 as an error later."""
-    wide = [o for o in signature.outputs if o.type.startswith("tensor(float") and (o.width or 0) > 2]
+    wide = [o for o in sig.outputs if o.type.startswith("tensor(float") and (o.width or 0) > 2]
     if wide and choice.kind == "label":
         o = wide[0]
         raise ModelError(
