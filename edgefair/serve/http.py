@@ -1,10 +1,12 @@
-"""HTTP/1.1 and event-loop pieces of ``edgefair serve``: status reasons, deadlines that cost
-no task per call, and the event loop (uvloop's with the ``server`` extra)."""
+"""HTTP/1.1 pieces of ``edgefair serve`` that hold no socket: status reasons, the request-head
+reader (fed bytes as they arrive; each complete line is checked as it comes, with the limits
+and messages of reading it on its own), and the event loop (uvloop's with the ``server``
+extra)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import re
 
 from edgefair.errors import InputError
 
@@ -25,17 +27,119 @@ REASONS = {
     505: "HTTP Version Not Supported",
 }
 
+MAX_HEADER_BYTES = 16384  # the request line, and all header lines together; also one line's cap
+MAX_HEADERS = 100
+TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Content-Length: ASCII digits only (not '1_0', '+10', '0x10', '1 0' or Unicode digits); the
+# spaces and tabs around a field value are not part of it (RFC 9112), NBSP and the like are
+DIGITS = re.compile(r"[0-9]{1,19}")
+BLANK = (b"\r\n", b"\n")
 
-async def within(awaitable: Any, seconds: float) -> Any:
-    """``await awaitable`` or raise TimeoutError after ``seconds``: a timer on the running task
-    (``asyncio.timeout``, Python 3.11+), not a new task per call as ``wait_for`` makes on 3.11."""
-    if _TIMEOUT is None:  # Python 3.10
-        return await asyncio.wait_for(awaitable, seconds)
-    async with _TIMEOUT(seconds):
-        return await awaitable
+
+class Refusal(Exception):
+    """A request refused while it is read: answered, then the connection is closed."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.headers = status, headers or {}
 
 
-_TIMEOUT = getattr(asyncio, "timeout", None)
+class Head:
+    """A request's line and headers (names lower-cased), its body length and keep-alive."""
+
+    __slots__ = ("headers", "keep", "length", "method", "target")
+
+    def __init__(self, method: str, target: str, headers: dict[str, str], length: int, keep: bool):
+        self.method, self.target, self.headers, self.length, self.keep = method, target, headers, length, keep
+
+
+class HeadReader:
+    """One request head, read line by line from a buffer that grows as bytes arrive.
+
+    ``feed(buf, pos)`` checks every complete line from ``pos`` and returns the ``Head`` once
+    the blank line ends it (with the position after it), or None and the position of the first
+    line not yet complete. A line (the request line or a header line) whose end is not within
+    ``MAX_HEADER_BYTES`` of its start is refused as soon as that many bytes have arrived."""
+
+    __slots__ = ("count", "headers", "lengths", "method", "size", "target", "version")
+
+    def __init__(self) -> None:
+        self.method = ""  # empty until the request line has arrived
+        self.target = self.version = ""
+        self.headers: dict[str, str] = {}
+        self.lengths: set[str] = set()
+        self.size = self.count = 0
+
+    def feed(self, buf: bytes | bytearray, pos: int) -> tuple[Head | None, int]:
+        if not self.method:
+            end = buf.find(b"\n", pos)
+            if end < 0 or end - pos > MAX_HEADER_BYTES:
+                if end >= 0 or len(buf) - pos > MAX_HEADER_BYTES:
+                    raise Refusal(431, "request line too large")
+                return None, pos
+            self.request_line(bytes(buf[pos : end + 1]))
+            pos = end + 1
+        while True:
+            end = buf.find(b"\n", pos)
+            if end < 0 or end - pos > MAX_HEADER_BYTES:
+                if end >= 0 or len(buf) - pos > MAX_HEADER_BYTES:
+                    raise Refusal(431, "request header line too large")
+                return None, pos
+            if self.header_line(bytes(buf[pos : end + 1])):
+                return self.head(), end + 1
+            pos = end + 1
+
+    def at_eof(self, rest: bytes | bytearray) -> None:
+        """The client closed its side with ``rest`` unread (no line end in it): a request line
+        is still checked, and a header line still counts against the size cap."""
+        if not self.method:
+            if rest:
+                self.request_line(bytes(rest))
+        elif self.size + len(rest) > MAX_HEADER_BYTES:
+            raise Refusal(431, "request headers too large")
+
+    def request_line(self, line: bytes) -> None:
+        parts = line.decode("latin-1").split()
+        if len(parts) != 3 or not TOKEN.fullmatch(parts[0]) or not parts[2].startswith("HTTP/"):
+            raise Refusal(400, "malformed request line")
+        method, target, version = parts
+        if version not in ("HTTP/1.1", "HTTP/1.0"):
+            raise Refusal(505, f"{version} is not supported; use HTTP/1.1")
+        self.method, self.target, self.version = method, target, version
+        self.size = len(line)
+
+    def header_line(self, h: bytes) -> bool:
+        """Take one complete header line; True when it is the blank line that ends the head."""
+        self.size += len(h)
+        if self.size > MAX_HEADER_BYTES:
+            raise Refusal(431, "request headers too large")
+        if h in BLANK:
+            return True
+        name, colon, value = h.decode("latin-1").rstrip("\r\n").partition(":")
+        if not colon or not TOKEN.fullmatch(name):  # also ' Name' (folding) and 'Name :'
+            raise Refusal(400, "malformed header line")
+        name, value = name.lower(), value.strip(" \t")  # OWS only: not NBSP and friends
+        if name == "content-length":
+            self.lengths.add(value)
+        self.headers[name] = value
+        self.count += 1
+        if self.count > MAX_HEADERS:
+            raise Refusal(431, f"more than {MAX_HEADERS} header lines")
+        return False
+
+    def head(self) -> Head:
+        headers = self.headers
+        keep = self.version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+        if "transfer-encoding" in headers:
+            if "chunked" in headers["transfer-encoding"].lower():
+                raise Refusal(411, "chunked bodies are not supported; send Content-Length")
+            raise Refusal(501, "Transfer-Encoding is not supported; send Content-Length")
+        if len(self.lengths) > 1:
+            raise Refusal(400, "conflicting Content-Length headers")
+        raw = headers.get("content-length", "0")
+        if not DIGITS.fullmatch(raw):
+            raise Refusal(400, "Content-Length must be a decimal integer")
+        return Head(self.method, self.target, headers, int(raw), keep)
 
 
 LOOPS = ("auto", "uvloop", "asyncio")

@@ -148,6 +148,31 @@ def parse_request(body: bytes, header_length: int | None, max_elements: int) -> 
     inputs: dict[str, np.ndarray] = {}
     pos = 0
     for item in doc["inputs"]:
+        if type(item) is dict:  # a [n, k] tensor of flat plain values, checked inline as below
+            name, datatype, shape, data = item.get("name"), item.get("datatype"), item.get("shape"), item.get("data")
+            if (
+                type(name) is str
+                and name not in inputs
+                and type(datatype) is str
+                and not item.get("parameters")
+                and type(shape) is list
+                and len(shape) == 2
+                and type(data) is list
+                and data
+                and type(data[0]) is not list
+            ):
+                rows, cols = shape
+                if (
+                    type(rows) is int
+                    and type(cols) is int
+                    and 0 <= rows <= max_elements
+                    and 0 <= cols <= max_elements
+                    and len(data) == rows * cols <= max_elements
+                ):
+                    plain = _plain_array(data, datatype)
+                    if plain is not None:
+                        inputs[name] = plain.reshape(shape)
+                        continue
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise ClientError("each input needs a 'name'")
         name = item["name"]
@@ -239,15 +264,19 @@ def _plain_array(flat: list[Any], datatype: str) -> np.ndarray | None:
     if not flat:
         return None
     if datatype == "BYTES":
-        return np.array(flat, dtype=object) if all(type(v) is str for v in flat) else None
-    if datatype in ("FP32", "FP64"):
-        # ints exact in float32 (and so in float64) and finite floats within float32's range
-        # cast exactly as the checked path's float64 -> target cast does
+        for v in flat:
+            if type(v) is not str:
+                return None
+        return np.array(flat, dtype=object)
+    if datatype == "FP32" or datatype == "FP64":
+        # ints exact in float32 (and so in float64) and finite floats within float32's range:
+        # numpy's one C cast of each double gives what the checked path's float64 -> target
+        # cast gives, without the float64 array in between
         for v in flat:
             t = type(v)
             if not ((t is float and -FLOAT32_SAFE < v < FLOAT32_SAFE) or (t is int and -(1 << 24) < v < 1 << 24)):
                 return None
-        return np.array(flat, np.float64).astype(DATATYPES[datatype])
+        return np.array(flat, DATATYPES[datatype])
     bounds = INT_RANGES.get(datatype)
     if bounds is not None and all(type(v) is int and bounds[0] <= v <= bounds[1] for v in flat):
         return np.array(flat, DATATYPES[datatype])

@@ -1,11 +1,12 @@
 """``edgefair serve``: the Open Inference Protocol (v2 REST) on the standard library.
 
-A small HTTP/1.1 server on asyncio streams (keep-alive, TCP_NODELAY, a deep listen
-backlog; requests handled one at a time in arrival order, as uvicorn does) in front of a
-FairSession. Sensitive attributes arrive as extra BYTES inputs
-named in the bundle manifest and are stripped before the model. Client mistakes are 4xx
-with ``{"error": "..."}``; rejected requests never move the counters. SIGTERM/SIGINT stop
-accepting, let in-flight requests finish, flush the store and exit 0.
+A small HTTP/1.1 server on asyncio's Protocol callbacks (keep-alive, TCP_NODELAY, a deep
+listen backlog; requests handled one at a time in arrival order, as uvicorn does, each
+answered inside the callback that completed it) in front of a FairSession. Sensitive
+attributes arrive as extra BYTES inputs named in the bundle manifest and are stripped before
+the model. Client mistakes are 4xx with ``{"error": "..."}``; rejected requests never move the
+counters. SIGTERM/SIGINT stop accepting, let in-flight requests finish, flush the store and
+exit 0.
 
 Bounded against sloppy or hostile clients: 16 KB of request line and headers (431), strict
 Content-Length (400), headers and body within ``read_timeout_seconds`` (408), at most
@@ -21,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import re
 import signal
 import socket
 import sys
@@ -34,31 +34,16 @@ from typing import Any
 from edgefair.errors import EdgefairError, InputError
 from edgefair.serve import protocol as v2
 from edgefair.serve.app import App, ServeConfig
-from edgefair.serve.http import REASONS, new_loop, within
+from edgefair.serve.http import MAX_HEADER_BYTES, MAX_HEADERS, REASONS, Head, HeadReader, Refusal, new_loop
 
-MAX_HEADER_BYTES = 16384  # the request line, and all header lines together
-MAX_HEADERS = 100
+__all__ = ["MAX_HEADERS", "MAX_HEADER_BYTES", "ServeConfig", "Server", "bind_warning", "is_loopback", "serve"]
+
 IDLE_SECONDS = 30  # an idle keep-alive connection is closed after this
 MAX_ERROR_CHARS = 500
 LINGER_SECONDS = 2.0  # after a refusal: how long unread request bytes are drained before closing
-TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-# Content-Length: ASCII digits only (not '1_0', '+10', '0x10', '1 0' or Unicode digits); the
-# spaces and tabs around a field value are not part of it (RFC 9112), NBSP and the like are
-DIGITS = re.compile(r"[0-9]{1,19}")
 DECODERS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # zlib wbits: gzip and zlib wrappers
-
-
-class _Refusal(Exception):
-    """A request refused while it is read: answered, then the connection is closed."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.headers = status, headers or {}
-
-
-class _Request:
-    def __init__(self, method: str, target: str, headers: dict[str, str], body: bytes, keep: bool):
-        self.method, self.target, self.headers, self.body, self.keep = method, target, headers, body, keep
+# what a connection's one timer waits for; NONE: to be decided after the bytes at hand
+NONE, IDLE, READING, DRAINING, LINGERING, CLOSED = range(6)
 
 
 def _decode_body(body: bytes, encoding: str, cap: int) -> bytes:
@@ -83,21 +68,219 @@ def _decode_body(body: bytes, encoding: str, cap: int) -> bytes:
     return out
 
 
-class _Connection:
-    """One keep-alive connection: parse HTTP/1.1 requests, answer each in turn."""
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: requests read from the bytes as they arrive, each answered
+    in turn inside the callback that completed it. One timer per connection, moved lazily
+    (a deadline that only grows needs no new timer), so a request that arrives whole costs none."""
 
-    def __init__(self, server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.server, self.reader, self.writer = server, reader, writer
+    def __init__(self, server: Server):
+        self.server, self.config, self.loop = server, server.config, server._loop
+        self.transport: Any = None
+        self.buf: bytes | bytearray = b""  # bytes received and not yet consumed
+        self.reader = HeadReader()
+        self.head: Head | None = None  # a head whose body is awaited
         self.reserved = 0  # bytes of this connection's body counted against the in-flight budget
+        self.counted = self.paused = self.held = self.eof = False
+        self.wait, self.deadline, self.discarded = NONE, 0.0, 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
 
+    # -- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small responses go out at once
+        server = self.server
+        server.open.add(self)
+        if server.connections >= self.config.max_connections:
+            self.refuse(503, "too many connections; retry shortly", {"Retry-After": "1"})
+            return
+        server.connections += 1
+        self.counted = True
+        self._wait(IDLE, IDLE_SECONDS)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.wait = CLOSED
+        self._release()
+        if self.counted:
+            self.counted = False
+            self.server.connections -= 1
+        self.server.open.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.wait >= LINGERING:  # refused: what the client still sends is dropped, up to a budget
+            self.discarded += len(data)
+            if self.discarded >= self.config.max_body_bytes + MAX_HEADER_BYTES:
+                self.close()
+            return
+        if self.buf:
+            if type(self.buf) is bytes:
+                self.buf = bytearray(self.buf)
+            self.buf += data
+        else:
+            self.buf = data
+        if not self.held:
+            self._process()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if not self.held:
+            self._at_eof()
+        return True  # the transport stays open to send an answer; close() ends it
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.held:  # the unsent response went out: read on
+            self.held = False
+            self._release()
+            self.transport.resume_reading()
+            self.wait = NONE
+            self._process()
+            if self.eof and not self.held:
+                self._at_eof()
+
+    # -- requests ---------------------------------------------------------------------------
+    def _process(self) -> None:
+        """Answer every request complete in the buffer, in order; keep what is left."""
+        buf, pos, reader = self.buf, 0, self.reader
+        try:
+            while self.wait < LINGERING:
+                head = self.head
+                if head is None:
+                    if pos == len(buf):
+                        break
+                    head, pos = reader.feed(buf, pos)
+                    if head is None:
+                        break
+                    self._admit(head)
+                    self.head = head
+                length = head.length
+                if len(buf) - pos < length:
+                    break
+                body = bytes(buf[pos : pos + length]) if length else b""
+                pos += length
+                self.head, self.reader, self.wait = None, HeadReader(), NONE
+                reader = self.reader
+                if not self._request(head, body) or self.server.stopping.is_set():
+                    self.close()
+                    return
+                if self.paused:  # a response the client is slow to read counts until it is sent
+                    self._hold(self.transport.get_write_buffer_size())
+                    self.held = True
+                    self.transport.pause_reading()
+                    break
+        except Refusal as exc:
+            self.refuse(exc.status, str(exc), exc.headers)
+            return
+        if self.wait >= LINGERING:
+            return
+        self.buf = buf[pos:] if pos else buf
+        if self.held:
+            self._wait(DRAINING, IDLE_SECONDS)
+        elif self.head is not None or reader.method:  # within a request: its deadline runs from its line
+            if self.wait != READING:
+                self._wait(READING, self.config.read_timeout_seconds)
+        elif self.wait != IDLE:
+            self._wait(IDLE, IDLE_SECONDS)
+
+    def _at_eof(self) -> None:
+        """The client will send nothing more: what it left half-sent is checked as a line would
+        be, then the connection closes (answered when that is refused)."""
+        if self.wait >= LINGERING:
+            self.close()
+            return
+        try:
+            if self.head is None:
+                self.reader.at_eof(self.buf)
+        except Refusal as exc:
+            self._error(exc.status, str(exc), False, exc.headers)
+        self.close()
+
+    def _admit(self, head: Head) -> None:
+        """A head's body before it is read: under the body cap and within the in-flight budget,
+        where it is held until answered."""
+        length = head.length
+        config = self.config
+        if length > config.max_body_bytes:
+            raise Refusal(413, f"body of {length} bytes is over the cap of {config.max_body_bytes}")
+        if length and self.server.inflight + length > config.max_inflight_bytes:
+            raise Refusal(503, "too many request bytes in flight; retry shortly", {"Retry-After": "1"})
+        self._hold(length)
+        if length and head.headers.get("expect", "").lower() == "100-continue":  # curl, for bodies over 1 KB
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _request(self, head: Head, body: bytes) -> bool:
+        """Answer one request whose body is in; whether the connection goes on."""
+        if "content-encoding" in head.headers:
+            try:
+                body = _decode_body(body, head.headers["content-encoding"], self.config.max_body_bytes)
+            except v2.ClientError as exc:  # the body was read: the connection can go on
+                self._release()
+                self._error(exc.status, str(exc), exc.status < 413, exc.headers)
+                return exc.status < 413
+        keep = self._answer(head, body)
+        self._release()
+        return keep
+
+    def _hold(self, size: int) -> None:
+        self.server.inflight += size
+        self.reserved += size
+
+    def _release(self) -> None:
+        self.server.inflight -= self.reserved
+        self.reserved = 0
+
+    # -- timers and endings -----------------------------------------------------------------
+    def _wait(self, kind: int, seconds: float) -> None:
+        self.wait = kind
+        self.deadline = deadline = self.loop.time() + seconds
+        if self.timer is None or deadline < self.timer_at:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer, self.timer_at = self.loop.call_at(deadline, self._expire), deadline
+
+    def _expire(self) -> None:
+        self.timer = None
+        if self.wait == CLOSED:
+            return
+        if self.loop.time() + 0.001 < self.deadline:  # moved on since the timer was set
+            self.timer, self.timer_at = self.loop.call_at(self.deadline, self._expire), self.deadline
+        elif self.wait == READING:
+            self.refuse(408, f"request not received within {self.config.read_timeout_seconds:g} s")
+        else:  # idle, or a response or a refusal not taken within its time
+            self.close()
+
+    def refuse(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        """Answer, then close without a reset: stop writing, drop what the client is still
+        sending, for a bounded time and size."""
+        self._error(status, message, False, headers)
+        self.buf, self.head, self.discarded = b"", None, 0
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._wait(LINGERING, LINGER_SECONDS)
+        if self.eof:
+            self.close()
+
+    def close(self) -> None:
+        if self.wait != CLOSED:
+            self.wait = CLOSED
+            self.transport.close()  # what is still buffered is sent first
+
+    # -- responses --------------------------------------------------------------------------
     def _send(self, status: int, body: bytes, headers: dict[str, str], keep: bool, head: bool = False) -> None:
-        lines = [
-            f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
-            f"Content-Length: {len(body)}",
-            "Connection: keep-alive" if keep else "Connection: close",
-        ]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
-        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else body))
+        extra = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
+        line = (
+            f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: {'keep-alive' if keep else 'close'}\r\n{extra}\r\n"
+        )
+        self.transport.write(line.encode("latin-1") + (b"" if head else body))
 
     def _error(
         self, status: int, message: str, keep: bool, headers: dict[str, str] | None = None, head: bool = False
@@ -110,141 +293,7 @@ class _Connection:
         extra = {"Content-Type": "application/json", **(headers or {})}
         self._send(status, json.dumps({"error": message}).encode(), extra, keep, head)
 
-    async def refuse(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        """Answer, then close without a reset: stop writing, drain (and drop) what the client
-        is still sending, for a bounded time and size."""
-        self._error(status, message, False, headers)
-        try:
-            await asyncio.wait_for(self.writer.drain(), LINGER_SECONDS)
-            if self.writer.can_write_eof():
-                self.writer.write_eof()
-            await asyncio.wait_for(self._discard(), LINGER_SECONDS)
-        except (asyncio.TimeoutError, ConnectionError, OSError):
-            pass
-
-    async def _discard(self) -> None:
-        budget = self.server.config.max_body_bytes + MAX_HEADER_BYTES
-        while budget > 0:
-            chunk = await self.reader.read(min(65536, budget))
-            if not chunk:
-                return
-            budget -= len(chunk)
-
-    async def run(self) -> None:
-        sock = self.writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small responses go out at once
-        timeout = self.server.config.read_timeout_seconds
-        try:
-            while not self.server.stopping.is_set():
-                try:
-                    line = await within(self.reader.readline(), IDLE_SECONDS)
-                except ValueError:  # over the stream limit: no end of line within MAX_HEADER_BYTES
-                    await self.refuse(431, "request line too large")
-                    break
-                if not line:
-                    break
-                try:
-                    request = await within(self._read(line), timeout)
-                except _Refusal as exc:
-                    await self.refuse(exc.status, str(exc), exc.headers)
-                    break
-                except v2.ClientError as exc:  # the body was read: the connection can go on
-                    self._release()
-                    self._error(exc.status, str(exc), exc.status < 413, exc.headers)
-                    await self._drain()
-                    if exc.status >= 413:
-                        break
-                    continue
-                except asyncio.TimeoutError:
-                    await self.refuse(408, f"request not received within {timeout:g} s")
-                    break
-                keep = self._answer(request)
-                self._release()
-                # a response the client is slow to read counts against the budget until it is sent
-                unsent = self.writer.transport.get_write_buffer_size()
-                if unsent:
-                    self._hold(unsent)
-                    await self._drain()
-                    self._release()
-                if not keep:
-                    break
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError, ValueError):
-            pass
-        finally:
-            self._release()
-            self.writer.close()
-
-    async def _drain(self) -> None:
-        """Wait until the response is handed to the kernel (at most IDLE_SECONDS)."""
-        if self.writer.transport.get_write_buffer_size():
-            await within(self.writer.drain(), IDLE_SECONDS)
-
-    def _hold(self, size: int) -> None:
-        self.server.inflight += size
-        self.reserved += size
-
-    def _release(self) -> None:
-        self.server.inflight -= self.reserved
-        self.reserved = 0
-
-    async def _read(self, line: bytes) -> _Request:
-        """The rest of one request after its first line: headers, then the body."""
-        parts = line.decode("latin-1").split()
-        if len(parts) != 3 or not TOKEN.fullmatch(parts[0]) or not parts[2].startswith("HTTP/"):
-            raise _Refusal(400, "malformed request line")
-        method, target, version = parts
-        if version not in ("HTTP/1.1", "HTTP/1.0"):
-            raise _Refusal(505, f"{version} is not supported; use HTTP/1.1")
-        headers: dict[str, str] = {}
-        lengths: set[str] = set()
-        size = len(line)
-        for _ in range(MAX_HEADERS + 1):
-            try:
-                h = await self.reader.readline()
-            except ValueError:
-                raise _Refusal(431, "request header line too large") from None
-            size += len(h)
-            if size > MAX_HEADER_BYTES:
-                raise _Refusal(431, "request headers too large")
-            if h in (b"\r\n", b"\n"):
-                break
-            if not h.endswith(b"\n"):
-                raise asyncio.IncompleteReadError(h, None)  # the client went away mid-headers
-            name, colon, value = h.decode("latin-1").rstrip("\r\n").partition(":")
-            if not colon or not TOKEN.fullmatch(name):  # also ' Name' (folding) and 'Name :'
-                raise _Refusal(400, "malformed header line")
-            name, value = name.lower(), value.strip(" \t")  # OWS only: not NBSP and friends
-            if name == "content-length":
-                lengths.add(value)
-            headers[name] = value
-        else:
-            raise _Refusal(431, f"more than {MAX_HEADERS} header lines")
-        keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-        if "transfer-encoding" in headers:
-            if "chunked" in headers["transfer-encoding"].lower():
-                raise _Refusal(411, "chunked bodies are not supported; send Content-Length")
-            raise _Refusal(501, "Transfer-Encoding is not supported; send Content-Length")
-        if len(lengths) > 1:
-            raise _Refusal(400, "conflicting Content-Length headers")
-        raw = headers.get("content-length", "0")
-        if not DIGITS.fullmatch(raw):
-            raise _Refusal(400, "Content-Length must be a decimal integer")
-        length = int(raw)
-        config = self.server.config
-        if length > config.max_body_bytes:
-            raise _Refusal(413, f"body of {length} bytes is over the cap of {config.max_body_bytes}")
-        if length and self.server.inflight + length > config.max_inflight_bytes:
-            raise _Refusal(503, "too many request bytes in flight; retry shortly", {"Retry-After": "1"})
-        self._hold(length)
-        if length and headers.get("expect", "").lower() == "100-continue":  # curl, for bodies over 1 KB
-            self.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = await self.reader.readexactly(length) if length else b""
-        if "content-encoding" in headers:
-            body = _decode_body(body, headers["content-encoding"], config.max_body_bytes)
-        return _Request(method, target, headers, body, keep)
-
-    def _answer(self, request: _Request) -> bool:
+    def _answer(self, request: Head, body: bytes) -> bool:
         start = time.perf_counter()
         app = self.server.app
         keep, head = request.keep, request.method == "HEAD"
@@ -252,7 +301,7 @@ class _Connection:
         # handled in the event loop, one request at a time, in arrival order (as uvicorn does):
         # no GIL contention between requests and no starved connection under load
         try:
-            status, payload, extra = app.handle(request.method, request.target, request.headers, request.body)
+            status, payload, extra = app.handle(request.method, request.target, request.headers, body)
             self._send(status, payload, extra, keep, head)
         except v2.ClientError as exc:
             status = exc.status
@@ -308,18 +357,14 @@ class Server:
             )
         self.connections = 0  # open connections being served
         self.inflight = 0  # bytes of request bodies being read or handled, and of responses unsent
+        self.open: set[_Connection] = set()  # every connection, served or being refused
         self.app = App(bundle, self.config)
         self.stopping = threading.Event()
         self._loop = new_loop(loop)
         try:
             self._server = self._loop.run_until_complete(
-                asyncio.start_server(
-                    self._connected,
-                    self.config.host,
-                    self.config.port,
-                    backlog=1024,
-                    reuse_address=True,
-                    limit=MAX_HEADER_BYTES,
+                self._loop.create_server(
+                    lambda: _Connection(self), self.config.host, self.config.port, backlog=1024, reuse_address=True
                 )
             )
         except (OSError, OverflowError) as exc:
@@ -330,24 +375,6 @@ class Server:
         self.port = int(self._server.sockets[0].getsockname()[1])
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
-
-    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = _Connection(self, reader, writer)
-        if self.connections >= self.config.max_connections:
-            try:
-                await conn.refuse(503, "too many connections; retry shortly", {"Retry-After": "1"})
-            finally:
-                writer.close()
-            return
-        self.connections += 1
-        try:
-            await conn.run()
-        except asyncio.CancelledError:
-            # shutdown cancels idle keep-alive connections; ending quietly keeps Python 3.11's
-            # stream callback from logging the cancellation as an error
-            pass
-        finally:
-            self.connections -= 1
 
     def serve_forever(self) -> None:
         """Serve until ``stop()`` or a signal; in-flight requests finish (each runs to completion
@@ -364,12 +391,10 @@ class Server:
     async def _shutdown(self) -> None:
         self._server.close()
         await asyncio.sleep(0.05)  # let written responses reach the sockets
-        me = asyncio.current_task()
-        idle = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
-        for task in idle:  # keep-alive connections waiting for a next request
-            task.cancel()
-        await asyncio.gather(*idle, return_exceptions=True)
+        for connection in list(self.open):  # keep-alive connections waiting for a next request
+            connection.close()
         await self._server.wait_closed()
+        await asyncio.sleep(0)  # their connection_lost callbacks
 
     async def _wait_for_stop(self) -> None:
         while not self.stopping.is_set():
