@@ -8,9 +8,8 @@ stripped before the model. Client mistakes raise ``protocol.ClientError`` (4xx w
 from __future__ import annotations
 
 import hmac
-import json
+import os
 import urllib.parse
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +91,7 @@ class App:
         self.sensitive = described.attributes
         self.inputs = {t.name: t for t in described.inputs}
         self.output_names = [t.name for t in described.outputs]
+        self._known = set(self.inputs) | set(self.sensitive)  # every input name a request may send
         self.metadata = {
             "name": self.name,
             "versions": ["1"],
@@ -188,7 +188,7 @@ class App:
         return self._counters(path, headers)
 
     def _json(self, status: int, doc: Any) -> tuple[int, bytes, dict[str, str]]:
-        return status, json.dumps(doc, separators=(",", ":")).encode(), {"Content-Type": "application/json"}
+        return status, v2.compact_json(doc).encode(), {"Content-Type": "application/json"}
 
     def _authorise(self, headers: dict[str, str]) -> None:
         if self.config.token is None:
@@ -206,7 +206,7 @@ class App:
         # everything that can refuse the request is checked before the model runs and counts
         v2.check_outputs(request, self.output_names)
         sensitive, rows = self._split_sensitive(request)
-        rid = uuid.uuid4().hex if request.id is None else request.id
+        rid = os.urandom(16).hex() if request.id is None else request.id  # as random as uuid4, 32 hex digits
         ids = self._row_ids(request, rid, rows)
         try:
             outputs = self.session.run(request.inputs, sensitive, ids)
@@ -222,17 +222,17 @@ class App:
         return 200, body_out, extra
 
     def _split_sensitive(self, request: v2.InferRequest) -> tuple[dict[str, Any], int]:
-        model_inputs = {k: v for k, v in request.inputs.items() if k in self.inputs}
-        unknown = set(request.inputs) - set(self.inputs) - set(self.sensitive)
+        names = request.inputs.keys()
+        unknown = names - self._known
         if unknown:
             raise v2.ClientError(
                 f"unknown input {sorted(unknown)[0]!r}; model inputs are "
                 f"{sorted(self.inputs)}, sensitive inputs {self.sensitive}"
             )
-        missing = set(self.inputs) - set(model_inputs)
+        missing = self.inputs.keys() - names
         if missing:
             raise v2.ClientError(f"missing model input {sorted(missing)[0]!r}")
-        rows = {v.shape[0] if v.ndim else 1 for v in model_inputs.values()}
+        rows = {v.shape[0] if v.ndim else 1 for v in map(request.inputs.__getitem__, self.inputs)}
         if len(rows) != 1:
             raise v2.ClientError("model inputs disagree on the number of rows")
         n = rows.pop()
@@ -242,7 +242,7 @@ class App:
                 # a sensitive attribute the model also takes (e.g. Adult's race) is counted from
                 # that input and still fed to the model; any other is stripped before the model
                 values = (request.inputs[name] if name in self.inputs else request.inputs.pop(name)).reshape(-1)
-                if values.dtype != object:
+                if values.dtype.kind != "O":  # not dtype object
                     raise v2.ClientError(f"sensitive input {name!r} must be BYTES")
                 if len(values) != n:
                     raise v2.ClientError(f"sensitive input {name!r} has {len(values)} values for {n} rows")

@@ -44,6 +44,9 @@ ORT_TO_V2 = {
 }
 
 
+PLAIN_KEYS = {"name", "datatype", "shape", "data"}  # an input without parameters
+# json.dumps(doc, separators=(",", ":")) without building an encoder on every call
+compact_json = json.JSONEncoder(separators=(",", ":")).encode
 MAX_DIMS = 32  # numpy allows 64; no served model needs more than a handful
 
 
@@ -148,18 +151,17 @@ def parse_request(body: bytes, header_length: int | None, max_elements: int) -> 
     inputs: dict[str, np.ndarray] = {}
     pos = 0
     for item in doc["inputs"]:
-        if type(item) is dict:  # a [n, k] tensor of flat plain values, checked inline as below
-            name, datatype, shape, data = item.get("name"), item.get("datatype"), item.get("shape"), item.get("data")
+        if type(item) is dict and item.keys() == PLAIN_KEYS:  # a [n, k] tensor of flat plain values,
+            name, shape, data = item["name"], item["shape"], item["data"]  # checked inline as below
             if (
                 type(name) is str
                 and name not in inputs
-                and type(datatype) is str
-                and not item.get("parameters")
                 and type(shape) is list
                 and len(shape) == 2
                 and type(data) is list
                 and data
                 and type(data[0]) is not list
+                and type(item["datatype"]) is str
             ):
                 rows, cols = shape
                 if (
@@ -169,9 +171,9 @@ def parse_request(body: bytes, header_length: int | None, max_elements: int) -> 
                     and 0 <= cols <= max_elements
                     and len(data) == rows * cols <= max_elements
                 ):
-                    plain = _plain_array(data, datatype)
-                    if plain is not None:
-                        inputs[name] = plain.reshape(shape)
+                    dtype = _plain_dtype(data, item["datatype"])
+                    if dtype is not None:  # one row: numpy builds the [1, k] array at once
+                        inputs[name] = np.array([data], dtype) if rows == 1 else np.array(data, dtype).reshape(shape)
                         continue
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise ClientError("each input needs a 'name'")
@@ -257,17 +259,17 @@ INT_RANGES = {
 }
 
 
-def _plain_array(flat: list[Any], datatype: str) -> np.ndarray | None:
-    """The array ``_json_array`` would give, for the values that cannot fail or round
-    differently (strings for BYTES; in-range ints and finite floats for numbers), without its
-    numpy round trip; None for anything else, which takes the checked path."""
+def _plain_dtype(flat: list[Any], datatype: str) -> Any:
+    """The numpy dtype to build ``flat`` with when its values cannot fail or round differently
+    from the checked path (strings for BYTES; in-range ints and finite floats for numbers);
+    None for anything else, which takes the checked path."""
     if not flat:
         return None
     if datatype == "BYTES":
         for v in flat:
             if type(v) is not str:
                 return None
-        return np.array(flat, dtype=object)
+        return np.object_
     if datatype == "FP32" or datatype == "FP64":
         # ints exact in float32 (and so in float64) and finite floats within float32's range:
         # numpy's one C cast of each double gives what the checked path's float64 -> target
@@ -276,11 +278,18 @@ def _plain_array(flat: list[Any], datatype: str) -> np.ndarray | None:
             t = type(v)
             if not ((t is float and -FLOAT32_SAFE < v < FLOAT32_SAFE) or (t is int and -(1 << 24) < v < 1 << 24)):
                 return None
-        return np.array(flat, DATATYPES[datatype])
+        return DATATYPES[datatype]
     bounds = INT_RANGES.get(datatype)
     if bounds is not None and all(type(v) is int and bounds[0] <= v <= bounds[1] for v in flat):
-        return np.array(flat, DATATYPES[datatype])
+        return DATATYPES[datatype]
     return None
+
+
+def _plain_array(flat: list[Any], datatype: str) -> np.ndarray | None:
+    """The array ``_json_array`` would give, without its numpy round trip, when
+    ``_plain_dtype`` says the values allow it; else None."""
+    dtype = _plain_dtype(flat, datatype)
+    return None if dtype is None else np.array(flat, dtype)
 
 
 def _json_array(flat: list[Any], datatype: str, name: str) -> np.ndarray:
@@ -331,7 +340,7 @@ V2_OF_DTYPE = {np.dtype(dt): name for name, dt in DATATYPES.items() if name != "
 
 
 def v2_datatype(arr: np.ndarray) -> str:
-    if arr.dtype == object or arr.dtype.kind in "US":
+    if arr.dtype.kind in "OUS":  # object (kind O) or numpy strings
         return "BYTES"
     name = V2_OF_DTYPE.get(arr.dtype)
     if name is None:
@@ -361,9 +370,7 @@ def encode_response(
         else:
             entry["data"] = arr.reshape(-1).tolist()
         items.append(entry)
-    head = json.dumps(
-        {"model_name": model, "model_version": "1", "id": rid, "outputs": items}, separators=(",", ":")
-    ).encode()
+    head = compact_json({"model_name": model, "model_version": "1", "id": rid, "outputs": items}).encode()
     if blobs:
         return head + b"".join(blobs), len(head)
     return head, None
