@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from edgefair.errors import InputError
 OTHER = "other"  # values outside the known (or learned) set
 UNKNOWN = "unknown"  # the attribute was not given at all
 MAX_VALUES_PER_ATTRIBUTE = 16  # per attribute without known values; more go to 'other'
+MAX_LOOKUP = 4096  # strings remembered per attribute beyond its groups (values resolved to 'other')
 
 
 @dataclass
@@ -64,12 +66,18 @@ class Counters:
             self._values.append({OTHER: 0, UNKNOWN: 1, **{v: i + 2 for i, v in enumerate(dict.fromkeys(values))}})
             self._learn.append(not values)  # no known values: learn up to max_values, then 'other'
             self._sizes.append(max_values + 2 if not values else len(self._values[-1]))
+        # value -> code for the hot path: the group values above, plus strings already resolved
+        # to 'other' or 'unknown' (codes never change once given), bounded
+        self._lookup: list[dict[Any, int]] = [dict(t) for t in self._values]
         self._lock = threading.Lock()
         groups = int(np.prod(self._sizes))
         self.counts = np.zeros((groups, 3, 2, 2), np.int64)
         self.hist = np.zeros((groups, 3, bins), np.int64)
         self._flat_counts = self.counts.reshape(-1)
         self._flat_hist = self.hist.reshape(-1)
+        # a row with decision d (label unknown) lands in cell group * CELLS_PER_GROUP + _cell[d]
+        self._cell = (cell_index(UNKNOWN_LABEL, 0, 0), cell_index(UNKNOWN_LABEL, 1, 1))
+        self._cell_array = np.array(self._cell, np.int64)
         self._pending: OrderedDict[str, tuple[int, int, int, float]] = OrderedDict()
         self._joined: OrderedDict[str, None] = OrderedDict()  # recent joined ids (bounded), to tell duplicates
         self.max_pending = max_pending
@@ -88,47 +96,96 @@ class Counters:
                 table[key] = code
             else:
                 code = 0
+        lookup = self._lookup[attr]
+        if isinstance(value, str) and len(lookup) < MAX_LOOKUP:  # only strings: 1, 1.0 and True hash alike
+            lookup[value] = code
         return code
 
-    def group_codes(self, sensitive: Mapping[str, Any], rows: int) -> np.ndarray:
-        """Per-row group codes (numpy, for batches); checks names and lengths first."""
-        per_attribute = self._codes_per_attribute(sensitive, rows)
-        flat = np.array(per_attribute[0], dtype=np.int64)
-        for a in range(1, len(per_attribute)):
-            flat = flat * self._sizes[a] + np.array(per_attribute[a], dtype=np.int64)
-        return flat
+    def _slow_codes(self, attr: int, items: Sequence[Any]) -> list[int]:
+        """Codes of values not all in the lookup (new, non-string or missing); learns under the lock."""
+        lookup = self._lookup[attr]
+        out = []
+        with self._lock:
+            for v in items:
+                code = lookup.get(v) if isinstance(v, str) else None
+                if code is None:
+                    if isinstance(v, (list, tuple, dict, set, np.ndarray)):
+                        name = self.attributes[attr]
+                        raise InputError(
+                            f"sensitive attribute {name!r} holds {type(v).__name__}s; expected one value per row"
+                        )
+                    code = self._code(attr, v)
+                out.append(code)
+        return out
 
-    def group_code_list(self, sensitive: Mapping[str, Any], rows: int) -> list[int]:
-        """``group_codes`` as a plain list (cheaper for a few rows)."""
-        per_attribute = self._codes_per_attribute(sensitive, rows)
-        flat = per_attribute[0]
-        for a in range(1, len(per_attribute)):
-            size = self._sizes[a]
-            flat = [f * size + c for f, c in zip(flat, per_attribute[a], strict=True)]
-        return flat
-
-    def _codes_per_attribute(self, sensitive: Mapping[str, Any], rows: int) -> list[list[int]]:
-        columns = []
+    def _columns(self, sensitive: Mapping[str, Any], rows: int) -> list[Any]:
+        """Each attribute's values, in order; names and lengths checked (one line naming the problem)."""
+        try:
+            columns = [sensitive[name] for name in self.attributes]
+            if len(sensitive) == len(self.attributes) and all(len(c) == rows for c in columns):
+                return columns
+        except (KeyError, TypeError):
+            pass
         for name in self.attributes:
             if name not in sensitive:
                 raise InputError(f"sensitive attribute {name!r} is missing; expected {list(self.attributes)}")
             values = sensitive[name]
+            if not hasattr(values, "__len__") or isinstance(values, (str, bytes)):
+                raise InputError(f"sensitive attribute {name!r} must be a list or array of {rows} values")
             if len(values) != rows:
                 raise InputError(f"sensitive attribute {name!r} has {len(values)} values for {rows} rows")
-            columns.append(values)
-        # every attribute is there: anything more is an extra (a set only when there is one)
-        extra = set(sensitive) - set(self.attributes) if len(sensitive) != len(self.attributes) else ()
-        if extra:
-            raise InputError(f"unexpected sensitive attribute {sorted(extra)[0]!r}; expected {list(self.attributes)}")
-        with self._lock:  # learning new values mutates the dictionaries
-            out: list[list[int]] = []
-            for a, values in enumerate(columns):
-                items = values.tolist() if isinstance(values, np.ndarray) else list(values)
-                found = list(map(self._values[a].get, items))  # C-speed lookups of known values
-                if None in found:  # new, non-string or unknown values: the slow path
-                    found = [c if c is not None else self._code(a, v) for c, v in zip(found, items, strict=True)]
-                out.append(found)  # type: ignore[arg-type]  # no None left
-            return out
+        extra = set(sensitive) - set(self.attributes)
+        raise InputError(f"unexpected sensitive attribute {sorted(extra)[0]!r}; expected {list(self.attributes)}")
+
+    def group_code(self, sensitive: Mapping[str, Any]) -> int:
+        """The group code of a single row (``sensitive`` holds one value per attribute)."""
+        flat = 0
+        for a, column in enumerate(self._columns(sensitive, 1)):
+            value = column[0]
+            code = self._lookup[a].get(value) if isinstance(value, str) else None
+            if code is None:
+                code = self._slow_codes(a, [value])[0]
+            flat = flat * self._sizes[a] + code
+        return flat
+
+    def group_codes(self, sensitive: Mapping[str, Any], rows: int) -> np.ndarray:
+        """Per-row group codes (numpy, for batches); checks names and lengths first."""
+        flat: np.ndarray | None = None
+        for a, column in enumerate(self._columns(sensitive, rows)):
+            codes = self._column_codes(a, column)
+            flat = codes if flat is None else flat * self._sizes[a] + codes
+        assert flat is not None  # at least one attribute
+        return flat
+
+    def _column_codes(self, attr: int, column: Any) -> np.ndarray:
+        if isinstance(column, np.ndarray) and column.dtype.kind in "biu" and column.ndim == 1:
+            # numbers: code each distinct value once, in order of first appearance (learning order)
+            distinct, first, inverse = np.unique(column, return_index=True, return_inverse=True)
+            order = np.argsort(first, kind="stable")
+            codes = np.empty(len(distinct), np.int64)
+            codes[order] = self._slow_codes(attr, distinct[order].tolist())
+            return codes[inverse.reshape(-1)]
+        items = column.tolist() if isinstance(column, np.ndarray) else list(column)
+        try:  # strings already seen: one C-speed lookup per row, into bytes when codes fit
+            lookup = self._lookup[attr]
+            found = itemgetter(*items)(lookup) if len(items) > 1 else tuple(map(lookup.__getitem__, items))
+            if self._sizes[attr] <= 256:
+                return np.frombuffer(bytes(found), np.uint8).astype(np.int64)
+            return np.array(found, np.int64)
+        except (KeyError, TypeError):  # a new, missing or non-string value (lists are unhashable)
+            return np.array(self._slow_codes(attr, items), np.int64)
+
+    def group_code_list(self, sensitive: Mapping[str, Any], rows: int) -> list[int]:
+        """``group_codes`` as a plain list (cheaper for a few rows)."""
+        flat: list[int] = []
+        for a, column in enumerate(self._columns(sensitive, rows)):
+            items = column.tolist() if isinstance(column, np.ndarray) else list(column)
+            lookup = self._lookup[a]
+            found = [lookup.get(v) if isinstance(v, str) else None for v in items]
+            codes: list[int] = self._slow_codes(a, items) if None in found else found  # type: ignore[assignment]
+            size = self._sizes[a]
+            flat = codes if a == 0 else [f * size + c for f, c in zip(flat, codes, strict=True)]
+        return flat
 
     def update(self, groups: Any, decisions: Any, scores: Any, ids: Sequence[str] | None = None) -> None:
         """Count a batch of predictions (label unknown); remember ids for later outcomes.
@@ -139,17 +196,17 @@ class Counters:
             g = groups if isinstance(groups, list) else groups.tolist()
             d = decisions if isinstance(decisions, list) else decisions.tolist()
             sc = scores if scores is None or isinstance(scores, list) else scores.tolist()
-            bins = self.bins
+            bins, cell, counts, hist = self.bins, self._cell, self._flat_counts, self._flat_hist
             with self._lock:
                 for i in range(rows):  # one model: the decision fills both decision axes
-                    self._flat_counts[g[i] * CELLS_PER_GROUP + cell_index(UNKNOWN_LABEL, d[i], d[i])] += 1
+                    counts[g[i] * CELLS_PER_GROUP + cell[d[i]]] += 1
                     if sc is not None:
-                        self._flat_hist[(g[i] * 3 + UNKNOWN_LABEL) * bins + min(int(sc[i] * bins), bins - 1)] += 1
+                        hist[(g[i] * 3 + UNKNOWN_LABEL) * bins + min(int(sc[i] * bins), bins - 1)] += 1
                 if ids is not None:
                     self._remember(ids, g, d, sc)
             return
         # a batch: numpy scatter-add; the cost follows the batch, not the table
-        cells = groups * CELLS_PER_GROUP + cell_index(UNKNOWN_LABEL, decisions, decisions)
+        cells = groups * CELLS_PER_GROUP + self._cell_array[decisions]
         hist_cells = None
         if scores is not None:
             bins_of_rows = np.minimum((scores * self.bins).astype(np.int64), self.bins - 1)

@@ -198,15 +198,20 @@ class FairSession:
         """Run the model on ``inputs``; count its decisions by the rows' sensitive groups."""
         values, rows = self._infer(inputs)
         small = rows <= 16  # a few rows: plain Python lists, no numpy call overhead
-        groups: Any = (
-            self.counters.group_code_list(sensitive, rows) if small else self.counters.group_codes(sensitive, rows)
-        )
+        counters = self.counters
+        groups: Any
+        if rows == 1:
+            groups = [counters.group_code(sensitive)]
+        elif small:
+            groups = counters.group_code_list(sensitive, rows)
+        else:
+            groups = counters.group_codes(sensitive, rows)
         if ids is not None and len(ids) != rows:
             raise InputError(f"{len(ids)} ids for {rows} rows")
         outputs = dict(zip(self._output_names, values, strict=True))
         decide = decisions_list if small else decisions_array
         scores, decisions = decide(outputs[self.choice.name], self.choice, self.threshold)
-        self.counters.update(groups, decisions, scores, ids)
+        counters.update(groups, decisions, scores, ids)
         if self.store is not None:
             self._since_flush += rows
             if self._since_flush >= self.flush_rows:
