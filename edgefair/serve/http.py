@@ -72,12 +72,24 @@ class HeadReader:
 
     def feed(self, buf: bytes | bytearray, pos: int) -> tuple[Head | None, int]:
         if not self.method:
+            # the whole head at hand, within the size cap and with no bare line feed: its lines
+            # are its CRLF-separated parts, none can pass a size limit, and each is checked as below
+            end = buf.find(b"\r\n\r\n", pos)
+            if 0 <= end <= pos + MAX_HEADER_BYTES - 4:
+                text = buf[pos:end].decode("latin-1")
+                lines = text.split("\r\n")
+                if text.count("\n") == len(lines) - 1:
+                    self.request_line(lines[0])
+                    for line in lines[1:]:
+                        self.header(line)
+                    return self.head(), end + 4
             end = buf.find(b"\n", pos)
             if end < 0 or end - pos > MAX_HEADER_BYTES:
                 if end >= 0 or len(buf) - pos > MAX_HEADER_BYTES:
                     raise Refusal(431, "request line too large")
                 return None, pos
-            self.request_line(bytes(buf[pos : end + 1]))
+            self.request_line(buf[pos : end + 1].decode("latin-1"))
+            self.size = end + 1 - pos
             pos = end + 1
         while True:
             end = buf.find(b"\n", pos)
@@ -94,19 +106,18 @@ class HeadReader:
         is still checked, and a header line still counts against the size cap."""
         if not self.method:
             if rest:
-                self.request_line(bytes(rest))
+                self.request_line(rest.decode("latin-1"))
         elif self.size + len(rest) > MAX_HEADER_BYTES:
             raise Refusal(431, "request headers too large")
 
-    def request_line(self, line: bytes) -> None:
-        parts = line.decode("latin-1").split()
+    def request_line(self, line: str) -> None:
+        parts = line.split()  # white space, the line's end included
         if len(parts) != 3 or not TOKEN.fullmatch(parts[0]) or not parts[2].startswith("HTTP/"):
             raise Refusal(400, "malformed request line")
         method, target, version = parts
         if version not in ("HTTP/1.1", "HTTP/1.0"):
             raise Refusal(505, f"{version} is not supported; use HTTP/1.1")
         self.method, self.target, self.version = method, target, version
-        self.size = len(line)
 
     def header_line(self, h: bytes) -> bool:
         """Take one complete header line; True when it is the blank line that ends the head."""
@@ -115,7 +126,12 @@ class HeadReader:
             raise Refusal(431, "request headers too large")
         if h in BLANK:
             return True
-        name, colon, value = h.decode("latin-1").rstrip("\r\n").partition(":")
+        self.header(h.decode("latin-1"))
+        return False
+
+    def header(self, line: str) -> None:
+        """One header line (its line end stripped here)."""
+        name, colon, value = line.rstrip("\r\n").partition(":")
         if not colon or not TOKEN.fullmatch(name):  # also ' Name' (folding) and 'Name :'
             raise Refusal(400, "malformed header line")
         name, value = name.lower(), value.strip(" \t")  # OWS only: not NBSP and friends
@@ -125,7 +141,6 @@ class HeadReader:
         self.count += 1
         if self.count > MAX_HEADERS:
             raise Refusal(431, f"more than {MAX_HEADERS} header lines")
-        return False
 
     def head(self) -> Head:
         headers = self.headers
