@@ -153,7 +153,7 @@ def format_conversion(doc: dict[str, Any]) -> str:
             + (
                 f"decisions agree {agree:.2%}"
                 if agree is not None
-                else "decisions not compared (not a binary classifier)"
+                else f"decisions not compared ({check.get('decisions_not_compared') or 'not a binary classifier'})"
             )
         )
     elif check:

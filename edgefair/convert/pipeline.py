@@ -18,7 +18,7 @@ from edgefair import data, modelio
 from edgefair.convert.common import ConversionResult, check_domains, dedupe_opsets, load_model, model_bytes
 from edgefair.convert.prune import check_fraction, prune_magnitude, prune_structured
 from edgefair.convert.quantize import Progress, QuantizeOptions, QuantMode, quantize
-from edgefair.convert.validation import CheckReport, calibration_sample, check, session
+from edgefair.convert.validation import CheckReport, Rows, calibration_rows, check, refuse_missing, session
 from edgefair.errors import InputError, ModelError
 from edgefair.modelio.feeds import FeatureMap, Features, parse_features
 
@@ -62,11 +62,12 @@ class ConvertResult:
 def convert(
     model: onnx.ModelProto,
     options: ConvertOptions,
-    sample: Mapping[str, np.ndarray] | None = None,
-    calibration: Mapping[str, np.ndarray] | None = None,
+    sample: Mapping[str, np.ndarray] | Rows | None = None,
+    calibration: Mapping[str, np.ndarray] | Rows | None = None,
     progress: Progress | None = None,
 ) -> ConvertResult:
-    """Prune, then quantise, then check against the source. Writes nothing."""
+    """Prune, then quantise, then check against the source. Writes nothing. A missing value
+    in the calibration or sample rows that makes the source score NaN is an InputError."""
     source = onnx.ModelProto()
     source.CopyFrom(model)
     dedupe_opsets(source)
@@ -81,12 +82,14 @@ def convert(
     if options.quantize is not None:
         feeds = None
         if calibration is not None:
+            held = Rows.of(calibration, "calibration data")
             feeds = modelio.build_feeds(
                 modelio.signature(session(current)),
-                calibration,
+                held.columns,
                 feature_columns=options.feature_columns,
-                source="calibration data",
+                source=held.source,
             )
+            refuse_missing(session(source).run(None, feeds), feeds, held)
         result = quantize(current, options.quantize, feeds, progress)
         current = result.model
         steps.append(result.report)
@@ -117,21 +120,26 @@ def convert_file(
     outputs are compared with the source on ``sample_data`` (default: the calibration data).
     """
     source = load_model(model)
+    inputs = {t.name for t in modelio.signature(session(source)).inputs}
+    named = (parse_features(options.feature_columns) or FeatureMap()).columns()
+    picks_only = balance_by is not None and balance_by not in inputs and balance_by not in named
+
+    def rows_of(loaded: data.Dataset, idx: np.ndarray | None = None) -> Rows:
+        """The rows (all, or those at ``idx``), without a column that only picked them."""
+        cols = {k: (v if idx is None else np.asarray(v)[idx]) for k, v in loaded.columns.items()}
+        if picks_only:
+            cols.pop(str(balance_by), None)
+        return Rows(cols, loaded.source, None if idx is None else idx + 2)
+
     calibration = None
     quantize_options = options.quantize
     if quantize_options is not None and quantize_options.mode is QuantMode.STATIC_INT8:
         if calibration_data is None:
             raise InputError("static int8 needs calibration data (--calibration-data: a CSV, or adult:train)")
-        columns = data.load(calibration_data).columns
-        calibration = calibration_sample(
-            columns, quantize_options.calibration_rows, balance_by, data.resolve(calibration_data).name
+        loaded = data.load(calibration_data)
+        calibration = rows_of(
+            loaded, calibration_rows(loaded.columns, quantize_options.calibration_rows, balance_by, loaded.source)
         )
     checked_on = sample_data if sample_data is not None else calibration_data
-    sample = data.load(checked_on, SAMPLE_ROWS).columns if checked_on is not None else None
-    inputs = {t.name for t in modelio.signature(session(source)).inputs}
-    named = (parse_features(options.feature_columns) or FeatureMap()).columns()
-    if balance_by is not None and balance_by not in inputs and balance_by not in named:  # it picked the rows only
-        for held in (calibration, sample):
-            if held is not None:
-                held.pop(balance_by, None)
+    sample = rows_of(data.load(checked_on, SAMPLE_ROWS)) if checked_on is not None else None
     return convert(source, options, sample, calibration, progress)

@@ -7,17 +7,37 @@ rows (max abs difference of every float output, decision agreement rate).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 
-from edgefair import modelio
+from edgefair import data, modelio
 from edgefair.convert.common import check_domains, model_bytes
 from edgefair.errors import InputError, ModelError
 from edgefair.modelio.feeds import Features
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Named columns and where they came from, so a bad value can be named by file and line."""
+
+    columns: Mapping[str, np.ndarray]
+    source: str
+    lines: np.ndarray | None = None  # each row's line in ``source``; None: line 2 onwards
+
+    @classmethod
+    def of(cls, rows: Mapping[str, np.ndarray] | Rows, source: str) -> Rows:
+        return rows if isinstance(rows, Rows) else cls(rows, source)
+
+
+def refuse_missing(outputs: Sequence[np.ndarray], feeds: Mapping[str, np.ndarray], rows: Rows) -> None:
+    """InputError (verify's check, ``data.refuse_missing_scored_nan``) when a missing value
+    in ``rows`` reaches the source model as NaN and ``outputs``, its scores, hold NaN there."""
+    lines = 2 if rows.lines is None else rows.lines
+    data.refuse_missing_scored_nan(outputs, feeds, rows.columns, rows.source, lines, "the source model")
 
 
 @dataclass(frozen=True)
@@ -26,12 +46,14 @@ class CheckReport:
     max_abs_difference: dict[str, float]
     decision_agreement: float | None
     size_bytes: int
+    decisions_not_compared: str | None = None  # why decision_agreement is None, when rows were compared
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "rows_compared": self.rows_compared,
             "max_abs_difference": self.max_abs_difference,
             "decision_agreement": self.decision_agreement,
+            "decisions_not_compared": self.decisions_not_compared,
             "size_bytes": self.size_bytes,
         }
 
@@ -54,11 +76,12 @@ def validate(model: onnx.ModelProto, what: str = "output") -> Any:
 def check(
     candidate: onnx.ModelProto,
     source: onnx.ModelProto,
-    sample: Mapping[str, np.ndarray] | None = None,
+    sample: Mapping[str, np.ndarray] | Rows | None = None,
     threshold: float = 0.5,
     feature_columns: Features = None,
 ) -> CheckReport:
-    """Raise ModelError unless ``candidate`` is a valid, loadable stand-in for ``source``."""
+    """Raise ModelError unless ``candidate`` is a valid, loadable stand-in for ``source``;
+    InputError when a missing value in ``sample`` makes the source score NaN."""
     cand_sess, src_sess = validate(candidate), session(source)
     cand_sig, src_sig = modelio.signature(cand_sess), modelio.signature(src_sess)
     pairs = (("input", src_sig.inputs, cand_sig.inputs), ("output", src_sig.outputs, cand_sig.outputs))
@@ -69,26 +92,45 @@ def check(
                 f"{[(t.name, t.type) for t in old]} became {[(t.name, t.type) for t in new]}"
             )
     diffs: dict[str, float] = {}
-    agreement = None
+    agreement, reason = None, None
     rows = 0
     if sample:
-        feeds = modelio.build_feeds(src_sig, sample, feature_columns=feature_columns, source="sample data")
+        held = Rows.of(sample, "sample data")
+        feeds = modelio.build_feeds(src_sig, held.columns, feature_columns=feature_columns, source=held.source)
         rows = len(next(iter(feeds.values())))
         names = [o.name for o in src_sig.outputs]
         ref_out = dict(zip(names, src_sess.run(names, feeds), strict=True))
+        refuse_missing(list(ref_out.values()), feeds, held)
         new_out = dict(zip(names, cand_sess.run(names, feeds), strict=True))
         for name in names:
             a, b = np.asarray(ref_out[name]), np.asarray(new_out[name])
             if a.dtype.kind == "f":
                 diffs[name] = float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0
-        try:
-            choice = modelio.choose_output(src_sig)
-            _, d_ref = modelio.decisions(ref_out[choice.name], choice, threshold)
-            _, d_new = modelio.decisions(new_out[choice.name], choice, threshold)
-            agreement = float(np.mean(d_ref == d_new)) if rows else None
-        except ModelError:
-            agreement = None  # not a binary classifier: agreement does not apply
-    return CheckReport(rows, diffs, agreement, len(model_bytes(candidate)))
+        agreement, reason = _agreement(src_sig, ref_out, new_out, threshold)
+    return CheckReport(rows, diffs, agreement, len(model_bytes(candidate)), reason)
+
+
+def _agreement(
+    sig: modelio.Signature, ref_out: Mapping[str, np.ndarray], new_out: Mapping[str, np.ndarray], threshold: float
+) -> tuple[float | None, str | None]:
+    """(share of rows whose decision agrees, None) or (None, why decisions were not compared)."""
+    try:
+        choice = modelio.choose_output(sig)
+    except ModelError:
+        return None, "not a binary classifier"
+    for who, out in (("the source", ref_out), ("the result", new_out)):
+        arr = np.asarray(out[choice.name])
+        nan = int(np.isnan(arr.reshape(len(arr), -1)).any(axis=1).sum()) if arr.dtype.kind == "f" else 0
+        if nan:
+            return None, f"{who} scores {nan:,} of {len(arr):,} rows NaN in {choice.name!r}"
+    try:
+        _, d_ref = modelio.decisions(ref_out[choice.name], choice, threshold)
+        _, d_new = modelio.decisions(new_out[choice.name], choice, threshold)
+    except ModelError as exc:
+        return None, str(exc)
+    if not len(d_ref):
+        return None, "no rows"
+    return float(np.mean(d_ref == d_new)), None
 
 
 DEFAULT_PARITY_TOLERANCE = 1e-4
@@ -193,6 +235,14 @@ def calibration_sample(
     columns: Mapping[str, np.ndarray], rows: int, balance_by: str | None, source: str, seed: int = 0
 ) -> dict[str, np.ndarray]:
     """Calibration rows: a random sample, or equal rows per group of ``balance_by``."""
+    idx = calibration_rows(columns, rows, balance_by, source, seed)
+    return {k: np.asarray(v)[idx] for k, v in columns.items()}
+
+
+def calibration_rows(
+    columns: Mapping[str, np.ndarray], rows: int, balance_by: str | None, source: str, seed: int = 0
+) -> np.ndarray:
+    """The row numbers ``calibration_sample`` picks."""
     from edgefair.convert.quantize import balanced_sample
 
     total = len(next(iter(columns.values()))) if columns else 0
@@ -205,4 +255,4 @@ def calibration_sample(
     else:
         rng = np.random.default_rng(seed)
         idx = np.sort(rng.choice(total, size=min(rows, total), replace=False))
-    return {k: np.asarray(v)[idx] for k, v in columns.items()}
+    return np.asarray(idx)

@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names, for type checkers
     from edgefair.data.adult import ADULT_COLUMNS, ADULT_FEATURES, ADULT_NUMERIC, load_adult
-    from edgefair.data.columns import MISSING, Chunk, Dataset, binary_column, numeric, require_column
+    from edgefair.data.columns import (
+        MISSING,
+        Chunk,
+        Dataset,
+        binary_column,
+        numeric,
+        refuse_missing_scored_nan,
+        require_column,
+    )
     from edgefair.data.csvfile import iter_csv
     from edgefair.data.source import REGISTERED, CsvSource, DatasetSource, Source, SourceDefaults, load, resolve
 
@@ -25,6 +33,7 @@ _LAZY = {
     "Dataset": "edgefair.data.columns",
     "binary_column": "edgefair.data.columns",
     "numeric": "edgefair.data.columns",
+    "refuse_missing_scored_nan": "edgefair.data.columns",
     "require_column": "edgefair.data.columns",
     "iter_csv": "edgefair.data.csvfile",
     "REGISTERED": "edgefair.data.source",
@@ -53,6 +62,7 @@ __all__ = [
     "load",
     "load_adult",
     "numeric",
+    "refuse_missing_scored_nan",
     "require_column",
     "resolve",
 ]

@@ -6,7 +6,7 @@ caller needs numbers and name the source, line and column of the first bad value
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,6 +65,42 @@ def show_name(name: str) -> str:
 def is_missing(text: npt.NDArray[np.str_]) -> npt.NDArray[np.bool_]:
     """Which strings are missing-value markers (after stripping white space)."""
     return np.isin(np.char.strip(text), MISSING)
+
+
+def refuse_missing_scored_nan(
+    outputs: Sequence[npt.ArrayLike],
+    feeds: Mapping[str, np.ndarray],
+    columns: Mapping[str, np.ndarray],
+    source: str,
+    lines: int | npt.NDArray[np.int64],
+    model: str,
+) -> None:
+    """A NaN output on a row with a missing feature is the data's doing: InputError naming
+    the file line and column of the first such row. ``outputs`` are what ``model`` computed
+    from ``feeds`` (built from ``columns``), row by row; ``lines`` gives each row's line in
+    ``source`` (or the first row's, the rest following). A model that makes NaN by itself,
+    or scores a missing value (a tree ensemble), is left to the caller."""
+    rows = len(next(iter(feeds.values()))) if feeds else 0
+    scored_nan = np.zeros(rows, bool)
+    for out in outputs:
+        arr = np.asarray(out)
+        if arr.dtype.kind == "f" and len(arr) == rows:
+            scored_nan |= np.isnan(arr.reshape(rows, -1)).any(axis=1)
+    fed_nan = np.zeros(rows, bool)
+    for value in feeds.values():
+        arr = np.asarray(value)
+        if arr.dtype.kind == "f" and len(arr) == rows:
+            fed_nan |= np.isnan(arr.reshape(rows, -1)).any(axis=1)
+    for row in np.flatnonzero(scored_nan & fed_nan)[:1].tolist():
+        line = lines + row if isinstance(lines, int) else int(lines[row])
+        for name, values in columns.items():
+            value = np.asarray(values)[row]
+            text_missing = isinstance(value, str) and value.strip() in MISSING
+            if text_missing or (isinstance(value, float | np.floating) and value != value):
+                raise InputError(
+                    f"{source}, line {line}, column {name!r}: missing value {value!r} "
+                    f"reaches the model as NaN and {model} scores it NaN; fill or drop such rows"
+                )
 
 
 def text_as_float(values: np.ndarray) -> npt.NDArray[np.float64]:
