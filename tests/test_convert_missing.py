@@ -17,8 +17,7 @@ from edgefair import convert as conv
 from edgefair.convert.quantize import QuantizeOptions, QuantMode
 from edgefair.errors import InputError
 from tests import models
-from tests.conftest import assert_one_line_error
-from tests.inproc import run_main
+from tests.test_cli_bad_input import one_line, run_main
 
 ROWS = 240
 BLANK_ROW, NAN_ROW = 7, 30  # 0-based data rows: file lines 9 and 32 (the header is line 1)
@@ -49,28 +48,28 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def test_convert_refuses_sample_data_whose_missing_value_the_model_scores_nan(trained, tmp_path, capsys):
+def test_convert_refuses_sample_data_whose_missing_value_the_model_scores_nan(trained, tmp_path):
     out = tmp_path / "out.onnx"
-    proc = run_main(capsys, "convert", str(trained["model"]), "-o", str(out), "--quantize", "dynamic", "--allow-larger",
+    proc = run_main("convert", str(trained["model"]), "-o", str(out), "--quantize", "dynamic", "--allow-larger",
                    "--sample-data", str(trained["holes"]), "--features", "f0:f3")  # fmt: skip
-    assert_one_line_error(proc, f"{trained['holes']}, line {BLANK_ROW + 2}, column 'f2': missing value ''",
+    one_line(proc, f"{trained['holes']}, line {BLANK_ROW + 2}, column 'f2': missing value ''",
                           "reaches the model as NaN", "fill or drop such rows")  # fmt: skip
     assert not out.exists()
 
 
-def test_convert_names_the_line_of_the_first_missing_value_wherever_it_is(trained, tmp_path, capsys):
-    proc = run_main(capsys, "convert", str(trained["model"]), "-o", str(tmp_path / "o.onnx"), "--quantize", "dynamic",
+def test_convert_names_the_line_of_the_first_missing_value_wherever_it_is(trained, tmp_path):
+    proc = run_main("convert", str(trained["model"]), "-o", str(tmp_path / "o.onnx"), "--quantize", "dynamic",
                    "--allow-larger", "--sample-data", str(trained["late"]), "--features", "f0:f3")  # fmt: skip
-    assert_one_line_error(proc, f"line {NAN_ROW + 2}, column 'f1': missing value 'nan'")
+    one_line(proc, f"line {NAN_ROW + 2}, column 'f1': missing value 'nan'")
 
 
-def test_convert_refuses_calibration_data_with_such_a_missing_value(trained, tmp_path, capsys):
+def test_convert_refuses_calibration_data_with_such_a_missing_value(trained, tmp_path):
     """The calibration file is checked as well, even when the sample data is clean."""
     out = tmp_path / "st.onnx"
-    proc = run_main(capsys, "convert", str(trained["model"]), "-o", str(out), "--quantize", "static", "--allow-larger",
+    proc = run_main("convert", str(trained["model"]), "-o", str(out), "--quantize", "static", "--allow-larger",
                    "--calibration-data", str(trained["holes"]), "--sample-data", str(trained["clean"]),
                    "--features", "f0:f3")  # fmt: skip
-    assert_one_line_error(proc, f"{trained['holes']}, line {BLANK_ROW + 2}, column 'f2': missing value ''")
+    one_line(proc, f"{trained['holes']}, line {BLANK_ROW + 2}, column 'f2': missing value ''")
     assert not out.exists()
 
 
@@ -88,15 +87,15 @@ def test_calibration_rows_keep_their_file_lines_when_sampled(trained):
         conv.convert_file(trained["model"], options, calibration_data=trained["holes"], sample_data=trained["clean"])
 
 
-def test_convert_and_verify_say_the_same_thing_about_the_same_file(trained, tmp_path, capsys):
+def test_convert_and_verify_say_the_same_thing_about_the_same_file(trained, tmp_path):
     """One check, two readers: the part naming the file, line, column and value is identical."""
-    proc_c = run_main(capsys, "convert", str(trained["model"]), "-o", str(tmp_path / "o.onnx"), "--quantize", "dynamic",
+    proc_c = run_main("convert", str(trained["model"]), "-o", str(tmp_path / "o.onnx"), "--quantize", "dynamic",
                      "--allow-larger", "--sample-data", str(trained["holes"]), "--features", "f0:f3")  # fmt: skip
-    proc_v = run_main(capsys, "verify", str(trained["model"]), str(trained["model"]), "--data", str(trained["holes"]),
+    proc_v = run_main("verify", str(trained["model"]), str(trained["model"]), "--data", str(trained["holes"]),
                      "--label", "y", "--sensitive", "group", "--features", "f0:f3")  # fmt: skip
-    assert proc_c.returncode == proc_v.returncode == 2, (proc_c.stderr, proc_v.stderr)
-    head_c = proc_c.stderr.split(" reaches the model as NaN")[0]
-    head_v = proc_v.stderr.split(" reaches the model as NaN")[0]
+    assert proc_c.code == proc_v.code == 2, (proc_c.err, proc_v.err)
+    head_c = proc_c.err.split(" reaches the model as NaN")[0]
+    head_v = proc_v.err.split(" reaches the model as NaN")[0]
     assert head_c == head_v and "line 9, column 'f2'" in head_c
 
 
@@ -114,7 +113,7 @@ def _sqrt_model() -> onnx.ModelProto:
     return model
 
 
-def test_a_nan_the_model_makes_itself_is_named_as_such_not_as_not_a_binary_classifier(tmp_path, capsys):
+def test_a_nan_the_model_makes_itself_is_named_as_such_not_as_not_a_binary_classifier(tmp_path):
     onnx.save(_sqrt_model(), tmp_path / "root.onnx")
     rng = np.random.default_rng(1)
     x = np.abs(rng.normal(size=(50, 2)))
@@ -123,10 +122,10 @@ def test_a_nan_the_model_makes_itself_is_named_as_such_not_as_not_a_binary_class
     expected_nan = int(np.isnan(np.sqrt(x)).any(axis=1).sum())  # numpy's own square root
     args = ["convert", str(tmp_path / "root.onnx"), "-o", str(tmp_path / "o.onnx"), "--quantize", "dynamic",
             "--allow-larger", "--sample-data", str(tmp_path / "s.csv")]  # fmt: skip
-    proc = run_main(capsys, *args)
-    assert proc.returncode == 0, proc.stderr
-    assert "not a binary classifier" not in proc.stdout
-    assert f"scores {expected_nan} of 50 rows NaN" in proc.stdout, proc.stdout
-    doc = json.loads(run_main(capsys, *args[:3], str(tmp_path / "o2.onnx"), *args[4:], "--json").stdout)
+    proc = run_main(*args)
+    assert proc.code == 0, proc.err
+    assert "not a binary classifier" not in proc.out
+    assert f"scores {expected_nan} of 50 rows NaN" in proc.out, proc.out
+    doc = json.loads(run_main(*args[:3], str(tmp_path / "o2.onnx"), *args[4:], "--json").out)
     assert doc["check"]["decision_agreement"] is None
     assert f"{expected_nan} of 50 rows NaN" in doc["check"]["decisions_not_compared"]
