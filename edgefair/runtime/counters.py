@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from array import array
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -71,10 +72,14 @@ class Counters:
         self._lookup: list[dict[Any, int]] = [dict(t) for t in self._values]
         self._lock = threading.Lock()
         groups = int(np.prod(self._sizes))
-        self.counts = np.zeros((groups, 3, 2, 2), np.int64)
-        self.hist = np.zeros((groups, 3, bins), np.int64)
-        self._flat_counts = self.counts.reshape(-1)
-        self._flat_hist = self.hist.reshape(-1)
+        # plain int64 buffers with numpy views: a single row is counted with Python ints (no
+        # numpy scalar per row), a batch with one scatter-add on the view; same memory
+        self._cells = array("q", bytes(8 * groups * CELLS_PER_GROUP))
+        self._bins = array("q", bytes(8 * groups * 3 * bins))
+        self._flat_counts = np.frombuffer(self._cells, np.int64)
+        self._flat_hist = np.frombuffer(self._bins, np.int64)
+        self.counts = self._flat_counts.reshape(groups, 3, 2, 2)
+        self.hist = self._flat_hist.reshape(groups, 3, bins)
         # a row with decision d (label unknown) lands in cell group * CELLS_PER_GROUP + _cell[d]
         self._cell = (cell_index(UNKNOWN_LABEL, 0, 0), cell_index(UNKNOWN_LABEL, 1, 1))
         self._cell_array = np.array(self._cell, np.int64)
@@ -122,8 +127,12 @@ class Counters:
         """Each attribute's values, in order; names and lengths checked (one line naming the problem)."""
         try:
             columns = [sensitive[name] for name in self.attributes]
-            if len(sensitive) == len(self.attributes) and all(len(c) == rows for c in columns):
-                return columns
+            if len(sensitive) == len(self.attributes):
+                for c in columns:
+                    if len(c) != rows:
+                        break
+                else:
+                    return columns
         except (KeyError, TypeError):
             pass
         for name in self.attributes:
@@ -187,6 +196,16 @@ class Counters:
             flat = codes if a == 0 else [f * size + c for f, c in zip(flat, codes, strict=True)]
         return flat
 
+    def update_one(self, group: int, decision: int, score: float | None, ids: Sequence[Any] | None = None) -> None:
+        """``update`` for a single row, with Python scalars."""
+        with self._lock:
+            self._cells[group * CELLS_PER_GROUP + self._cell[decision]] += 1
+            if score is not None:
+                bins = self.bins
+                self._bins[(group * 3 + UNKNOWN_LABEL) * bins + min(int(score * bins), bins - 1)] += 1
+            if ids is not None:
+                self._remember(ids, [group], [decision], None if score is None else [score])
+
     def update(self, groups: Any, decisions: Any, scores: Any, ids: Sequence[str] | None = None) -> None:
         """Count a batch of predictions (label unknown); remember ids for later outcomes.
 
@@ -196,7 +215,7 @@ class Counters:
             g = groups if isinstance(groups, list) else groups.tolist()
             d = decisions if isinstance(decisions, list) else decisions.tolist()
             sc = scores if scores is None or isinstance(scores, list) else scores.tolist()
-            bins, cell, counts, hist = self.bins, self._cell, self._flat_counts, self._flat_hist
+            bins, cell, counts, hist = self.bins, self._cell, self._cells, self._bins
             with self._lock:
                 for i in range(rows):  # one model: the decision fills both decision axes
                     counts[g[i] * CELLS_PER_GROUP + cell[d[i]]] += 1

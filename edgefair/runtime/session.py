@@ -105,7 +105,7 @@ class FairSession:
         self.session = open_session(data, threads)
         self.signature = signature(self.session)
         self._inputs = {t.name: t for t in self.signature.inputs}
-        self._input_names = frozenset(self._inputs)
+        self._input_count = len(self._inputs)
         # per input: (dtype, rank) worked out once, so a well-formed call does no lookups
         self._plan = {t.name: (np.dtype(t.numpy_dtype), len(t.shape)) for t in self.signature.inputs}
         # inputs are validated here, so onnxruntime's own per-call validation can be skipped
@@ -177,9 +177,9 @@ class FairSession:
         """Model outputs and row count. Well-formed numpy inputs go straight to onnxruntime,
         which checks names, types and ranks itself; anything it refuses goes through
         ``_feeds``, which converts safe casts or names the problem."""
-        try:
+        try:  # as many inputs as the model's: onnxruntime refuses a name it does not know
             rows = {v.shape[0] for v in inputs.values()}
-            if len(rows) == 1 and inputs.keys() == self._input_names:
+            if len(rows) == 1 and len(inputs) == self._input_count:
                 return self._run(self._output_names, inputs, None), rows.pop()
         except Exception:  # lists, wrong dtypes or ranks: the careful path below
             pass
@@ -197,21 +197,23 @@ class FairSession:
     ) -> dict[str, np.ndarray]:
         """Run the model on ``inputs``; count its decisions by the rows' sensitive groups."""
         values, rows = self._infer(inputs)
-        small = rows <= 16  # a few rows: plain Python lists, no numpy call overhead
         counters = self.counters
-        groups: Any
-        if rows == 1:
-            groups = [counters.group_code(sensitive)]
-        elif small:
-            groups = counters.group_code_list(sensitive, rows)
+        if rows == 1:  # one row: Python scalars throughout
+            group = counters.group_code(sensitive)
+            if ids is not None and len(ids) != 1:
+                raise InputError(f"{len(ids)} ids for 1 rows")
+            outputs = dict(zip(self._output_names, values, strict=True))
+            scores, decisions = decisions_list(outputs[self.choice.name], self.choice, self.threshold)
+            counters.update_one(group, decisions[0], None if scores is None else scores[0], ids)
         else:
-            groups = counters.group_codes(sensitive, rows)
-        if ids is not None and len(ids) != rows:
-            raise InputError(f"{len(ids)} ids for {rows} rows")
-        outputs = dict(zip(self._output_names, values, strict=True))
-        decide = decisions_list if small else decisions_array
-        scores, decisions = decide(outputs[self.choice.name], self.choice, self.threshold)
-        counters.update(groups, decisions, scores, ids)
+            small = rows <= 16  # a few rows: plain Python lists, no numpy call overhead
+            groups: Any = counters.group_code_list(sensitive, rows) if small else counters.group_codes(sensitive, rows)
+            if ids is not None and len(ids) != rows:
+                raise InputError(f"{len(ids)} ids for {rows} rows")
+            outputs = dict(zip(self._output_names, values, strict=True))
+            decide = decisions_list if small else decisions_array
+            scores, decisions = decide(outputs[self.choice.name], self.choice, self.threshold)
+            counters.update(groups, decisions, scores, ids)
         if self.store is not None:
             self._since_flush += rows
             if self._since_flush >= self.flush_rows:
