@@ -8,10 +8,14 @@ resident memory of a FairSession <= +10 MB over a bare session.
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +39,10 @@ def feeds_for(rows: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     return feeds, {"race": d.columns["race"][:rows], "sex": d.columns["sex"][:rows]}
 
 
-def interleaved(a, b, calls: int, rounds: int = 7) -> tuple[float, float]:
+def interleaved(a: Callable[[], object], b: Callable[[], object], calls: int, rounds: int = 7) -> tuple[float, float]:
     """Median per-call time of a and b, alternating rounds so drift hits both alike."""
-    ta, tb = [], []
+    ta: list[float] = []
+    tb: list[float] = []
     for _ in range(rounds):
         for fn, out in ((a, ta), (b, tb)):
             t0 = time.perf_counter()
@@ -47,13 +52,52 @@ def interleaved(a, b, calls: int, rounds: int = 7) -> tuple[float, float]:
     return statistics.median(ta), statistics.median(tb)
 
 
-def fresh(code: str, repeats: int = 7) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def fresh_pair(codes: tuple[str, str], repeats: int = 21, bytecode: bool = True) -> tuple[float, float]:
+    """Median wall time of each snippet in a fresh interpreter, the two interleaved run by run.
+
+    ``bytecode``: modules load from cached bytecode (in a private PYTHONPYCACHEPREFIX, warmed
+    once), as an installed package does; without it every edgefair module is compiled from
+    source on each start (a checkout run with PYTHONDONTWRITEBYTECODE=1), onnxruntime's and
+    numpy's still come from their installed bytecode."""
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory() as cache:
+        if bytecode:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = cache
+        else:
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        for code in codes:  # warm the bytecode cache and the file system
+            subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env)
+        times: tuple[list[float], list[float]] = ([], [])
+        for _ in range(repeats):
+            for code, out in zip(codes, times, strict=True):
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env)
+                out.append(time.perf_counter() - t0)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def import_self_times(code: str, after: str = "onnxruntime", repeats: int = 11) -> tuple[int, list[tuple[int, str]]]:
+    """``-X importtime``: the summed self time (us) of the modules imported after ``after``
+    (what edgefair adds to onnxruntime + numpy), minimum over fresh runs, and the largest."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    best: dict[str, int] = {}
+    totals = []
+    with tempfile.TemporaryDirectory() as cache:
+        env["PYTHONPYCACHEPREFIX"] = cache
+        for _ in range(repeats + 1):  # the first run fills the bytecode cache
+            err = subprocess.run(
+                [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, cwd=ROOT, env=env
+            ).stderr
+            lines = [line for line in err.splitlines() if line.startswith("import time:")]
+            rows = [line.split("|") for line in lines if "self [us]" not in line]
+            names = [r[2].rstrip() for r in rows]
+            start = names.index(f" {after}") + 1 if f" {after}" in names else 0
+            added = {r[2].strip(): int(r[0].split(":")[1]) for r in rows[start:]}
+            totals.append(sum(added.values()))
+            for name, us in added.items():
+                best[name] = min(best.get(name, us), us)
+    return min(totals[1:]), sorted(((us, name) for name, us in best.items()), reverse=True)[:8]
 
 
 RSS = """
@@ -86,17 +130,24 @@ def main() -> None:
     bare = modelio.open_session(MODEL, threads=1)
     for batch, calls in ((1, 400), (256, 40)):
         feeds, sens = feeds_for(batch)
-        t_fair, t_bare = interleaved(lambda f=feeds, s=sens: fair.run(f, s), lambda f=feeds: bare.run(None, f), calls)
+        t_fair, t_bare = interleaved(partial(fair.run, feeds, sens), partial(bare.run, None, feeds), calls, rounds=15)
         target = 1.10 if batch == 1 else 1.02
         print(
             f"FairSession.run / InferenceSession.run, batch {batch}: {t_fair / t_bare:.3f}x "
             f"({t_fair * 1e6:.0f} vs {t_bare * 1e6:.0f} us; target <= {target}x)"
         )
-    t_ort = fresh("import onnxruntime")
-    t_ef = fresh("import onnxruntime; from edgefair.runtime import FairSession")
+    pair = ("import onnxruntime; from edgefair.runtime import FairSession", "import onnxruntime")
+    for bytecode in (True, False):
+        t_ef, t_ort = fresh_pair(pair, bytecode=bytecode)
+        how = "cached bytecode, as installed" if bytecode else "no bytecode cache, PYTHONDONTWRITEBYTECODE=1"
+        print(
+            f"import edgefair.runtime (FairSession) / import onnxruntime: {t_ef / t_ort:.3f}x "
+            f"({t_ef * 1e3:.0f} vs {t_ort * 1e3:.0f} ms, fresh interpreters, interleaved, {how}; target <= 1.2x)"
+        )
+    added, largest = import_self_times(pair[0])
     print(
-        f"import edgefair.runtime (FairSession) / import onnxruntime: {t_ef / t_ort:.3f}x "
-        f"({t_ef * 1e3:.0f} vs {t_ort * 1e3:.0f} ms, fresh interpreters; target <= 1.2x)"
+        f"  -X importtime: modules imported after onnxruntime sum to {added / 1e3:.1f} ms self time; largest "
+        + ", ".join(f"{name} {us / 1e3:.1f}" for us, name in largest)
     )
     counters = Counters(["race", "sex"], {"race": ["White", "Black"], "sex": ["Female", "Male"]})
     _, sens = feeds_for(256)
