@@ -28,6 +28,7 @@ _LAZY = {
     "load_policy": "edgefair.verification.policy",
     "Policy": "edgefair.verification.policy",
     "FairSession": "edgefair.runtime.session",
+    "build_bundle": "edgefair.bundling",
     "tune": "edgefair.tune",
     "TuneResult": "edgefair.tune.result",
 }
@@ -35,6 +36,7 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; nothing is imported at run time
+    from edgefair.bundling import build_bundle
     from edgefair.core.frame import MetricFrame, metric_frame
     from edgefair.core.tables import CountsTable, from_arrays, merge
     from edgefair.errors import EdgefairError, InputError, ModelError, PolicyError

@@ -22,10 +22,10 @@ def make_bundle(folder: Path) -> Path:
 
     import edgefair
     from edgefair import convert as conv
+    from edgefair.bundling import build_bundle
     from edgefair.convert.common import load_model, save_model
     from edgefair.convert.quantize import QuantizeOptions, QuantMode
     from edgefair.files import write_text
-    from edgefair.runtime.bundling import build_bundle
 
     root = Path(__file__).resolve().parents[1] / "models" / "adult_mlp.onnx"
     options = conv.ConvertOptions(quantize=QuantizeOptions(mode=QuantMode.DYNAMIC_INT8))

@@ -15,9 +15,9 @@ import numpy as np
 import tritonclient.http as triton
 
 import edgefair
+from edgefair.bundling import build_bundle
 from edgefair.data import ADULT_FEATURES, load_adult
 from edgefair.files import write_text
-from edgefair.runtime.bundling import build_bundle
 from edgefair.serve.server import ServeConfig, Server
 
 ROOT = Path(__file__).resolve().parents[1]

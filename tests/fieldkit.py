@@ -18,9 +18,9 @@ from onnx import numpy_helper
 from sklearn.linear_model import LogisticRegression
 
 import edgefair
+from edgefair.bundling import build_bundle
 from edgefair.data import Dataset
 from edgefair.files import write_text
-from edgefair.runtime.bundling import build_bundle
 
 FEATURES = ["x0", "x1", "g"]
 SENSITIVE = ["grp", "region"]

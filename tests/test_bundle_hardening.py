@@ -17,9 +17,9 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
+from edgefair.bundling import build_bundle
 from edgefair.errors import BundleError, EdgefairError
 from edgefair.runtime.bundle import load_bundle
-from edgefair.runtime.bundling import build_bundle
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 
 

@@ -359,8 +359,8 @@ def test_a_trusted_key_verifies_exactly_what_is_loaded(tmp_path):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
+    from edgefair.bundling import sign_bundle
     from edgefair.runtime.bundle import verify_bundle
-    from edgefair.runtime.bundling import sign_bundle
 
     key = ec.generate_private_key(ec.SECP256R1())
     private, public = tmp_path / "k.pem", tmp_path / "k.pub"

@@ -13,12 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 import edgefair
+from edgefair.bundling import build_bundle
 from edgefair.cli import app as cli_app
 from edgefair.data import load_adult
 from edgefair.errors import InputError
 from edgefair.files import write_text
 from edgefair.report.card import build_card
-from edgefair.runtime.bundling import build_bundle
 from tests import fieldkit as fk
 from tests.conftest import MODELS
 from tests.fieldkit import cli as fk_cli

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgefair.bundling import build_bundle
 from edgefair.core import tables
-from edgefair.runtime.bundling import build_bundle
 from tests.conftest import MODELS, assert_one_line_error, run_cli
 
 

@@ -565,7 +565,8 @@ def _external(with_entries: bool):
 
 @pytest.mark.parametrize("with_entries", [True, False])
 def test_bundle_with_external_data_is_refused(tmp_path, with_entries):
-    from edgefair.runtime import build_bundle, load_bundle
+    from edgefair.bundling import build_bundle
+    from edgefair.runtime import load_bundle
 
     onnx.save(models.mlp(), tmp_path / "m.onnx")
     bundle = build_bundle(tmp_path / "m.onnx", tmp_path / "b", sensitive=["race"])

@@ -243,7 +243,7 @@ def test_the_server_answers_alike_on_both_event_loops(tmp_path: Path) -> None:
     """Same bytes in, same bytes out (ids aside) on uvloop and on asyncio's loop, for a good
     request and for each refusal of the HTTP layer (line, headers, length, body caps)."""
     pytest.importorskip("uvloop")
-    from edgefair.runtime.bundling import build_bundle
+    from edgefair.bundling import build_bundle
     from edgefair.serve.server import ServeConfig, Server
     from tests.models import mlp
 

@@ -16,10 +16,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
+from edgefair.bundling import build_bundle
 from edgefair.cli import app as cli_app
 from edgefair.core import tables
 from edgefair.errors import StoreError
-from edgefair.runtime.bundling import build_bundle
 from edgefair.runtime.incidents import IncidentStore, Watch, WatchOptions
 from edgefair.serve import field
 from edgefair.serve.server import ServeConfig, Server

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("edgefair.data",),
     ("edgefair.modelio",),
     ("edgefair.convert", "edgefair.verification", "edgefair.runtime"),
-    ("edgefair.distributed",),
+    ("edgefair.distributed", "edgefair.bundling"),
     ("edgefair.report",),
     ("edgefair.tune",),
     ("edgefair.serve",),

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import onnx
 import pytest
 
-from edgefair.runtime import build_bundle
+from edgefair.bundling import build_bundle
 from edgefair.serve import protocol as v2
 from edgefair.serve import server as srv_module
 from edgefair.serve.server import ServeConfig, Server

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from edgefair.runtime.bundling import build_bundle
+from edgefair.bundling import build_bundle
 from edgefair.runtime.session import FairSession
 from edgefair.serve.app import ServeConfig
 from edgefair.serve.metrics import fairness_summary, withheld_groups

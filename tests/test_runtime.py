@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from edgefair import modelio
+from edgefair.bundling import build_bundle
 from edgefair.core import tables
 from edgefair.data import ADULT_FEATURES
 from edgefair.errors import BundleError, EdgefairError, InputError, PrivacyBudgetError
 from edgefair.runtime.bundle import load_bundle
-from edgefair.runtime.bundling import build_bundle
 from edgefair.runtime.drift import drift
 from edgefair.runtime.privacy import discrete_laplace, private_export
 from edgefair.runtime.session import FairSession

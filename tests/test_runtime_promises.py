@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgefair.bundling import build_bundle
 from edgefair.core import tables
 from edgefair.core.tables import CountsTable
 from edgefair.data import ADULT_FEATURES
 from edgefair.errors import BundleError, StoreError
-from edgefair.runtime import CounterStore, FairSession, build_bundle, load_bundle  # wherever they live
+from edgefair.runtime import CounterStore, FairSession, load_bundle  # wherever they live
 from edgefair.runtime.counters import Counters
 from edgefair.runtime.privacy import private_export
 from tests.conftest import MODELS, assert_one_line_error, run_cli

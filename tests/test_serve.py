@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 import edgefair
+from edgefair.bundling import build_bundle
 from edgefair.core.tables import DEFAULT_BINS
 from edgefair.data import ADULT_FEATURES
 from edgefair.files import write_text
-from edgefair.runtime.bundling import build_bundle
 from edgefair.runtime.session import FairSession
 from edgefair.runtime.store import CounterStore
 from edgefair.serve.server import ServeConfig, Server

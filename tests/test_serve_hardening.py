@@ -32,9 +32,9 @@ import tritonclient.http as triton
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from edgefair.bundling import build_bundle
 from edgefair.data import ADULT_FEATURES
 from edgefair.errors import InputError
-from edgefair.runtime import build_bundle
 from edgefair.serve import server as server_module
 from edgefair.serve.server import ServeConfig, Server, bind_warning, is_loopback, serve
 from tests.conftest import MODELS, ROOT

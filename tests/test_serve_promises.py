@@ -25,9 +25,9 @@ import tritonclient.http as httpclient
 from statsmodels.stats.proportion import proportion_confint
 
 import edgefair
+from edgefair.bundling import build_bundle
 from edgefair.data import ADULT_FEATURES
 from edgefair.files import write_text
-from edgefair.runtime import build_bundle
 from edgefair.serve.server import ServeConfig, Server
 from tests.conftest import MODELS, ROOT
 from tests.models import mlp, no_weights

@@ -18,9 +18,9 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
+from edgefair.bundling import build_bundle, read_bundle_files, sign_bundle
 from edgefair.errors import BundleError
 from edgefair.runtime.bundle import verify_bundle
-from edgefair.runtime.bundling import build_bundle, read_bundle_files, sign_bundle
 from edgefair.runtime.signing import SIGNATURE, SignatureInfo, sign_blobs, verify_blobs
 from tests.conftest import ROOT
 

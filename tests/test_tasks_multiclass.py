@@ -218,8 +218,8 @@ def test_metrics_cli_multiclass(world: dict[str, Any], capsys: pytest.CaptureFix
 
 
 def test_bundle_refuses_a_model_the_runtime_cannot_count(world: dict[str, Any], tmp_path: Path) -> None:
+    from edgefair.bundling import build_bundle
     from edgefair.errors import BundleError
-    from edgefair.runtime.bundling import build_bundle
 
     with pytest.raises(BundleError, match=r"ref.onnx: a multiclass model; the runtime counts binary classifiers only"):
         build_bundle(world["paths"]["ref"], tmp_path / "b", sensitive=["group"])

@@ -193,8 +193,8 @@ def test_metrics_cli_regression(world: dict[str, Any], capsys: pytest.CaptureFix
 
 
 def test_bundle_refuses_a_certified_regression_model(world: dict[str, Any], tmp_path: Path) -> None:
+    from edgefair.bundling import build_bundle
     from edgefair.errors import BundleError
-    from edgefair.runtime.bundling import build_bundle
 
     rep = run(world, policy(world, 5.0), task="regression")
     cert = tmp_path / "cert.json"

@@ -12,9 +12,9 @@ from onnx import helper, numpy_helper
 
 import edgefair
 import edgefair.report
+from edgefair.bundling import build_bundle
 from edgefair.errors import BundleError
 from edgefair.runtime.bundle import load_bundle
-from edgefair.runtime.bundling import build_bundle
 from edgefair.runtime.session import FairSession
 from tests.conftest import assert_one_line_error, run_cli
 

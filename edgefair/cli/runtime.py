@@ -29,7 +29,8 @@ def bundle_build(
     ] = None,
 ) -> None:
     """Build a bundle: the model, its manifest (hashes of every file) and its certificate."""
-    from edgefair.runtime.bundling import build_bundle
+    from edgefair.bundling import build_bundle
+    from edgefair.runtime.bundle import load_bundle
 
     path = build_bundle(
         model,
@@ -41,6 +42,8 @@ def bundle_build(
         sign_key=sign_key,
     )
     note = "" if certificate else " (no certificate: drift has no baseline)"
+    if certificate and (load_bundle(path).manifest["certificate"] or {}).get("compared_with_itself"):
+        note += " (the certificate verifies the model against itself: a drift baseline, not a fairness check)"
     note += "; signed" if sign_key else ""
     typer.echo(f"wrote bundle {path}{note}")
 
@@ -65,6 +68,11 @@ def bundle_check(
         f"{'ok' if verdict in (None, 'pass') else 'NOT CERTIFIED'}: {bundle}: {len(loaded.manifest['files'])} "
         f"files match their SHA-256; sensitive {', '.join(loaded.sensitive)}; certificate: "
         + (f"verdict {verdict}" if verdict else "no certificate, so drift has no baseline and nothing was verified")
+        + (
+            " (the model verified against itself: a drift baseline, no evidence that compression kept fairness)"
+            if (loaded.manifest.get("certificate") or {}).get("compared_with_itself")
+            else ""
+        )
         + (f"; signed by key {loaded.signature.key_sha256[:12]}" if loaded.signature else "")
     )
     if verdict not in (None, "pass"):

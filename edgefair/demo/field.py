@@ -11,8 +11,8 @@ def runtime_demo(reference: Path, out: Path, echo: Callable[[str], None]) -> Pat
     a FairSession (labels arriving one batch late). Returns the bundle path."""
     from edgefair import modelio
     from edgefair import report as reports
+    from edgefair.bundling import build_bundle
     from edgefair.data import load_adult
-    from edgefair.runtime.bundling import build_bundle
     from edgefair.runtime.session import FairSession
     from edgefair.verification.api import verify
 

@@ -215,6 +215,11 @@ def _details(path: Path, manifest: dict[str, Any], cert: dict[str, Any] | None, 
             f"{Path(ref['path']).name} (SHA-256 {ref['sha256']}, {ref['size_bytes']:,} bytes); the certificate's "
             f"candidate {Path(cand['path']).name} {same}. Conversion steps before that are not recorded in the bundle."
         )
+        if ref["sha256"] == cand["sha256"]:
+            blocks.append(
+                "The reference and the candidate are the same model: the certificate is a baseline for drift, "
+                "and its checks are no evidence that compression kept subgroup fairness."
+            )
     return Section("Model Details", 2, tuple(blocks))
 
 

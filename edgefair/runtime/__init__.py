@@ -12,7 +12,6 @@ from typing import Any
 _LAZY = {
     "FairSession": "edgefair.runtime.session",
     "load_bundle": "edgefair.runtime.bundle",
-    "build_bundle": "edgefair.runtime.bundling",
     "CounterStore": "edgefair.runtime.store",
 }
 __all__ = list(_LAZY)

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from edgefair import report
+from edgefair.bundling import build_bundle
 from edgefair.errors import InputError
 from edgefair.files import refuse_overwriting_inputs, write_atomic, write_text
-from edgefair.runtime.bundling import build_bundle
 from edgefair.tune.html import tune_html
 from edgefair.tune.result import TuneResult
 from edgefair.version import __version__

@@ -31,8 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from edgefair.bundling import build_bundle  # noqa: E402
 from edgefair.data import ADULT_FEATURES, load_adult  # noqa: E402
-from edgefair.runtime.bundling import build_bundle  # noqa: E402
 
 MODEL = ROOT / "edgefair" / "demo" / "models" / "adult_mlp.onnx"
 

@@ -1,7 +1,10 @@
 """Building bundles (not needed on the device): model, manifest, certificate, written atomically.
 
-A bundle is built beside its target folder and swapped in. An existing folder is replaced
-only if it is empty or an edgefair bundle holding nothing but its own files.
+A certificate (a verify report) is re-gated from its own table and policy before anything is
+built (``verification.certificate.recheck``): an edited verdict or a deleted check is refused,
+and a model verified against itself is marked as such. A bundle is built beside its target
+folder and swapped in. An existing folder is replaced only if it is empty or an edgefair
+bundle holding nothing but its own files.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from edgefair.runtime.signing import (
     sign_folder,
     signing_library,
 )
+from edgefair.verification.certificate import compared_with_itself, recheck
 
 
 def build_bundle(
@@ -62,6 +66,8 @@ def build_bundle(
     data = model_path.read_bytes()
     check_model_bytes(data, str(model_path))
     cert = _read_certificate(certificate, sha256_hex(data)) if certificate else None
+    if cert is not None:  # the verdict carried is the one recomputed here, never the file's word
+        recheck(cert, str(certificate))
     if cert is not None and cert["verdict"] != "pass" and not allow_failed_certificate:
         raise BundleError(
             f"{certificate}: the certificate's verdict is {cert['verdict']}, not pass; "
@@ -97,6 +103,7 @@ def build_bundle(
             "file": CERTIFICATE,
             "verdict": cert["verdict"],
             "allowed_failed": cert["verdict"] != "pass",
+            "compared_with_itself": compared_with_itself(cert),
             "baseline_table": _candidate_baseline(cert),
         },
     }
