@@ -1,12 +1,37 @@
-"""Markdown reports, sized for a pull-request comment."""
+"""Markdown reports, sized for a pull-request comment.
+
+Every string that comes from the data or the command line (group and column names, notes
+naming groups, paths) goes through ``text`` or ``code``: a group called
+``<img src=x onerror=...>`` or ``a|b`` shows as itself, never as HTML or a broken table.
+"""
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
 from edgefair.report import tasks
 
 MARK = {"pass": "✅ pass", "fail": "❌ fail", "inconclusive": "❔ inconclusive"}
+_SPECIAL = re.compile(r"([\\`*_\[\]()#!~|])")  # what CommonMark/GFM would read as markup here
+
+
+def text(value: Any) -> str:
+    """Data as Markdown text: markup characters backslash-escaped, HTML's as entities, one line."""
+    one_line = " ".join(str(value).splitlines())
+    return html.escape(_SPECIAL.sub(r"\\\1", one_line), quote=True)
+
+
+def code(value: Any, in_table: bool = False) -> str:
+    """Data as a code span (HTML in it is shown, not run): fenced by more backticks than it
+    holds; in a table a pipe is escaped, as GFM splits cells before reading code spans."""
+    one_line = " ".join(str(value).splitlines())
+    if in_table:
+        one_line = one_line.replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall("`+", one_line)), default=0) + 1)
+    pad = " " if one_line[:1] == "`" or one_line[-1:] == "`" else ""
+    return f"{fence}{pad}{one_line}{pad}{fence}"
 
 
 def f4(x: Any) -> str:
@@ -25,8 +50,10 @@ def check_rows(doc: dict[str, Any], limit: int = 40) -> list[str]:
     order = {"fail": 0, "inconclusive": 1, "pass": 2}
     checks = sorted(doc["checks"], key=lambda c: order[c["verdict"]])
     for c in checks[:limit]:
-        where = c["scope"] + (f" / {c['group']}" if c["group"] else "")
-        note = c["note"] + (f" (~{c['rows_needed']} rows would settle it)" if c["rows_needed"] and c["gated"] else "")
+        where = text(c["scope"]) + (f" / {text(c['group'])}" if c["group"] else "")
+        note = text(c["note"]) + (
+            f" (~{c['rows_needed']} rows would settle it)" if c["rows_needed"] and c["gated"] else ""
+        )
         rows.append(
             f"| {MARK[c['verdict']]} | {c['metric']} {c['kind']} | {where} | "
             f"{f4(c['estimate'])} | {interval(c['interval'])} | {c['tolerance']} | {note} |"
@@ -41,32 +68,32 @@ def verify_markdown(doc: dict[str, Any]) -> str:
     lines = [
         f"## edgefair verify: {MARK[doc['verdict']].upper()}",
         "",
-        f"`{doc['candidate']['path']}` against `{doc['reference']['path']}` on "
-        f"{doc['data']['rows']:,} rows of `{doc['data']['source']}` "
-        f"(sensitive: {', '.join(doc['data']['sensitive'])}).",
+        f"{code(doc['candidate']['path'])} against {code(doc['reference']['path'])} on "
+        f"{doc['data']['rows']:,} rows of {code(doc['data']['source'])} "
+        f"(sensitive: {', '.join(text(c) for c in doc['data']['sensitive'])}).",
         f"{s['checks']} checks: {s['pass']} pass, {s['fail']} fail, {s['inconclusive']} inconclusive; "
         f"intervals at {doc['interval_confidence']:.4f} (adjusted: {doc['policy']['adjustment']}).",
         "",
     ]
     if s["failing"]:
-        lines += ["**Failing:** " + "; ".join(s["failing"]), ""]
+        lines += ["**Failing:** " + "; ".join(text(f) for f in s["failing"]), ""]
     if doc["verdict"] == "inconclusive":
-        lines += [f"**Inconclusive:** {s['note']}.", ""]
+        lines += [f"**Inconclusive:** {text(s['note'])}.", ""]
     if s["unsettled"]:
-        shown = s["unsettled"][:10]
+        shown = [text(u) for u in s["unsettled"][:10]]
         more = f"; … {len(s['unsettled']) - 10} more" if len(s["unsettled"]) > 10 else ""
         lines += ["**Unsettled:** " + "; ".join(shown) + more, ""]
     if "task" in doc:
         lines += [tasks.task_line(doc), ""]
     if "weighted" in doc:
-        lines += [f"Weights: column `{doc['weighted']['weight']}`; {doc['weighted']['note']}.", ""]
+        lines += [f"Weights: column {code(doc['weighted']['weight'])}; {text(doc['weighted']['note'])}.", ""]
     lines += check_rows(doc)
     if tasks.has_sections(doc):
-        lines += tasks.markdown_sections(doc)
+        lines += tasks.markdown_sections(doc, cell=text)
     for scope, sec in () if tasks.has_sections(doc) else doc["by_group"].items():
         lines += [
             "",
-            f"### By {scope}",
+            f"### By {text(scope)}",
             "",
             "| group | rows | TPR ref → cand | selection ref → cand | accuracy ref → cand | negative flips |",
             "|---|---|---|---|---|---|",
@@ -74,7 +101,7 @@ def verify_markdown(doc: dict[str, Any]) -> str:
         for group, ref in sec["reference"].items():
             cand, flips = sec["candidate"][group], sec["flips"][group]
             lines.append(
-                f"| {group} | {int(ref['count'])} | {f4(ref['true_positive_rate'])} → "
+                f"| {text(group)} | {int(ref['count'])} | {f4(ref['true_positive_rate'])} → "
                 f"{f4(cand['true_positive_rate'])} | {f4(ref['selection_rate'])} → "
                 f"{f4(cand['selection_rate'])} "
                 f"| {f4(ref['accuracy'])} → {f4(cand['accuracy'])} | {f4(flips['negative_flip_rate'])} |"
@@ -100,7 +127,7 @@ def compare_markdown(doc: dict[str, Any]) -> str:
         "verdict",
     ]
     lines = [
-        f"## edgefair compare against `{doc['reference']['path']}`",
+        f"## edgefair compare against {code(doc['reference']['path'])}",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -114,8 +141,8 @@ def compare_markdown(doc: dict[str, Any]) -> str:
         ]
         nfr = c["worst_negative_flip_rate"]
         lines.append(
-            f"| `{c['candidate']}` | {c['size_ratio']:.0%} | {lat_s} | {f4(c['accuracy'])} | "
+            f"| {code(c['candidate'], in_table=True)} | {c['size_ratio']:.0%} | {lat_s} | {f4(c['accuracy'])} | "
             + " | ".join(gaps)
-            + f" | {f4(nfr['value'])} ({nfr['group']}) | {MARK[c['verdict']]} |"
+            + f" | {f4(nfr['value'])} ({text(nfr['group'])}) | {MARK[c['verdict']]} |"
         )
     return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ paired normal intervals.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from html import escape
 from typing import Any
 
@@ -175,12 +176,13 @@ def task_line(doc: dict[str, Any]) -> str:
     return f"Task: {t['kind']}, decisions from {t['decisions']}; labels: {t['labels']}{extra}."
 
 
-def markdown_sections(doc: dict[str, Any]) -> list[str]:
+def markdown_sections(doc: dict[str, Any], cell: Callable[[str], str] = str) -> list[str]:
+    """The sections as Markdown lines; ``cell`` escapes a group or scope name (markdown.text)."""
     lines: list[str] = []
     for scope, sec in doc["by_group"].items():
         head, rows = _rows(doc, sec)
-        lines += ["", f"### By {scope}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        lines += ["", f"### By {cell(scope)}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join([cell(r[0]), *r[1:]]) + " |" for r in rows]
         if doc["task"]["kind"] == "multiclass":
             gaps = sec["gaps"]
             lines += [
