@@ -176,7 +176,9 @@ def test_difference_increase_needs_two_gated_groups():
     t = ptable([A, D], [("a",), ("d",)])
     found = G.difference_increase(check, scope(t), POLICY)
     assert [f.group for f in found] == ["d"] and isinstance(found[0], G.CheckResult)
-    assert G.difference_increase(check, scope(ptable([A], [("a",)])), POLICY) == []
+    (one,) = G.difference_increase(check, scope(ptable([A], [("a",)])), POLICY)  # said, never dropped
+    assert isinstance(one, G.CheckResult) and not one.gated and one.verdict == "inconclusive"
+    assert one.group is None and "1 group in the data (a)" in one.note and one.rows == 10
     two = G.difference_increase(check, scope(ptable([A, B], [("a",), ("b",)])), POLICY)
     assert len(two) == 1 and isinstance(two[0], G.Evidence)
 

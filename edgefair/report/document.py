@@ -79,8 +79,12 @@ def verify_document(report: VerifyReport) -> dict[str, Any]:
     failing = [f"{r.check.metric} ({r.check.kind.value}) in {r.group or r.scope}" for r in g.failures()]
     unsettled = [
         f"{r.check.metric} ({r.check.kind.value}) in {r.group or r.scope}: "
-        + (f"~{r.rows_needed:,} rows would settle it" if r.rows_needed else "more rows would settle it")
-        + ("" if r.gated else f" (under min_group_size {report.policy.min_group_size}, not tested)")
+        + (
+            r.note  # untested for another reason than rows (a between-groups check on one group)
+            if not r.gated and r.rows_needed is None
+            else (f"~{r.rows_needed:,} rows would settle it" if r.rows_needed else "more rows would settle it")
+            + ("" if r.gated else f" (under min_group_size {report.policy.min_group_size}, not tested)")
+        )
         for r in g.unsettled()
     ]
     doc = {

@@ -108,6 +108,12 @@ class ScoringModel:
             self.choice = modelio.choose_output(self.sig, score_output)
         except ModelError as exc:
             raise ModelError(f"{p}: {exc}") from None
+        if self.choice.kind == "label" and threshold != 0.5:  # its decisions are its own, whatever the cut
+            raise InputError(
+                f"{p}: gives only a label (output {self.choice.name!r}), so --threshold {threshold:g} cannot apply "
+                "to its decisions while the other model's score is cut there; use the default 0.5, or export "
+                "the model with its score output"
+            )
         self.threshold = threshold
 
     def decide(

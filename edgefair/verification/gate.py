@@ -1,22 +1,17 @@
 """Gate: a paired table and a policy in, a verdict per check out. Pure functions of tables.
 
 Each check kind has one function that turns a scope's table into evidence: an estimate and
-either bootstrap replicates of it or (for per-group rate caps) the exact successes and
-rows of a score test. ``_decide`` then does what every kind shares: one-sided p-values for
-"outside the tolerance" (fail) and "inside it" (pass), both adjusted for the number of
-tested checks (Holm by default), an interval at the simultaneous confidence 1 - alpha/m
-over the same m (for the family-wise adjustments, Holm and Bonferroni; with BH or none the
-intervals are at the plain confidence), and a verdict: ``fail`` when the adjusted evidence says outside, ``pass``
-when it says inside, ``inconclusive`` otherwise.
-
-``difference_increase`` is gated on the worst pair of groups: the largest widening
-|c_g - c_h| - |r_g - r_h| over gated pairs. It is paired row by row (so it is tight) and
-bounds the growth of fairlearn's between-groups difference from above.
-
-Intervals come from one paired, group-stratified bootstrap of the intersection table
-(marginals are summed per replicate, so every scope sees the same resamples). Groups whose
-rate rests on fewer rows than ``min_group_size`` are reported as inconclusive, never
-silently passed, and are not counted among the tested checks.
+either bootstrap replicates of it or (for per-group rate caps) the exact successes and rows
+of a score test. ``_decide`` does what every kind shares: one-sided p-values for "outside the
+tolerance" (fail) and "inside it" (pass), adjusted for the number m of tested checks (Holm by
+default); intervals at the simultaneous confidence 1 - alpha/m for Holm and Bonferroni (the
+plain confidence with BH or none); ``fail`` when the adjusted evidence says outside, ``pass``
+when it says inside, ``inconclusive`` otherwise. ``difference_increase`` is gated on the worst
+pair of gated groups, the widening |c_g - c_h| - |r_g - r_h|: paired row by row, and a bound
+on the growth of fairlearn's between-groups difference. One paired, group-stratified bootstrap
+of the intersection table serves every scope (marginals summed per replicate). Groups under
+``min_group_size`` rows, and a between-groups check on a single group, are reported as
+inconclusive, never silently passed or dropped, and are not counted among the tested checks.
 """
 
 from __future__ import annotations
@@ -152,22 +147,19 @@ def _scope(table: CountsTable, reps: Counts, attrs: tuple[str, ...]) -> Scope:
     return Scope(", ".join(attrs), marginal, np.einsum("rgabc,gh->rhabc", reps, member))
 
 
-def _too_small(check: Check, scope: str, group: str, rows: int, ref: float, cand: float, policy: Policy) -> CheckResult:
+def _untested(
+    check: Check, scope: str, group: str | None, rows: int, ref: float, cand: float, note: str
+) -> CheckResult:
+    nan, estimate = math.nan, math.nan if group is None else _small_estimate(check.kind, ref, cand)
     return CheckResult(
-        check=check,
-        scope=scope,
-        group=group,
-        estimate=_small_estimate(check.kind, ref, cand),
-        interval=(math.nan, math.nan),
-        reference_value=ref,
-        candidate_value=cand,
-        rows=rows,
-        p_fail=1.0,
-        p_pass=1.0,
-        rows_needed=policy.min_group_size,
-        note=f"{rows} rows under the rate's denominator; groups under {policy.min_group_size} are reported, not gated",
-        gated=False,
-    )
+        check=check, scope=scope, group=group, estimate=estimate, interval=(nan, nan), reference_value=ref,
+        candidate_value=cand, rows=rows, p_fail=1.0, p_pass=1.0, note=note, gated=False,
+    )  # fmt: skip
+
+
+def _too_small(check: Check, scope: str, group: str, rows: int, ref: float, cand: float, policy: Policy) -> CheckResult:
+    note = f"{rows} rows under the rate's denominator; groups under {policy.min_group_size} are reported, not gated"
+    return dataclasses.replace(_untested(check, scope, group, rows, ref, cand, note), rows_needed=policy.min_group_size)
 
 
 @dataclass(frozen=True)
@@ -192,18 +184,24 @@ def _values(check: Check, scope: Scope) -> _Values:
 Found = list[Evidence | CheckResult]
 
 
-def _split_small(check: Check, scope: Scope, v: _Values, policy: Policy) -> tuple[Found, npt.NDArray[np.bool_]]:
+def _split_small(
+    check: Check, scope: Scope, v: _Values, policy: Policy, between: bool = False
+) -> tuple[Found, npt.NDArray[np.bool_]]:
     gated = v.rows >= policy.min_group_size
     small: Found = [
         _too_small(check, scope.name, v.names[i], int(v.rows[i]), float(v.reference[i]), float(v.candidate[i]), policy)
         for i in np.flatnonzero(~gated).tolist()
     ]
+    if between and len(v.names) < 2:  # a between-groups check on one group is said, never dropped
+        only = f" ({v.names[0]})" if v.names else ""
+        says = f"{scope.name} has {len(v.names)} group in the data{only}: a between-groups check needs two"
+        small.append(_untested(check, scope.name, None, int(v.rows.sum()), math.nan, math.nan, says))
     return small, gated
 
 
 def difference_increase(check: Check, scope: Scope, policy: Policy) -> Found:
     v = _values(check, scope)
-    found, gated = _split_small(check, scope, v, policy)
+    found, gated = _split_small(check, scope, v, policy, between=True)
     if gated.sum() < 2:
         return found
     idx = np.flatnonzero(gated)

@@ -52,7 +52,7 @@ def ratio(check: Check, scope: Scope, policy: Policy) -> Found:
     must be at least tolerance. Decided as its negation against -tolerance, so the shared
     one-sided tests apply; ``restore_ratios`` turns the results back."""
     v = _values(check, scope)
-    found, gated = _split_small(check, scope, v, policy)
+    found, gated = _split_small(check, scope, v, policy, between=True)
     if gated.sum() < 2:
         return found
     idx = np.flatnonzero(gated)

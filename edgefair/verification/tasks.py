@@ -16,6 +16,7 @@ model's task is refused before any data is read, in one line.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ import numpy.typing as npt
 
 from edgefair.core import multiclass, regression
 from edgefair.errors import PolicyError
-from edgefair.verification.gate import CheckResult, Evidence, GateResult, scopes
+from edgefair.verification.gate import CheckResult, Evidence, GateResult, _untested, scopes
 from edgefair.verification.gate_kinds import decide, gate
 from edgefair.verification.policy import Check, CheckKind, Policy
 
@@ -170,6 +171,9 @@ def difference_increase(check: Check, scope: TaskScope, policy: Policy) -> Found
         samples.append(widen(s_cand, s_ref))
         where += [(c, g, h) for g, h in zip(gi.tolist(), gj.tolist(), strict=True)]
     if not observed:
+        if len(scope.names) < 2:  # a between-groups check on one group is said, never dropped
+            says = f"{scope.name} has {len(scope.names)} group in the data: a between-groups check needs two"
+            found.append(_untested(check, scope.name, None, int(np.sum(rows)), math.nan, math.nan, says))
         return found
     obs = np.concatenate(observed)
     worst = int(np.argmax(obs))
