@@ -44,7 +44,6 @@ ORT_TO_V2 = {
 }
 
 
-PLAIN_KEYS = {"name", "datatype", "shape", "data"}  # an input without parameters
 # json.dumps(doc, separators=(",", ":")) without building an encoder on every call
 compact_json = json.JSONEncoder(separators=(",", ":")).encode
 MAX_DIMS = 32  # numpy allows 64; no served model needs more than a handful
@@ -148,33 +147,10 @@ def parse_request(body: bytes, header_length: int | None, max_elements: int) -> 
     params = doc.get("parameters") or {}
     if not isinstance(params, dict):
         raise ClientError("'parameters' must be an object")
-    inputs: dict[str, np.ndarray] = {}
+    plain = _plain_inputs(doc["inputs"], max_elements)
+    inputs: dict[str, np.ndarray] = {} if plain is None else plain
     pos = 0
-    for item in doc["inputs"]:
-        if type(item) is dict and item.keys() == PLAIN_KEYS:  # a [n, k] tensor of flat plain values,
-            name, shape, data = item["name"], item["shape"], item["data"]  # checked inline as below
-            if (
-                type(name) is str
-                and name not in inputs
-                and type(shape) is list
-                and len(shape) == 2
-                and type(data) is list
-                and data
-                and type(data[0]) is not list
-                and type(item["datatype"]) is str
-            ):
-                rows, cols = shape
-                if (
-                    type(rows) is int
-                    and type(cols) is int
-                    and 0 <= rows <= max_elements
-                    and 0 <= cols <= max_elements
-                    and len(data) == rows * cols <= max_elements
-                ):
-                    dtype = _plain_dtype(data, item["datatype"])
-                    if dtype is not None:  # one row: numpy builds the [1, k] array at once
-                        inputs[name] = np.array([data], dtype) if rows == 1 else np.array(data, dtype).reshape(shape)
-                        continue
+    for item in doc["inputs"] if plain is None else ():
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise ClientError("each input needs a 'name'")
         name = item["name"]
@@ -259,30 +235,70 @@ INT_RANGES = {
 }
 
 
+# (datatype, type of a JSON value) -> (numpy dtype, bounds the value must lie strictly within)
+# for the values whose array cannot fail or round differently from the checked path: strings
+# for BYTES (not the empty one), ints exact in float32 (so in float64) and finite floats within
+# float32's range for FP32/FP64 (numpy's one C cast of each double gives what the checked
+# path's float64 -> target cast gives), in-range ints for the integer types
+PLAIN: dict[tuple[str, type], tuple[Any, Any, Any]] = {
+    ("BYTES", str): (np.object_, "", "\U0010ffff" * 8),
+    **{(dt, float): (DATATYPES[dt], -FLOAT32_SAFE, FLOAT32_SAFE) for dt in ("FP32", "FP64")},
+    **{(dt, int): (DATATYPES[dt], -(1 << 24), 1 << 24) for dt in ("FP32", "FP64")},
+    **{(dt, int): (DATATYPES[dt], low - 1, high + 1) for dt, (low, high) in INT_RANGES.items()},
+}
+
+
 def _plain_dtype(flat: list[Any], datatype: str) -> Any:
-    """The numpy dtype to build ``flat`` with when its values cannot fail or round differently
-    from the checked path (strings for BYTES; in-range ints and finite floats for numbers);
-    None for anything else, which takes the checked path."""
+    """The numpy dtype to build ``flat`` with when every value is plain (``PLAIN``); None for
+    anything else, which takes the checked path."""
     if not flat:
         return None
-    if datatype == "BYTES":
-        for v in flat:
-            if type(v) is not str:
+    for v in flat:
+        spec = PLAIN.get((datatype, type(v)))
+        if spec is None or not spec[1] < v < spec[2]:
+            return None
+    return DATATYPES[datatype]
+
+
+def _plain_inputs(items: list[Any], max_elements: int) -> dict[str, np.ndarray] | None:
+    """Every input's array when each is a [rows, cols] tensor (within the caps) of flat plain
+    values (``PLAIN``) and nothing else (no parameters), as the checked loop of
+    ``parse_request`` would build it; None when any is not, and that loop decides (and words
+    the refusal)."""
+    inputs: dict[str, np.ndarray] = {}
+    try:
+        for item in items:
+            if len(item) != 4:  # the four fields below and no others (no parameters)
                 return None
-        return np.object_
-    if datatype == "FP32" or datatype == "FP64":
-        # ints exact in float32 (and so in float64) and finite floats within float32's range:
-        # numpy's one C cast of each double gives what the checked path's float64 -> target
-        # cast gives, without the float64 array in between
-        for v in flat:
-            t = type(v)
-            if not ((t is float and -FLOAT32_SAFE < v < FLOAT32_SAFE) or (t is int and -(1 << 24) < v < 1 << 24)):
+            name, datatype, shape, data = item["name"], item["datatype"], item["shape"], item["data"]
+            rows, cols = shape  # ValueError: not two dimensions
+            if (
+                type(name) is not str
+                or name in inputs
+                or type(shape) is not list
+                or type(rows) is not int
+                or type(cols) is not int
+                or not 0 <= rows <= max_elements
+                or not 0 <= cols <= max_elements
+                or type(data) is not list
+                or len(data) != rows * cols
+                or rows * cols > max_elements
+            ):
                 return None
-        return DATATYPES[datatype]
-    bounds = INT_RANGES.get(datatype)
-    if bounds is not None and all(type(v) is int and bounds[0] <= v <= bounds[1] for v in flat):
-        return DATATYPES[datatype]
-    return None
+            if len(data) == 1:  # one value: _plain_dtype inline
+                spec = PLAIN.get((datatype, type(data[0])))  # TypeError: an unhashable datatype
+                if spec is None or not spec[1] < data[0] < spec[2]:
+                    return None
+                dtype = spec[0]
+            else:
+                dtype = _plain_dtype(data, datatype)
+                if dtype is None:
+                    return None
+            # one row: numpy builds the [1, k] array at once
+            inputs[name] = np.array([data], dtype) if rows == 1 else np.array(data, dtype).reshape(rows, cols)
+    except (KeyError, TypeError, ValueError):  # not a dict, a missing field, not two dimensions
+        return None
+    return inputs
 
 
 def _plain_array(flat: list[Any], datatype: str) -> np.ndarray | None:
