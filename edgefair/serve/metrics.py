@@ -131,6 +131,7 @@ def fairness_summary(session: Any, min_cell: int, confidence: float = 0.95) -> d
         "by_attribute": {},
     }
     names = ("selection_rate", "true_positive_rate", "false_positive_rate", "accuracy")
+    allowed: set[tuple[str, str]] = set()  # (metric, "attr=value") this response may show, drift included
     for attr in table.attributes:
         marginal = table.marginal([attr])
         sizes = {key[0]: int(marginal.counts[i].sum()) for i, key in enumerate(marginal.groups)}
@@ -142,18 +143,22 @@ def fairness_summary(session: Any, min_cell: int, confidence: float = 0.95) -> d
                 continue
             counts = marginal.counts[i]
             row: dict[str, Any] = {"count": sizes[key[0]]}
+            allowed.add(("score_psi", f"{attr}={key[0]}"))
             for metric in names:
                 num, den = (int(x) for x in m.parts(counts, metric))
                 if min(num, den - num) < min_cell:
                     row[metric] = None
                     continue
+                allowed.add((metric, f"{attr}={key[0]}"))
                 low, high = stats.wilson_interval(num, den, confidence)
                 row[metric] = {"value": num / den, "interval": [float(low), float(high)], "rows": den}
             groups[key[0]] = row
         out["by_attribute"][attr] = groups
     try:
         result = session.drift()
-        shown = [r for r in result["rows"] if r.get("field_rows", 0) >= min_cell]
+        # a drift row gives the field rate and its rows, so it is shown only where the group's own
+        # rate is: otherwise it would give back the small cell the rule above withholds
+        shown = [r for r in result["rows"] if (r["metric"], r["group"]) in allowed]
         out["drift"] = {
             "verdict": result["verdict"],
             "rows": shown,
