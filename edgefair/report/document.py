@@ -71,6 +71,12 @@ def by_group_section(table: Any, attrs: tuple[str, ...], confidence: float) -> d
     }
 
 
+def _floor_words(r: Any, min_group_size: int) -> str:
+    """The floor an untested group sits under: the policy's, or a higher one its interval needs."""
+    floor = r.rows_needed if r.rows_needed is not None else min_group_size
+    return f"min_group_size {min_group_size}" if floor <= min_group_size else f"the {floor} rows its interval needs"
+
+
 def verify_document(report: VerifyReport) -> dict[str, Any]:
     ev, g = report.evaluation, report.gate
     task_table = report.task_table
@@ -83,7 +89,7 @@ def verify_document(report: VerifyReport) -> dict[str, Any]:
             r.note  # untested for another reason than rows (a between-groups check on one group)
             if not r.gated and r.rows_needed is None
             else (f"~{r.rows_needed:,} rows would settle it" if r.rows_needed else "more rows would settle it")
-            + ("" if r.gated else f" (under min_group_size {report.policy.min_group_size}, not tested)")
+            + ("" if r.gated else f" (under {_floor_words(r, report.policy.min_group_size)}, not tested)")
         )
         for r in g.unsettled()
     ]

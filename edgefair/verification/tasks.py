@@ -16,6 +16,7 @@ model's task is refused before any data is read, in one line.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ from edgefair.verification.policy import Check, CheckKind, Policy
 Floats = npt.NDArray[np.float64]
 Found = list[Evidence | CheckResult]
 QUALITY_DROP = (CheckKind.GROUP_DROP, CheckKind.OVERALL_DROP)
+# A regression check's replicates are normal draws from the group's moments (the CLT): with a
+# handful of rows that interval is far too narrow, so such groups are reported, not gated,
+# whatever min_group_size says (the binary gate's exact tests and pseudo-counts need no floor)
+NORMAL_MIN_ROWS = 30
 MAX_REPLICATE_CELLS = 30_000_000  # 240 MB of int64 replicates, a few copies of it per scope
 
 
@@ -80,6 +85,10 @@ class TaskScope:
     sampled: Callable[[str, str], Floats]  # (metric, model) -> (R, G, C)
     rows: Callable[[str], Floats]  # metric -> (G, C) rows under each value (the smaller model's)
     exact: Callable[[str], tuple[Any, Any] | None]  # candidate successes and trials, (G, C), or None
+    floor: int = 0  # rows the scope's intervals need whatever the policy says (regression's CLT draws)
+
+    def min_rows(self, policy: Policy) -> int:
+        return max(policy.min_group_size, self.floor)
 
 
 def _multiclass_scope(name: str, names: list[str], counts: Any, reps: Any) -> TaskScope:
@@ -115,13 +124,18 @@ def _regression_scope(name: str, names: list[str], sums: Any, reps: Any) -> Task
         lambda m, model: regression.compute_from_sums(reps, m, model)[..., None],
         lambda m: n,
         lambda m: None,
+        NORMAL_MIN_ROWS,
     )
 
 
-def _too_small(check: Check, scope: str, group: str, rows: int, ref: float, cand: float, policy: Policy) -> CheckResult:
+def _too_small(
+    check: Check, scope: TaskScope, group: str, rows: int, ref: float, cand: float, policy: Policy
+) -> CheckResult:
+    floor = scope.min_rows(policy)
+    why = f" (a normal interval needs {scope.floor})" if floor > policy.min_group_size else ""
     return CheckResult(
         check=check,
-        scope=scope,
+        scope=scope.name,
         group=group,
         estimate=cand if check.kind is CheckKind.GROUP_MAX else cand - ref,
         interval=(float("nan"), float("nan")),
@@ -130,8 +144,8 @@ def _too_small(check: Check, scope: str, group: str, rows: int, ref: float, cand
         rows=rows,
         p_fail=1.0,
         p_pass=1.0,
-        rows_needed=policy.min_group_size,
-        note=f"{rows} rows under the value; groups under {policy.min_group_size} are reported, not gated",
+        rows_needed=floor,
+        note=f"{rows} rows under the value; groups under {floor}{why} are reported, not gated",
         gated=False,
     )
 
@@ -145,7 +159,7 @@ def _small(
 ) -> Found:
     k = ref.shape[-1]
     return [
-        _too_small(check, scope.name, _label(scope, g, c, k), int(rows[g, c]), ref[g, c], cand[g, c], policy)
+        _too_small(check, scope, _label(scope, g, c, k), int(rows[g, c]), ref[g, c], cand[g, c], policy)
         for g, c in zip(*np.nonzero(~gated), strict=True)
     ]
 
@@ -153,7 +167,7 @@ def _small(
 def difference_increase(check: Check, scope: TaskScope, policy: Policy) -> Found:
     ref, cand = scope.value(check.metric, "reference"), scope.value(check.metric, "candidate")
     rows = scope.rows(check.metric)
-    gated = rows >= policy.min_group_size
+    gated = rows >= scope.min_rows(policy)
     found = _small(check, scope, gated, ref, cand, rows, policy)
     s_ref, s_cand = scope.sampled(check.metric, "reference"), scope.sampled(check.metric, "candidate")
     observed, samples, where = [], [], []
@@ -205,7 +219,7 @@ def _per_group(check: Check, scope: TaskScope, policy: Policy, overall: bool) ->
     """group_drop, group_increase, group_max (and the overall kinds on a one-group scope)."""
     ref, cand = scope.value(check.metric, "reference"), scope.value(check.metric, "candidate")
     rows = scope.rows(check.metric)
-    gated = rows >= policy.min_group_size
+    gated = rows >= scope.min_rows(policy)
     found = _small(check, scope, gated, ref, cand, rows, policy)
     s_ref, s_cand = scope.sampled(check.metric, "reference"), scope.sampled(check.metric, "candidate")
     kind = check.kind
@@ -304,7 +318,7 @@ def gate_task(table: Any, policy: Policy) -> GateResult:
         return make(", ".join(attrs), names, counts, sampled)
 
     tested = [scope_of(attrs) for attrs, gated in scopes(table.attributes, policy.gate_intersections) if gated]
-    overall = scope_of(())
+    overall = dataclasses.replace(scope_of(()), name="overall", names=["all rows"])
     found: Found = []
     for check in policy.checks:
         for scope in [overall] if check.kind in OVERALL_KINDS else tested:
