@@ -205,3 +205,29 @@ def test_typed_arrays_learn_in_order_of_first_appearance(
             part = slice(start, start + step)
             fs.run({"X": feed[part]}, {k: as_given(k, v[part], 2) for k, v in columns.items()})
         assert_table(fs.table(), oracle_labels(columns), scores, fs.threshold)
+
+
+def test_threads_counting_at_once_lose_no_row(trained: tuple[str, np.ndarray, np.ndarray]) -> None:
+    """Four threads learning values and counting together (values under the cap, so the result
+    does not depend on who saw a value first): every row counted once, in its group."""
+    import threading
+
+    path, feed, scores = trained
+    rng = np.random.default_rng(5)
+    columns: dict[str, list[Any]] = {
+        "colour": [[f"c{i}" for i in range(12)][i] for i in rng.integers(0, 12, ROWS)],
+        "site": rng.integers(0, 9, ROWS).tolist(),
+    }
+    with FairSession(path, sensitive=list(columns)) as fs:
+
+        def work(k: int) -> None:
+            for start in range(k * 25, ROWS, 100):  # each thread: every fourth slice of 25 rows
+                for a, b in ((start, start + 1), (start + 1, start + 5), (start + 5, start + 25)):
+                    fs.run({"X": feed[a:b]}, {n: np.array(v[a:b], dtype=object) for n, v in columns.items()})
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert_table(fs.table(), oracle_labels(columns), scores, fs.threshold)
