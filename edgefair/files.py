@@ -47,6 +47,17 @@ def same_file(a: str | Path, b: str | Path) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
+def refuse_missing_folders(outputs: Iterable[str | Path]) -> None:
+    """InputError if an output's folder does not exist: a typo in a path must not create a
+    tree of folders (``/nonexistent/dir/x.onnx``). Every command calls it for the paths its
+    user named (``write_atomic`` still makes the folders edgefair itself lays out inside them)."""
+    for out in (Path(o) for o in outputs):
+        folder = out.parent
+        if not folder.is_dir():
+            what = "not a folder" if folder.exists() else "no such folder (create it first)"
+            raise InputError(f"{folder}: {what}")
+
+
 def refuse_overwriting_inputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path]) -> None:
     """InputError if an output path is one of the inputs (or two outputs are one file)."""
     ins = [Path(i) for i in inputs]

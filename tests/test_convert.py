@@ -92,6 +92,7 @@ def test_torch_export_has_dynamic_batch_and_no_sidecar(tmp_path):
         expected = net(torch.from_numpy(x)).numpy()
     assert np.allclose(sess.run(None, {"input": x})[0], expected, atol=1e-5)
     proc_dir = tmp_path / "out"
+    proc_dir.mkdir()
     program = torch.export.export(net, (torch.zeros(2, 3),))
     torch.export.save(program, str(tmp_path / "net.pt2"))
     proc = run_cli("export", str(tmp_path / "net.pt2"), "-o", str(proc_dir / "net.onnx"))
@@ -199,6 +200,7 @@ def test_convert_bad_input_leaves_no_file(tmp_path, args, fragments):
     subst = {"TRUNC": str(trunc), "NOWEIGHTS": str(noweights), "BADCSV": str(bad_csv)}
     args = [subst.get(a, a) for a in args]
     out = tmp_path / "out" / "x.onnx"
+    out.parent.mkdir()  # an output in a missing folder is refused first (tests/test_output_folders.py)
     proc = run_cli("convert", *args, "-o", str(out), cwd=ROOT)
     assert_one_line_error(proc, *fragments)
     assert not out.parent.exists() or list(out.parent.iterdir()) == []

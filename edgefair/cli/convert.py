@@ -29,9 +29,10 @@ def export(
     """Export a PyTorch, scikit-learn, LightGBM or XGBoost model (or check an ONNX file) to ONNX,
     parity-checked against the source: exit 1, nothing written, when they disagree."""
     from edgefair.convert import ExportOptions, export_model, save_model
-    from edgefair.files import refuse_overwriting_inputs
+    from edgefair.files import refuse_missing_folders, refuse_overwriting_inputs
 
     refuse_overwriting_inputs([output], [src] + ([Path(sample_data)] if sample_data else []))
+    refuse_missing_folders([output])
     options = ExportOptions(
         features=split_columns(features) or None,
         parity_tolerance=parity_tolerance,
@@ -80,9 +81,10 @@ def convert(
 ) -> None:
     """Quantise and/or prune an ONNX model; check it; write it atomically."""
     from edgefair.convert import ConvertOptions, QuantizeOptions, convert_file, save_model
-    from edgefair.files import refuse_overwriting_inputs
+    from edgefair.files import refuse_missing_folders, refuse_overwriting_inputs
 
     refuse_overwriting_inputs([output], [model] + [Path(d) for d in (calibration_data, sample_data) if d])
+    refuse_missing_folders([output])
     options = ConvertOptions(
         quantize=None
         if quantize is None

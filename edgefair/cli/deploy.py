@@ -103,13 +103,14 @@ def card(
 ) -> None:
     """A model card from the bundle's certificate (Hugging Face model card headings)."""
     from edgefair.errors import InputError
-    from edgefair.files import refuse_overwriting_inputs, write_text
+    from edgefair.files import refuse_missing_folders, refuse_overwriting_inputs, write_text
     from edgefair.report.card import build_card
 
     suffix = output.suffix.lower()
     if suffix not in (".md", ".html", ".htm"):
         raise InputError(f"{output}: the card's file name must end in .md or .html")
     refuse_overwriting_inputs([output], [bundle, *([about] if about else []), *([store] if store else [])])
+    refuse_missing_folders([output])
     if min_cell < 2:
         raise InputError(f"--min-cell must be at least 2 (smaller shows exact counts), got {min_cell}")
     built = build_card(bundle, about, store, min_cell)

@@ -99,11 +99,12 @@ def _gate(
     """verify and compare share this: one library call (here or on a Dask cluster), reports written.
     ``single``: verify's one candidate, reported as a verify report."""
     from edgefair import report as reports
-    from edgefair.files import refuse_overwriting_inputs
+    from edgefair.files import refuse_missing_folders, refuse_overwriting_inputs
     from edgefair.verification.api import compare as run_compare
 
     inputs = [p for p in (reference, *candidates, Path(data), policy) if p is not None]
     refuse_overwriting_inputs([p for p in outputs if p], inputs)
+    refuse_missing_folders([p for p in outputs if p])
     label = "verifying" if single else "comparing"
     args = (reference, [str(c) for c in candidates], data, policy)
     if dask:

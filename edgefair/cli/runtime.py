@@ -30,8 +30,10 @@ def bundle_build(
 ) -> None:
     """Build a bundle: the model, its manifest (hashes of every file) and its certificate."""
     from edgefair.bundling import build_bundle
+    from edgefair.files import refuse_missing_folders
     from edgefair.runtime.bundle import load_bundle
 
+    refuse_missing_folders([output])
     path = build_bundle(
         model,
         output,
@@ -116,10 +118,11 @@ def counters_merge(
 ) -> None:
     """Add counters from many devices, one file at a time: exact tables and stores add up exactly;
     private exports add up into a fleet table with each cell's noise variance and suppressed rows."""
-    from edgefair.files import refuse_overwriting_inputs, write_text
+    from edgefair.files import refuse_missing_folders, refuse_overwriting_inputs, write_text
     from edgefair.runtime.fleet_merge import merge_files
 
     refuse_overwriting_inputs([output], sources)
+    refuse_missing_folders([output])
     merged = merge_files(sources)
     write_text(output, merged.to_json() + "\n")
     for line in merged.summary_lines(str(output)):
@@ -139,8 +142,10 @@ def counters_export(
     raw: Annotated[bool, typer.Option(help="Exact counts (no suppression): the owner's choice.")] = False,
 ) -> None:
     """Export counters for upload: small cells suppressed, optional noise, ledger kept."""
+    from edgefair.files import refuse_missing_folders
     from edgefair.runtime.privacy import write_private_export
 
+    refuse_missing_folders([output])
     done = write_private_export(store, output, min_cell=min_cell, epsilon=epsilon, budget=budget, raw=raw)
     if done.raw:
         typer.echo(f"wrote exact counts to {output} (raw: no suppression, no noise)")

@@ -53,7 +53,7 @@ def tune(
     """Search compressed variants for the fastest (or smallest) that passes the policy; certify it
     on held-out rows. Exit 0 chosen and certified, 1 nothing passes and beats the source (or the
     certificate fails), 2 bad input, 3 certificate inconclusive."""
-    from edgefair.files import refuse_overwriting_inputs
+    from edgefair.files import refuse_missing_folders, refuse_overwriting_inputs
     from edgefair.tune import TuneOptions
     from edgefair.tune import tune as run_tune
     from edgefair.tune.output import certificate_document, check_out_dir, format_table, summary_line, tune_document
@@ -62,6 +62,7 @@ def tune(
     inputs = [p for p in (model, Path(data), policy) if p is not None]
     check_out_dir(out)
     refuse_overwriting_inputs([out], inputs)
+    refuse_missing_folders([out])  # OUT_DIR itself tune may create; not its parents
     options = TuneOptions(
         label=label,
         sensitive=tuple(split_columns(sensitive)) or None,
