@@ -322,3 +322,14 @@ def test_idle_connections_close_and_busy_ones_stay(bundle, monkeypatch) -> None:
         idle.close()
     finally:
         s.stop()
+
+
+def test_a_response_of_every_output_is_what_naming_each_output_gives() -> None:
+    doc = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [0.5]}]}
+    outputs = {"score": np.array([[0.25]], np.float32), "label": np.array([1], np.int64), "s": np.array(["é"], object)}
+    every = v2.parse_request(json.dumps(doc).encode(), None, 64)
+    named = v2.parse_request(json.dumps({**doc, "outputs": [{"name": n} for n in outputs]}).encode(), None, 64)
+    assert every.outputs is None and named.outputs is not None
+    body, length = v2.encode_response("m", "id", outputs, every)
+    assert (body, length) == v2.encode_response("m", "id", outputs, named) and length is None
+    assert json.loads(body)["outputs"][2] == {"name": "s", "datatype": "BYTES", "shape": [1], "data": ["é"]}

@@ -368,6 +368,12 @@ def encode_response(
     model: str, rid: str, outputs: dict[str, np.ndarray], request: InferRequest
 ) -> tuple[bytes, int | None]:
     """Body and, when any output is binary, the JSON header's length."""
+    if request.outputs is None and not request.binary_outputs_default:  # every output, as JSON (the loop's entries)
+        items = [
+            {"name": n, "datatype": v2_datatype(a), "shape": list(a.shape), "data": a.reshape(-1).tolist()}
+            for n, a in outputs.items()
+        ]
+        return compact_json({"model_name": model, "model_version": "1", "id": rid, "outputs": items}).encode(), None
     wanted = request.outputs or [{"name": n} for n in outputs]
     items, blobs = [], []
     for spec in wanted:

@@ -10,7 +10,8 @@ and Debian's wrk. KServe and MLServer pin other versions of pandas, protobuf and
 so they run from their own virtual environments (see README, Benchmarks); without them
 their rows say "not measured" and why. Before any timing every server answers the same
 request and its scores must equal a direct onnxruntime run of the model, bit for bit.
-POST /infer, batch 1, JSON, at 1, 8 and 64 keep-alive connections, 8 s each, on
+POST /infer, batch 1, JSON, at 1, 8 and 64 keep-alive connections, 8 s each (--rounds N: N
+interleaved rounds, servers alternating, medians reported), on
 127.0.0.1, in one run. Targets: throughput >= 1.0x uvicorn[standard] with p99 <= 1.0x its
 p99; >= 2x KServe and MLServer.
 """
@@ -279,6 +280,12 @@ def main() -> None:
     parser.add_argument("--kserve-python", help="python of an environment with kserve==0.21 installed")
     parser.add_argument("--mlserver-python", help="python of an environment with mlserver==1.7 installed")
     parser.add_argument("--seconds", type=int, default=8, help="wrk duration per run")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="interleaved rounds (servers alternate within each); the median of each figure is reported",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("tools/bench/serve.py needs wrk (Debian: apt-get install wrk)")
@@ -300,11 +307,16 @@ def main() -> None:
                 wait_ready(port, process, tmp / f"{name.split('[')[0]}.log")
             direct = same_outputs(started, json_body)
             print(f"all {len(started)} servers return onnxruntime's scores {direct} for the request; timing")
-            results: dict[str, dict[int, tuple[float, float, float]]] = {name: {} for name in started}
+            runs: dict[str, dict[int, list[tuple[float, float, float]]]] = {
+                n: {c: [] for c in CONNECTIONS} for n in started
+            }
             json_h = {"Content-Type": "application/json"}
-            for c in (1, 8, 64):
-                for name, (_, port, path) in started.items():
-                    results[name][c] = wrk(f"http://127.0.0.1:{port}{path}", json_body, json_h, c, tmp)
+            for r in range(args.rounds):
+                for c in CONNECTIONS:
+                    order = list(started.items())
+                    for name, (_, port, path) in order if r % 2 == 0 else order[::-1]:
+                        runs[name][c].append(wrk(f"http://127.0.0.1:{port}{path}", json_body, json_h, c, tmp))
+            results = {n: {c: median_run(rs) for c, rs in by_c.items()} for n, by_c in runs.items()}
             report(results, skipped)
         finally:
             for process, _, _ in started.values():
@@ -313,6 +325,13 @@ def main() -> None:
                     process.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     process.kill()
+
+
+def median_run(runs: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    """Each figure's median over the rounds (throughput, p50, p99 apart)."""
+    import statistics
+
+    return tuple(statistics.median(r[i] for r in runs) for i in range(3))  # type: ignore[return-value]
 
 
 def report(results: dict, skipped: dict) -> None:
