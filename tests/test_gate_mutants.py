@@ -183,6 +183,36 @@ def test_difference_increase_needs_two_gated_groups():
     assert len(two) == 1 and isinstance(two[0], G.Evidence)
 
 
+def _fields(r: G.CheckResult) -> tuple:
+    return (r.check, r.scope, r.group, r.rows, r.p_fail, r.p_pass, r.gated, r.verdict, r.rows_needed, r.note)
+
+
+def test_untested_results_carry_every_field():
+    # a group under min_group_size: its estimate signed as a gated one would be, NaN interval
+    drop = Check(K.GROUP_DROP, "true_positive_rate", 0.05)
+    small = G._too_small(drop, "g", "d", 7, 0.5, 0.3, POLICY)
+    note = "7 rows under the rate's denominator; groups under 10 are reported, not gated"
+    assert _fields(small) == (drop, "g", "d", 7, 1.0, 1.0, False, "inconclusive", 10, note)
+    assert small.estimate == pytest.approx(0.2) and (small.reference_value, small.candidate_value) == (0.5, 0.3)
+    assert isinstance(small.interval, tuple) and all(math.isnan(x) for x in small.interval)
+    # a between-groups check on one group: no estimate at all, the reason in the note
+    check = Check(K.DIFFERENCE_INCREASE, "true_positive_rate", 0.05)
+    (one,) = G.difference_increase(check, scope(ptable([A], [("a",)])), POLICY)
+    says = "g has 1 group in the data (a): a between-groups check needs two"
+    assert _fields(one) == (check, "g", None, 10, 1.0, 1.0, False, "inconclusive", None, says)
+    assert all(math.isnan(x) for x in (one.estimate, one.reference_value, one.candidate_value, *one.interval))
+    assert isinstance(one.interval, tuple)
+    empty = CountsTable(("g",), (), np.zeros((0, 3, 2, 2), np.int64), np.zeros((0, 3, 2, 1), np.int64), True)
+    (none,) = G.difference_increase(check, scope(empty), POLICY)
+    assert none.note == "g has 0 group in the data: a between-groups check needs two" and none.rows == 0
+    # the ratio kind says the same, with its own check
+    ratio = Check(K.RATIO, "selection_rate", 0.8)
+    (r,) = GK.ratio(ratio, scope(ptable([A], [("a",)])), POLICY)
+    assert r.verdict == "inconclusive" and not r.gated and r.check.kind is K.RATIO and "needs two" in r.note
+    # and two groups are evidence, not a note
+    assert isinstance(GK.ratio(ratio, scope(ptable([A, B], [("a",), ("b",)])), POLICY)[0], G.Evidence)
+
+
 def test_group_max_counts_the_candidate():
     check = Check(K.GROUP_MAX, "true_positive_rate", 0.4)
     found = G.group_max(check, scope(), POLICY)
