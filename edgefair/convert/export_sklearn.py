@@ -42,6 +42,7 @@ def is_tree_model(model: Any) -> bool:
     return (
         hasattr(final, "tree_")
         or hasattr(final, "estimators_")
+        or hasattr(final, "_predictors")  # HistGradientBoosting*
         or type(final).__module__.split(".")[0] in BOOST_MODULES
     )
 
@@ -189,7 +190,7 @@ def export_sklearn(
     2-D float array (one input named ``input``).
     """
     try:
-        from skl2onnx import to_onnx
+        from skl2onnx import convert_sklearn
         from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
     except ImportError:
         raise ModelError("exporting scikit-learn needs skl2onnx: pip install 'edgefair[sklearn]'") from None
@@ -225,20 +226,76 @@ def export_sklearn(
         initial = [("input", tensor([None, arr.shape[1]]))]
     options = {id(final_step(model)): {"zipmap": False}} if is_classifier(model) else None
     try:
-        onx = to_onnx(
+        onx = convert_sklearn(
             model,
             initial_types=initial,
             target_opset={"": opset, "ai.onnx.ml": 3},
             options=options,
+            custom_conversion_functions=_bool_safe_converters(),
             model_optim=True,
         )
     except Exception as exc:
-        raise ModelError(f"skl2onnx could not convert the model: {exc}".splitlines()[0]) from None
+        raise ModelError(f"skl2onnx could not convert {describe(model)}: {root_cause(exc)}") from None
     if concat:
         _concat_columns(onx, concat, onnx.TensorProto.DOUBLE if double else onnx.TensorProto.FLOAT)
     dedupe_opsets(onx)
     onx.graph.name = name
     return onx
+
+
+def describe(model: Any) -> str:
+    """The model as its classes: ``Pipeline(ColumnTransformer, HistGradientBoostingClassifier)``."""
+    if hasattr(model, "steps"):
+        return f"{type(model).__name__}({', '.join(type(step).__name__ for _, step in model.steps)})"
+    return type(model).__name__
+
+
+def root_cause(exc: BaseException, limit: int = 240) -> str:
+    """The innermost exception of a chain, as ``Type: its first line`` cut to ``limit``
+    characters: skl2onnx's own message may hold a dump of every attribute array."""
+    seen = {id(exc)}
+    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        exc = inner
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = f"{type(exc).__name__}: {lines[0] if lines else '(no message)'}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _IntAttributes:
+    """A converter's container whose nodes get ints where skl2onnx passes Python booleans:
+    skl2onnx 1.20 gives HistGradientBoosting leaves ``nodes_missing_value_tracks_true=False``
+    and protobuf 7 refuses a bool in ``AttributeProto.ints`` ("Expected an int, got a
+    boolean"); False is 0 and True is 1 either way, so the graph is the one intended."""
+
+    def __init__(self, container: Any) -> None:
+        self._container = container
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._container, name)
+
+    def add_node(self, op_type: str, inputs: Any, outputs: Any, *args: Any, **attrs: Any) -> Any:
+        for key, value in attrs.items():
+            if isinstance(value, list | tuple) and any(isinstance(v, bool | np.bool_) for v in value):
+                attrs[key] = [int(v) if isinstance(v, bool | np.bool_) else v for v in value]
+        return self._container.add_node(op_type, inputs, outputs, *args, **attrs)
+
+
+def _bool_safe_converters() -> dict[type, Any]:
+    """skl2onnx's own HistGradientBoosting converters, each given an ``_IntAttributes`` container."""
+    from skl2onnx import get_model_alias
+    from skl2onnx.common._registration import get_converter
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    def fixed(model_type: type) -> Any:
+        original = get_converter(get_model_alias(model_type))
+
+        def convert(scope: Any, operator: Any, container: Any) -> None:
+            original(scope, operator, _IntAttributes(container))
+
+        return convert
+
+    return {t: fixed(t) for t in (HistGradientBoostingClassifier, HistGradientBoostingRegressor)}
 
 
 def sklearn_scores(model: Any, sample: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
