@@ -160,4 +160,5 @@ def format_conversion(doc: dict[str, Any]) -> str:
         )
     elif check:
         lines.append("  outputs not compared with the source (give --sample-data to compare them)")
+    lines += [f"  note: {note}" for note in doc.get("notes", [])]
     return "\n".join(lines)

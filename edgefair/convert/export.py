@@ -38,7 +38,7 @@ from edgefair.convert.export_torch import (
     quiet_torch,
     torchscript_names,
 )
-from edgefair.convert.validation import DEFAULT_PARITY_TOLERANCE, ParityReport, parity, validate
+from edgefair.convert.validation import DEFAULT_PARITY_TOLERANCE, ParityReport, few_rows_note, parity, validate
 from edgefair.data import Dataset, load
 from edgefair.errors import InputError, ModelError
 from edgefair.modelio.feeds import Features, assign, parse_features
@@ -140,6 +140,7 @@ def _export(path: Path, sample: Mapping[str, np.ndarray] | None, opts: ExportOpt
         raise InputError(f"{path}: unknown model type {suffix!r}; expected .onnx, .pt2, .pt, .pkl or .joblib")
     record_parity(model, report)
     checked = (*ExportResult.checked, "parity with the source") if report.passed else ExportResult.checked
+    notes = (*notes, *few_rows_note(report.rows, "the parity check"))
     return ExportResult(model, str(path), len(model_bytes(model)), report, notes, checked)
 
 

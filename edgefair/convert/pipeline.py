@@ -18,7 +18,15 @@ from edgefair import data, modelio
 from edgefair.convert.common import ConversionResult, check_domains, dedupe_opsets, load_model, model_bytes
 from edgefair.convert.prune import check_fraction, prune_magnitude, prune_structured
 from edgefair.convert.quantize import Progress, QuantizeOptions, QuantMode, quantize
-from edgefair.convert.validation import CheckReport, Rows, calibration_rows, check, refuse_missing, session
+from edgefair.convert.validation import (
+    CheckReport,
+    Rows,
+    calibration_rows,
+    check,
+    few_rows_note,
+    refuse_missing,
+    session,
+)
 from edgefair.errors import InputError, ModelError
 from edgefair.modelio.feeds import FeatureMap, Features, parse_features
 
@@ -49,6 +57,7 @@ class ConvertResult:
     steps: list[dict[str, Any]] = field(default_factory=list)
     check: CheckReport | None = None
     size_before: int = 0
+    notes: tuple[str, ...] = ()  # what the result rests on that is weak (few rows compared or calibrated on)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +65,7 @@ class ConvertResult:
             "size_after": self.check.size_bytes if self.check else None,
             "steps": self.steps,
             "check": self.check.to_dict() if self.check else None,
+            "notes": list(self.notes),
         }
 
 
@@ -102,7 +112,15 @@ def convert(
             f"the result is {report.size_bytes:,} bytes, {report.size_bytes / before:.0%} of its source's {before:,}: "
             "nothing was saved, so nothing was written (keep it anyway with --allow-larger)"
         )
-    return ConvertResult(current, steps, report, before)
+    notes = [
+        note
+        for step in steps
+        if "calibration_rows" in step
+        for note in few_rows_note(int(step["calibration_rows"]), "static int8's calibration")
+    ]
+    if report.rows_compared:
+        notes += few_rows_note(report.rows_compared, "the comparison with the source")
+    return ConvertResult(current, steps, report, before, tuple(notes))
 
 
 def convert_file(

@@ -133,6 +133,17 @@ def _agreement(
     return float(np.mean(d_ref == d_new)), None
 
 
+WEAK_CHECK_ROWS = 100  # under this many rows, a comparison or a calibration is said to be weak
+
+
+def few_rows_note(rows: int, what: str) -> tuple[str, ...]:
+    """A note when ``what`` (a comparison, a calibration) rests on fewer than WEAK_CHECK_ROWS rows."""
+    if rows >= WEAK_CHECK_ROWS:
+        return ()
+    shown = f"{rows:,} row" + ("" if rows == 1 else "s")
+    return (f"{what} rests on {shown} only: under {WEAK_CHECK_ROWS} rows it is a weak check; give more rows",)
+
+
 DEFAULT_PARITY_TOLERANCE = 1e-4
 """Largest score difference accepted between a source model and its ONNX export. float32
 arithmetic moves an MLP's or a tree ensemble's scores by ~1e-7 (measured: RandomForest 1.8e-7,
