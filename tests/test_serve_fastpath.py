@@ -20,6 +20,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -256,14 +257,14 @@ def test_plain_arrays_are_the_checked_arrays_bit_for_bit() -> None:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("fastpath")
     onnx.save(no_weights(), out / "tiny.onnx")  # score = Sigmoid(x), x float[N, 1]
     return build_bundle(out / "tiny.onnx", out / "tiny", sensitive=["grp"])
 
 
 @pytest.fixture(scope="module")
-def server(bundle) -> Iterator[Server]:
+def server(bundle: Path) -> Iterator[Server]:
     s = Server(bundle, ServeConfig(port=0, max_body_bytes=4096)).start()
     yield s
     s.stop()
@@ -283,7 +284,7 @@ def _answer(port: int, raw: bytes, step: int | None) -> bytes:
     return re.sub(rb'"id":"[0-9a-f]{32}"', b'"id":"-"', b"".join(chunks))
 
 
-def test_the_same_bytes_get_the_same_answer_whole_or_in_pieces(server) -> None:
+def test_the_same_bytes_get_the_same_answer_whole_or_in_pieces(server: Server) -> None:
     body = b'{"inputs":[{"name":"x","shape":[2,1],"datatype":"FP32","data":[0.5,1.5]}]}'
     infer = b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
     requests = [
@@ -302,7 +303,7 @@ def test_the_same_bytes_get_the_same_answer_whole_or_in_pieces(server) -> None:
     assert _answer(server.port, b"BAD LINE", None).startswith(b"HTTP/1.1 400 Bad Request")
 
 
-def test_idle_connections_close_and_busy_ones_stay(bundle, monkeypatch) -> None:
+def test_idle_connections_close_and_busy_ones_stay(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(srv_module, "IDLE_SECONDS", 0.4)
     s = Server(bundle, ServeConfig(port=0)).start()
     try:
@@ -326,7 +327,11 @@ def test_idle_connections_close_and_busy_ones_stay(bundle, monkeypatch) -> None:
 
 def test_a_response_of_every_output_is_what_naming_each_output_gives() -> None:
     doc = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [0.5]}]}
-    outputs = {"score": np.array([[0.25]], np.float32), "label": np.array([1], np.int64), "s": np.array(["é"], object)}
+    outputs: dict[str, np.ndarray] = {
+        "score": np.array([[0.25]], np.float32),
+        "label": np.array([1], np.int64),
+        "s": np.array(["é"], object),
+    }
     every = v2.parse_request(json.dumps(doc).encode(), None, 64)
     named = v2.parse_request(json.dumps({**doc, "outputs": [{"name": n} for n in outputs]}).encode(), None, 64)
     assert every.outputs is None and named.outputs is not None

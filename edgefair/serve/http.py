@@ -1,11 +1,12 @@
 """HTTP/1.1 pieces of ``edgefair serve`` that hold no socket: status reasons, the request-head
 reader (fed bytes as they arrive; each complete line is checked as it comes, with the limits
 and messages of reading it on its own), and the event loop (uvloop's with the ``server``
-extra)."""
+extra), and whether a host is this machine's loopback."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 
 from edgefair.errors import InputError
@@ -155,6 +156,15 @@ class HeadReader:
         if not DIGITS.fullmatch(raw):
             raise Refusal(400, "Content-Length must be a decimal integer")
         return Head(self.method, self.target, headers, int(raw), keep)
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 LOOPS = ("auto", "uvloop", "asyncio")

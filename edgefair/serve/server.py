@@ -1,12 +1,9 @@
 """``edgefair serve``: the Open Inference Protocol (v2 REST) on the standard library.
 
-A small HTTP/1.1 server on asyncio's Protocol callbacks (keep-alive, TCP_NODELAY, a deep
-listen backlog; requests handled one at a time in arrival order, as uvicorn does, each
-answered inside the callback that completed it) in front of a FairSession. Sensitive
-attributes arrive as extra BYTES inputs named in the bundle manifest and are stripped before
-the model. Client mistakes are 4xx with ``{"error": "..."}``; rejected requests never move the
-counters. SIGTERM/SIGINT stop accepting, let in-flight requests finish, flush the store and
-exit 0.
+An HTTP/1.1 server on asyncio Protocol callbacks (keep-alive, TCP_NODELAY, a deep backlog;
+each request answered, in arrival order, inside the callback that completed it) in front of
+a FairSession (see app.py). SIGTERM/SIGINT stop accepting, let in-flight requests finish,
+flush the store and exit 0.
 
 Bounded against sloppy or hostile clients: 16 KB of request line and headers (431), strict
 Content-Length (400), headers and body within ``read_timeout_seconds`` (408), at most
@@ -20,7 +17,6 @@ token unless ``no_auth`` is set.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import signal
 import socket
@@ -34,9 +30,8 @@ from typing import Any
 from edgefair.errors import EdgefairError, InputError
 from edgefair.serve import protocol as v2
 from edgefair.serve.app import App, ServeConfig
-from edgefair.serve.http import MAX_HEADER_BYTES, MAX_HEADERS, REASONS, Head, HeadReader, Refusal, new_loop
-
-__all__ = ["MAX_HEADERS", "MAX_HEADER_BYTES", "ServeConfig", "Server", "bind_warning", "is_loopback", "serve"]
+from edgefair.serve.http import MAX_HEADER_BYTES, REASONS, Head, HeadReader, Refusal, is_loopback, new_loop
+from edgefair.serve.http import MAX_HEADERS as MAX_HEADERS  # read here by the limits tests
 
 IDLE_SECONDS = 30  # an idle keep-alive connection is closed after this
 MAX_ERROR_CHARS = 500
@@ -81,9 +76,8 @@ class _Connection(asyncio.Protocol):
         self.head: Head | None = None  # a head whose body is awaited
         self.reserved = 0  # bytes of this connection's body counted against the in-flight budget
         self.counted = self.paused = self.held = self.eof = False
-        self.wait, self.deadline, self.discarded = NONE, 0.0, 0
+        self.wait, self.deadline, self.discarded, self.timer_at = NONE, 0.0, 0, 0.0
         self.timer: asyncio.TimerHandle | None = None
-        self.timer_at = 0.0
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -258,8 +252,7 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def refuse(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        """Answer, then close without a reset: stop writing, drop what the client is still
-        sending, for a bounded time and size."""
+        """Answer, then close without a reset: drop what the client still sends (bounded)."""
         self._error(status, message, False, headers)
         self.buf, self.head, self.discarded = b"", None, 0
         if self.transport.can_write_eof():
@@ -315,15 +308,6 @@ class _Connection(asyncio.Protocol):
             self._error(500, f"internal error: {type(exc).__name__}", False, None, head)
         app.metrics.request(endpoint, status, time.perf_counter() - start)
         return keep
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def bind_warning(config: ServeConfig) -> str | None:
