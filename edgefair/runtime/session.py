@@ -119,6 +119,11 @@ class FairSession:
         if store is not None:
             from edgefair.runtime.store import CounterStore  # sqlite3 only when a store is used
 
+            if path.is_dir() and Path(store).resolve().is_relative_to(path.resolve()):
+                raise InputError(  # a store inside the hash-checked folder would break the bundle for every later load
+                    f"store {store}: inside the bundle folder {path}; keep counters outside the bundle"
+                )
+
             self.store = CounterStore(store, tuple(known), DEFAULT_BINS)
             stored = self.store.flushed  # the snapshot its deltas are taken from
         # room for every value the store already holds (other writers may have learned
