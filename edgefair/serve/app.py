@@ -132,7 +132,9 @@ class App:
         route with a method it does not take is 405 with ``Allow``."""
         route = path.split("?", 1)[0].rstrip("/") or "/"
         # segments are percent-decoded one by one (tritonclient quotes model names)
-        parts = [unquote(p) for p in route.strip("/").split("/")]
+        parts = route.strip("/").split("/")
+        if "%" in route:  # unquote returns a segment without "%" as it is
+            parts = [unquote(p) for p in parts]
         if route == "/metrics":
             _allow(method, GET)
             self._authorise(headers)  # counted data: the token, when the server has one
