@@ -190,7 +190,8 @@ class ParityReport:
             else f"{self.flips} of {self.rows} decisions flip ({self.decision_rule})"
         )
         line = (
-            f"parity with the source on {self.rows:,} rows of {self.on}: largest {self.output} difference "
+            f"parity with the source on {self.rows:,} row{'' if self.rows == 1 else 's'} of {self.on}: "
+            f"largest {self.output} difference "
             f"{self.max_abs_difference:.3g} (tolerance {self.tolerance:g}), {flips}"
         )
         if self.passed:
