@@ -11,7 +11,8 @@ so they run from their own virtual environments (see README, Benchmarks); withou
 their rows say "not measured" and why. Before any timing every server answers the same
 request and its scores must equal a direct onnxruntime run of the model, bit for bit.
 POST /infer, batch 1, JSON, at 1, 8 and 64 keep-alive connections, 8 s each (--rounds N: N
-interleaved rounds, servers alternating, medians reported), on
+interleaved rounds, servers alternating, medians reported; each server process's CPU time
+per request beside throughput and latency), on
 127.0.0.1, in one run. Targets: throughput >= 1.0x uvicorn[standard] with p99 <= 1.0x its
 p99; >= 2x KServe and MLServer.
 """
@@ -307,15 +308,16 @@ def main() -> None:
                 wait_ready(port, process, tmp / f"{name.split('[')[0]}.log")
             direct = same_outputs(started, json_body)
             print(f"all {len(started)} servers return onnxruntime's scores {direct} for the request; timing")
-            runs: dict[str, dict[int, list[tuple[float, float, float]]]] = {
-                n: {c: [] for c in CONNECTIONS} for n in started
-            }
+            runs: dict[str, dict[int, list[tuple[float, ...]]]] = {n: {c: [] for c in CONNECTIONS} for n in started}
             json_h = {"Content-Type": "application/json"}
             for r in range(args.rounds):
                 for c in CONNECTIONS:
                     order = list(started.items())
-                    for name, (_, port, path) in order if r % 2 == 0 else order[::-1]:
-                        runs[name][c].append(wrk(f"http://127.0.0.1:{port}{path}", json_body, json_h, c, tmp))
+                    for name, (process, port, path) in order if r % 2 == 0 else order[::-1]:
+                        before = cpu_seconds(process.pid)
+                        rps, p50, p99 = wrk(f"http://127.0.0.1:{port}{path}", json_body, json_h, c, tmp)
+                        used = (cpu_seconds(process.pid) - before) / (rps * DURATION) * 1e6
+                        runs[name][c].append((rps, p50, p99, used))
             results = {n: {c: median_run(rs) for c, rs in by_c.items()} for n, by_c in runs.items()}
             report(results, skipped)
         finally:
@@ -327,11 +329,20 @@ def main() -> None:
                     process.kill()
 
 
-def median_run(runs: list[tuple[float, float, float]]) -> tuple[float, float, float]:
-    """Each figure's median over the rounds (throughput, p50, p99 apart)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (Linux /proc): its cost per request holds up on a
+    busy machine better than throughput does. Worker processes a server forks are not in it."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def median_run(runs: list[tuple[float, ...]]) -> tuple[float, ...]:
+    """Each figure's median over the rounds (throughput, p50, p99, CPU per request apart)."""
     import statistics
 
-    return tuple(statistics.median(r[i] for r in runs) for i in range(3))  # type: ignore[return-value]
+    return tuple(statistics.median(r[i] for r in runs) for i in range(len(runs[0])))
 
 
 def report(results: dict, skipped: dict) -> None:
@@ -340,19 +351,27 @@ def report(results: dict, skipped: dict) -> None:
     for c in (1, 8, 64):
         print(
             f"{c:>11d}  "
-            + "  ".join(f"{r[c][0]:8.0f}/s p50 {r[c][1]:6.2f} p99 {r[c][2]:6.2f}" for r in results.values())
+            + "  ".join(
+                f"{r[c][0]:8.0f}/s p50 {r[c][1]:6.2f} p99 {r[c][2]:6.2f} cpu {r[c][3]:5.0f} us"
+                for r in results.values()
+            )
         )
     for name, theirs in results.items():
         if name == "edgefair":
             continue
         target = "throughput >= 1.0x, p99 <= 1.0x" if name.startswith("uvicorn") else "throughput >= 2x"
         cells = [
-            f"{c} conn {ours[c][0] / theirs[c][0]:.2f}x (p99 {ours[c][2] / theirs[c][2]:.2f}x)" for c in (1, 8, 64)
+            f"{c} conn {ours[c][0] / theirs[c][0]:.2f}x (p99 {ours[c][2] / theirs[c][2]:.2f}x, "
+            f"cpu/request {ours[c][3] / theirs[c][3]:.2f}x)"
+            for c in (1, 8, 64)
         ]
         print(f"edgefair / {name}: " + "; ".join(cells) + f"   target: {target}")
     for name, why in skipped.items():
         print(f"edgefair / {name}: {why}")
-    print("latencies in ms (wrk); ratios are edgefair over the anchor, measured in this run")
+    print(
+        "latencies in ms (wrk); cpu: the server process's user + system time per request; "
+        "ratios are edgefair over the anchor, measured in this run"
+    )
 
 
 if __name__ == "__main__":
