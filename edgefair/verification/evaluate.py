@@ -138,19 +138,9 @@ class ScoringModel:
 
 
 def _blame_missing(out: np.ndarray, feeds: dict[str, np.ndarray], chunk: data.Chunk, model: str) -> None:
-    """A NaN score on a row with a missing feature is the data's doing: name the line and column."""
-    scores = np.asarray(out, np.float64).reshape(len(out), -1)
-    for row in np.flatnonzero(np.isnan(scores).any(axis=1))[:1].tolist():
-        if not any(np.asarray(v).dtype.kind == "f" and np.isnan(np.asarray(v)[row]).any() for v in feeds.values()):
-            return  # the model made the NaN itself
-        for name, values in chunk.columns.items():
-            value = np.asarray(values)[row]
-            text_missing = isinstance(value, str) and value.strip() in data.MISSING
-            if text_missing or (isinstance(value, float) and value != value):
-                raise InputError(
-                    f"{chunk.source}, line {chunk.first_line + row}, column {name!r}: missing value {value!r} "
-                    f"reaches the model as NaN and {model} scores it NaN; fill or drop such rows"
-                )
+    """A NaN score on a row with a missing feature is the data's doing: name the line and
+    column (the one check convert uses too)."""
+    data.refuse_missing_scored_nan([out], feeds, chunk.columns, chunk.source, chunk.first_line, model)
 
 
 def check_same_inputs(reference: ScoringModel, candidate: ScoringModel) -> None:
