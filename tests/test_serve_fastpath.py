@@ -31,7 +31,8 @@ from edgefair.bundling import build_bundle
 from edgefair.serve import http
 from edgefair.serve import protocol as v2
 from edgefair.serve import server as srv_module
-from edgefair.serve.server import ServeConfig, Server
+from edgefair.serve.app import ServeConfig
+from edgefair.serve.server import Server
 from tests.models import no_weights
 
 TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -338,3 +339,39 @@ def test_a_response_of_every_output_is_what_naming_each_output_gives() -> None:
     body, length = v2.encode_response("m", "id", outputs, every)
     assert (body, length) == v2.encode_response("m", "id", outputs, named) and length is None
     assert json.loads(body)["outputs"][2] == {"name": "s", "datatype": "BYTES", "shape": [1], "data": ["é"]}
+
+
+@pytest.mark.slow
+def test_a_response_the_client_is_slow_to_read_is_held_against_the_budget(bundle: Path) -> None:
+    """A 7.6 MB response to a client with a tiny receive window stops the connection reading
+    and counts its unsent bytes in flight until it is sent; then the connection goes on."""
+    s = Server(bundle, ServeConfig(port=0)).start()
+    n = 400_000
+    body = json.dumps({"inputs": [{"name": "x", "shape": [n, 1], "datatype": "FP32", "data": [0.5] * n}]}).encode()
+    raw = b"POST /v2/models/tiny/infer HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", s.port))
+            sock.sendall(raw)
+            for _ in range(600):
+                if any(c.held for c in list(s.open)):
+                    break
+                time.sleep(0.05)
+            assert any(c.held for c in s.open) and s.inflight > 1_000_000  # unsent bytes, not the body
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(65536)
+            length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            got = len(head.split(b"\r\n\r\n", 1)[1])
+            while got < length:
+                got += len(sock.recv(1 << 20))
+            for _ in range(100):  # sent: released while the connection stays open
+                if s.inflight == 0 and not any(c.held for c in s.open):
+                    break
+                time.sleep(0.02)
+            assert s.inflight == 0 and head.startswith(b"HTTP/1.1 200 OK")
+            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+    finally:
+        s.stop()
