@@ -375,3 +375,17 @@ def test_a_response_the_client_is_slow_to_read_is_held_against_the_budget(bundle
             assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
     finally:
         s.stop()
+
+
+def test_the_budget_is_back_to_zero_while_the_connection_stays_open(server: Server) -> None:
+    """Each answered request gives its body's bytes back at once, not when its connection ends."""
+    body = b'{"inputs":[{"name":"x","shape":[1,1],"datatype":"FP32","data":[0.5]}]}'
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        for _ in range(2):
+            sock.sendall(b"POST /v2/models/tiny/infer HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+            for _ in range(100):
+                if server.inflight == 0:
+                    break
+                time.sleep(0.01)
+            assert server.inflight == 0

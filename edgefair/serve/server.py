@@ -64,9 +64,8 @@ def _decode_body(body: bytes, encoding: str, cap: int) -> bytes:
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection: requests read from the bytes as they arrive, each answered
-    in turn inside the callback that completed it. One timer per connection, moved lazily
-    (a deadline that only grows needs no new timer), so a request that arrives whole costs none."""
+    """One keep-alive connection: each request answered inside the callback that completed it.
+    One timer, moved lazily (a later deadline needs no new timer): a whole request costs none."""
 
     def __init__(self, server: Server):
         self.server, self.config, self.loop = server, server.config, server._loop
@@ -85,12 +84,15 @@ class _Connection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small responses go out at once
-        server = self.server
-        server.open.add(self)
-        if server.connections >= self.config.max_connections:
+        self.server.open.add(self)
+        self._take_slot()
+
+    def _take_slot(self) -> None:
+        """The connection cap: past it, refused (503 with Retry-After); else counted until lost."""
+        if self.server.connections >= self.config.max_connections:
             self.refuse(503, "too many connections; retry shortly", {"Retry-After": "1"})
             return
-        server.connections += 1
+        self.server.connections += 1
         self.counted = True
         self._wait(IDLE, IDLE_SECONDS)
 
@@ -126,7 +128,7 @@ class _Connection(asyncio.Protocol):
             self._at_eof()
         return True  # the transport stays open to send an answer; close() ends it
 
-    def pause_writing(self) -> None:
+    def pause_writing(self) -> None:  # the transport's buffer is over its high-water mark
         self.paused = True
 
     def resume_writing(self) -> None:
@@ -185,8 +187,7 @@ class _Connection(asyncio.Protocol):
             self._wait(IDLE, IDLE_SECONDS)
 
     def _at_eof(self) -> None:
-        """The client will send nothing more: what it left half-sent is checked as a line would
-        be, then the connection closes (answered when that is refused)."""
+        """The client sent its last byte: a half-sent line is checked as a line, then we close."""
         if self.wait >= LINGERING:
             self.close()
             return
