@@ -8,6 +8,7 @@ client's free text. Prediction and outcome counters only ever grow.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ class Metrics:
         with self._lock:
             key = (endpoint, status)
             self.requests[key] = self.requests.get(key, 0) + 1
-            i = next((j for j, b in enumerate(BUCKETS) if seconds <= b), len(BUCKETS))
+            i = bisect_left(BUCKETS, seconds)  # the first bucket with seconds <= its bound, else +Inf
             self.latency[endpoint][i] += 1
             self.latency_sum[endpoint] += seconds
 
