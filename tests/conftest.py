@@ -45,3 +45,23 @@ def adult_test():
     from edgefair.data import load_adult
 
     return load_adult("test")
+
+
+def exchange(port: int, raw: bytes, step: int | None = None) -> bytes:
+    """Send ``raw`` to 127.0.0.1:``port`` (whole, or ``step`` bytes at a time), half-close, and
+    read until the server closes; the answer with its random request ids masked."""
+    import re
+    import socket
+    import time
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(0, len(raw), step or len(raw) or 1):
+            sock.sendall(raw[i : i + (step or len(raw))])
+            if step:
+                time.sleep(0.002)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while block := sock.recv(65536):
+            chunks.append(block)
+    return re.sub(rb'"id":"[0-9a-f]{32}"', b'"id":"-"', b"".join(chunks))

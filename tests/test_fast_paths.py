@@ -15,6 +15,7 @@ import pytest
 
 from edgefair import data
 from edgefair.errors import InputError
+from tests.conftest import exchange
 
 pytest.importorskip("pyarrow")
 
@@ -225,20 +226,6 @@ def test_plain_json_tensors_equal_the_checked_path() -> None:
 # -- the server on uvloop and on asyncio's loop ------------------------------------------
 
 
-def _exchange(port: int, raw: bytes) -> bytes:
-    """Send raw bytes, read until the server closes or 2 s pass; the id and Date-free answer."""
-    import re
-    import socket
-
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(raw)
-        sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while block := sock.recv(65536):
-            chunks.append(block)
-    return re.sub(rb'"id":"[0-9a-f]{32}"', b'"id":"-"', b"".join(chunks))
-
-
 def test_the_server_answers_alike_on_both_event_loops(tmp_path: Path) -> None:
     """Same bytes in, same bytes out (ids aside) on uvloop and on asyncio's loop, for a good
     request and for each refusal of the HTTP layer (line, headers, length, body caps)."""
@@ -271,7 +258,7 @@ def test_the_server_answers_alike_on_both_event_loops(tmp_path: Path) -> None:
     for loop in ("uvloop", "asyncio"):
         server = Server(bundle, ServeConfig(port=0, max_body_bytes=4096), loop=loop).start()
         try:
-            answers[loop] = [_exchange(server.port, raw) for raw in requests]
+            answers[loop] = [exchange(server.port, raw) for raw in requests]
         finally:
             server.stop()
     for raw, a, b in zip(requests, answers["uvloop"], answers["asyncio"], strict=True):

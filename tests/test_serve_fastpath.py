@@ -33,6 +33,7 @@ from edgefair.serve import protocol as v2
 from edgefair.serve import server as srv_module
 from edgefair.serve.app import ServeConfig
 from edgefair.serve.server import Server
+from tests.conftest import exchange
 from tests.models import no_weights
 
 TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -271,20 +272,6 @@ def server(bundle: Path) -> Iterator[Server]:
     s.stop()
 
 
-def _answer(port: int, raw: bytes, step: int | None) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for i in range(0, len(raw), step or len(raw) or 1):
-            sock.sendall(raw[i : i + (step or len(raw))])
-            if step:
-                time.sleep(0.002)
-        sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while block := sock.recv(65536):
-            chunks.append(block)
-    return re.sub(rb'"id":"[0-9a-f]{32}"', b'"id":"-"', b"".join(chunks))
-
-
 def test_the_same_bytes_get_the_same_answer_whole_or_in_pieces(server: Server) -> None:
     body = b'{"inputs":[{"name":"x","shape":[2,1],"datatype":"FP32","data":[0.5,1.5]}]}'
     infer = b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
@@ -297,11 +284,11 @@ def test_the_same_bytes_get_the_same_answer_whole_or_in_pieces(server: Server) -
         b"POST /v2/models/tiny/infer HTTP/1.1\r\nContent-Length: 3\r\nContent-Encoding: br\r\n\r\n{x}",
     ]
     for raw in requests:
-        whole = _answer(server.port, raw, None)
+        whole = exchange(server.port, raw, None)
         assert whole.startswith(b"HTTP/1.1 "), raw
-        assert _answer(server.port, raw, 7) == whole, raw
-    assert _answer(server.port, requests[0], None).count(b"HTTP/1.1 200 OK") == 2
-    assert _answer(server.port, b"BAD LINE", None).startswith(b"HTTP/1.1 400 Bad Request")
+        assert exchange(server.port, raw, 7) == whole, raw
+    assert exchange(server.port, requests[0], None).count(b"HTTP/1.1 200 OK") == 2
+    assert exchange(server.port, b"BAD LINE", None).startswith(b"HTTP/1.1 400 Bad Request")
 
 
 def test_idle_connections_close_and_busy_ones_stay(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:

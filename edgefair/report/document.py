@@ -71,10 +71,18 @@ def by_group_section(table: Any, attrs: tuple[str, ...], confidence: float) -> d
     }
 
 
-def _floor_words(r: Any, min_group_size: int) -> str:
-    """The floor an untested group sits under: the policy's, or a higher one its interval needs."""
-    floor = r.rows_needed if r.rows_needed is not None else min_group_size
-    return f"min_group_size {min_group_size}" if floor <= min_group_size else f"the {floor} rows its interval needs"
+def _what_settles(r: Any, min_group_size: int) -> str:
+    """Why a check is unsettled: the rows that would settle it, the floor an untested group sits
+    under (the policy's, or the higher one its interval needs), or, for a check untested for
+    another reason than rows (a between-groups check on one group), its note."""
+    if not r.gated and r.rows_needed is None:
+        return str(r.note)
+    rows = f"~{r.rows_needed:,} rows would settle it" if r.rows_needed else "more rows would settle it"
+    if r.gated:
+        return rows
+    floor = r.rows_needed
+    under = f"min_group_size {min_group_size}" if floor <= min_group_size else f"the {floor} rows its interval needs"
+    return f"{rows} (under {under}, not tested)"
 
 
 def verify_document(report: VerifyReport) -> dict[str, Any]:
@@ -85,12 +93,7 @@ def verify_document(report: VerifyReport) -> dict[str, Any]:
     failing = [f"{r.check.metric} ({r.check.kind.value}) in {r.group or r.scope}" for r in g.failures()]
     unsettled = [
         f"{r.check.metric} ({r.check.kind.value}) in {r.group or r.scope}: "
-        + (
-            r.note  # untested for another reason than rows (a between-groups check on one group)
-            if not r.gated and r.rows_needed is None
-            else (f"~{r.rows_needed:,} rows would settle it" if r.rows_needed else "more rows would settle it")
-            + ("" if r.gated else f" (under {_floor_words(r, report.policy.min_group_size)}, not tested)")
-        )
+        + _what_settles(r, report.policy.min_group_size)
         for r in g.unsettled()
     ]
     doc = {

@@ -133,21 +133,10 @@ def _too_small(
 ) -> CheckResult:
     floor = scope.min_rows(policy)
     why = f" (a normal interval needs {scope.floor})" if floor > policy.min_group_size else ""
-    return CheckResult(
-        check=check,
-        scope=scope.name,
-        group=group,
-        estimate=cand if check.kind is CheckKind.GROUP_MAX else cand - ref,
-        interval=(float("nan"), float("nan")),
-        reference_value=ref,
-        candidate_value=cand,
-        rows=rows,
-        p_fail=1.0,
-        p_pass=1.0,
-        rows_needed=floor,
-        note=f"{rows} rows under the value; groups under {floor}{why} are reported, not gated",
-        gated=False,
-    )
+    note = f"{rows} rows under the value; groups under {floor}{why} are reported, not gated"
+    estimate = cand if check.kind is CheckKind.GROUP_MAX else cand - ref  # task kinds: an increase is cand - ref
+    untested = _untested(check, scope.name, group, rows, ref, cand, note)
+    return dataclasses.replace(untested, estimate=estimate, rows_needed=floor)
 
 
 def _label(scope: TaskScope, g: int, c: int, classes: int) -> str:
