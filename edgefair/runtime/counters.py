@@ -1,8 +1,11 @@
 """On-device counters: a counts table updated on the hot path, and delayed labels.
 
-Group codes come from per-attribute dictionaries (known values first, then values seen in
-the field up to a cap, then an explicit "other" group), so an update is a few dict
-lookups and one ``np.bincount`` into a preallocated array: no table building per call.
+Group codes come from per-attribute dictionaries (runtime.coding), so an update is a few
+dict lookups and a scatter-add into a preallocated array: no table building per call. The
+serving hot path defers even that: ``defer`` keeps each call's codes and validated scores,
+and they are added in bulk (one ``np.bincount``) once ``FOLD_ROWS`` rows are held, or when
+anything reads the counts (``table``, ``counts``, outcomes, a flush), so a reader never
+sees a row missing and a call costs a list append.
 Rows are counted with label "unknown"; ``record_outcomes`` moves a row to its label when
 it arrives, joined by prediction id (bounded memory, with a time-to-live). Late, unknown
 and expired ids are counted, not dropped silently.
@@ -10,24 +13,22 @@ and expired ids are counted, not dropped silently.
 
 from __future__ import annotations
 
-import threading
 import time
 from array import array
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
 from edgefair.core.tables import CELLS_PER_GROUP, DEFAULT_BINS, UNKNOWN_LABEL, CountsTable, cell_index
 from edgefair.errors import InputError
+from edgefair.runtime.coding import MAX_VALUES_PER_ATTRIBUTE, OTHER, UNKNOWN, GroupCoding
 
-OTHER = "other"  # values outside the known (or learned) set
-UNKNOWN = "unknown"  # the attribute was not given at all
-MAX_VALUES_PER_ATTRIBUTE = 16  # per attribute without known values; more go to 'other'
-MAX_LOOKUP = 4096  # strings remembered per attribute beyond its groups (values resolved to 'other')
+__all__ = ["MAX_VALUES_PER_ATTRIBUTE", "OTHER", "UNKNOWN", "Counters", "OutcomeStats"]
+
+FOLD_ROWS = 65_536  # deferred rows held before they are added in (``table()`` adds them at once)
 
 
 @dataclass
@@ -42,7 +43,7 @@ class OutcomeStats:
         return dict(self.__dict__)
 
 
-class Counters:
+class Counters(GroupCoding):
     """A mutable counts table over fixed attributes; thread-safe."""
 
     def __init__(
@@ -54,32 +55,19 @@ class Counters:
         ttl_seconds: float = 7 * 86400,
         max_values: int = MAX_VALUES_PER_ATTRIBUTE,
     ):
-        if not attributes:
-            raise InputError("at least one sensitive attribute is needed")
-        self.attributes = tuple(attributes)
+        groups = self._init_coding(attributes, known_values, max_values)
         self.bins = bins
-        self.max_values = max_values
-        self._values: list[dict[str, int]] = []
-        self._learn: list[bool] = []
-        self._sizes: list[int] = []
-        for a in self.attributes:
-            values = [str(v) for v in (known_values or {}).get(a, ()) if str(v) not in (OTHER, UNKNOWN)]
-            self._values.append({OTHER: 0, UNKNOWN: 1, **{v: i + 2 for i, v in enumerate(dict.fromkeys(values))}})
-            self._learn.append(not values)  # no known values: learn up to max_values, then 'other'
-            self._sizes.append(max_values + 2 if not values else len(self._values[-1]))
-        # value -> code for the hot path: the group values above, plus strings already resolved
-        # to 'other' or 'unknown' (codes never change once given), bounded
-        self._lookup: list[dict[Any, int]] = [dict(t) for t in self._values]
-        self._lock = threading.Lock()
-        groups = int(np.prod(self._sizes))
         # plain int64 buffers with numpy views: a single row is counted with Python ints (no
         # numpy scalar per row), a batch with one scatter-add on the view; same memory
         self._cells = array("q", bytes(8 * groups * CELLS_PER_GROUP))
         self._bins = array("q", bytes(8 * groups * 3 * bins))
         self._flat_counts = np.frombuffer(self._cells, np.int64)
         self._flat_hist = np.frombuffer(self._bins, np.int64)
-        self.counts = self._flat_counts.reshape(groups, 3, 2, 2)
-        self.hist = self._flat_hist.reshape(groups, 3, bins)
+        self._counts = self._flat_counts.reshape(groups, 3, 2, 2)
+        self._hist = self._flat_hist.reshape(groups, 3, bins)
+        # rows counted later, in bulk (``defer``): (codes, scores or decisions, threshold or None)
+        self._deferred: list[tuple[Any, Any, float | None]] = []
+        self._deferred_rows = 0
         # a row with decision d (label unknown) lands in cell group * CELLS_PER_GROUP + _cell[d]
         self._cell = (cell_index(UNKNOWN_LABEL, 0, 0), cell_index(UNKNOWN_LABEL, 1, 1))
         self._cell_array = np.array(self._cell, np.int64)
@@ -88,113 +76,6 @@ class Counters:
         self.max_pending = max_pending
         self.ttl_seconds = ttl_seconds
         self.outcomes = OutcomeStats()
-
-    def _code(self, attr: int, value: Any) -> int:
-        if value is None or (isinstance(value, float) and value != value) or value == "":
-            return 1  # not given: 'unknown', never a learned group called "None" or "nan"
-        table = self._values[attr]
-        key = value if isinstance(value, str) else str(value)
-        code = table.get(key)
-        if code is None:
-            if self._learn[attr] and len(table) < self.max_values + 2:
-                code = len(table)
-                table[key] = code
-            else:
-                code = 0
-        lookup = self._lookup[attr]
-        if isinstance(value, str) and len(lookup) < MAX_LOOKUP:  # only strings: 1, 1.0 and True hash alike
-            lookup[value] = code
-        return code
-
-    def _slow_codes(self, attr: int, items: Sequence[Any]) -> list[int]:
-        """Codes of values not all in the lookup (new, non-string or missing); learns under the lock."""
-        lookup = self._lookup[attr]
-        out = []
-        with self._lock:
-            for v in items:
-                code = lookup.get(v) if isinstance(v, str) else None
-                if code is None:
-                    if isinstance(v, (list, tuple, dict, set, np.ndarray)):
-                        name = self.attributes[attr]
-                        raise InputError(
-                            f"sensitive attribute {name!r} holds {type(v).__name__}s; expected one value per row"
-                        )
-                    code = self._code(attr, v)
-                out.append(code)
-        return out
-
-    def _columns(self, sensitive: Mapping[str, Any], rows: int) -> list[Any]:
-        """Each attribute's values, in order; names and lengths checked (one line naming the problem)."""
-        try:
-            columns = [sensitive[name] for name in self.attributes]
-            if len(sensitive) == len(self.attributes):
-                for c in columns:
-                    if len(c) != rows:
-                        break
-                else:
-                    return columns
-        except (KeyError, TypeError):
-            pass
-        for name in self.attributes:
-            if name not in sensitive:
-                raise InputError(f"sensitive attribute {name!r} is missing; expected {list(self.attributes)}")
-            values = sensitive[name]
-            if not hasattr(values, "__len__") or isinstance(values, (str, bytes)):
-                raise InputError(f"sensitive attribute {name!r} must be a list or array of {rows} values")
-            if len(values) != rows:
-                raise InputError(f"sensitive attribute {name!r} has {len(values)} values for {rows} rows")
-        extra = set(sensitive) - set(self.attributes)
-        raise InputError(f"unexpected sensitive attribute {sorted(extra)[0]!r}; expected {list(self.attributes)}")
-
-    def group_code(self, sensitive: Mapping[str, Any]) -> int:
-        """The group code of a single row (``sensitive`` holds one value per attribute)."""
-        flat = 0
-        for a, column in enumerate(self._columns(sensitive, 1)):
-            value = column[0]
-            code = self._lookup[a].get(value) if isinstance(value, str) else None
-            if code is None:
-                code = self._slow_codes(a, [value])[0]
-            flat = flat * self._sizes[a] + code
-        return flat
-
-    def group_codes(self, sensitive: Mapping[str, Any], rows: int) -> np.ndarray:
-        """Per-row group codes (numpy, for batches); checks names and lengths first."""
-        flat: np.ndarray | None = None
-        for a, column in enumerate(self._columns(sensitive, rows)):
-            codes = self._column_codes(a, column)
-            flat = codes if flat is None else flat * self._sizes[a] + codes
-        assert flat is not None  # at least one attribute
-        return flat
-
-    def _column_codes(self, attr: int, column: Any) -> np.ndarray:
-        if isinstance(column, np.ndarray) and column.dtype.kind in "biu" and column.ndim == 1:
-            # numbers: code each distinct value once, in order of first appearance (learning order)
-            distinct, first, inverse = np.unique(column, return_index=True, return_inverse=True)
-            order = np.argsort(first, kind="stable")
-            codes = np.empty(len(distinct), np.int64)
-            codes[order] = self._slow_codes(attr, distinct[order].tolist())
-            return codes[inverse.reshape(-1)]
-        items = column.tolist() if isinstance(column, np.ndarray) else list(column)
-        try:  # strings already seen: one C-speed lookup per row, into bytes when codes fit
-            lookup = self._lookup[attr]
-            found = itemgetter(*items)(lookup) if len(items) > 1 else tuple(map(lookup.__getitem__, items))
-            if self._sizes[attr] <= 256:
-                return np.frombuffer(bytes(found), np.uint8).astype(np.int64)
-            return np.array(found, np.int64)
-        except (KeyError, TypeError):  # a new, missing or non-string value (lists are unhashable)
-            return np.array(self._slow_codes(attr, items), np.int64)
-
-    def group_code_list(self, sensitive: Mapping[str, Any], rows: int) -> list[int]:
-        """``group_codes`` as a plain list (cheaper for a few rows)."""
-        flat: list[int] = []
-        for a, column in enumerate(self._columns(sensitive, rows)):
-            items = column.tolist() if isinstance(column, np.ndarray) else list(column)
-            lookup = self._lookup[a]
-            found = [lookup.get(v) if isinstance(v, str) else None for v in items]
-            codes: list[int] = self._slow_codes(a, items) if None in found else found  # type: ignore[assignment]
-            size = self._sizes[a]
-            flat = codes if a == 0 else [f * size + c for f, c in zip(flat, codes, strict=True)]
-        return flat
 
     def update_one(self, group: int, decision: int, score: float | None, ids: Sequence[Any] | None = None) -> None:
         """``update`` for a single row, with Python scalars."""
@@ -237,6 +118,63 @@ class Counters:
             if ids is not None:
                 sc_list = scores.tolist() if scores is not None else None
                 self._remember(ids, groups.tolist(), decisions.tolist(), sc_list)
+
+    def defer(self, codes: Any, values: Any, threshold: float | None) -> None:
+        """Count rows later, exactly as ``update`` would now: ``codes`` from ``known_codes`` (an
+        int for one row, per-attribute arrays for a batch); ``values`` the rows' scores, already
+        checked to lie within [0, 1], with the decision threshold, or their 0/1 decisions with ``threshold`` None. Arrays must be the caller's
+        own copies: they are read when the rows are added in."""
+        with self._lock:
+            self._deferred.append((codes, values, threshold))
+            self._deferred_rows += 1 if isinstance(codes, int) else len(values)
+            if self._deferred_rows >= FOLD_ROWS:
+                self._fold()
+
+    def _fold(self) -> None:
+        """Add the deferred rows in, one ``bincount`` per array; lock held."""
+        if not self._deferred:
+            return
+        entries, self._deferred, self._deferred_rows = self._deferred, [], 0
+        batches: dict[float | None, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+        singles: dict[float | None, tuple[list[int], list[Any]]] = {}
+        for codes, values, threshold in entries:
+            if isinstance(codes, int):
+                one = singles.setdefault(threshold, ([], []))
+                one[0].append(codes)
+                one[1].append(values)
+            else:
+                many = batches.setdefault(threshold, ([], []))
+                many[0].append(self.flat(codes))
+                many[1].append(np.asarray(values).reshape(-1))
+        for threshold, (group_list, value_list) in singles.items():
+            batches.setdefault(threshold, ([], []))[0].append(np.array(group_list, np.int64))
+            batches[threshold][1].append(np.array(value_list))
+        for threshold, (group_arrays, value_arrays) in batches.items():
+            groups = np.concatenate(group_arrays)
+            if threshold is None:
+                decisions = np.concatenate(value_arrays).astype(np.int64)
+            else:
+                scores = np.concatenate(value_arrays).astype(np.float64)
+                decisions = (scores >= threshold).astype(np.int64)
+                bins_of_rows = np.minimum((scores * self.bins).astype(np.int64), self.bins - 1)
+                hist_cells = (groups * 3 + UNKNOWN_LABEL) * self.bins + bins_of_rows
+                self._flat_hist += np.bincount(hist_cells, minlength=len(self._flat_hist))
+            cells = groups * CELLS_PER_GROUP + self._cell_array[decisions]
+            self._flat_counts += np.bincount(cells, minlength=len(self._flat_counts))
+
+    @property
+    def counts(self) -> np.ndarray:
+        """The live counts, (groups, labels, decision, decision), deferred rows included."""
+        with self._lock:
+            self._fold()
+        return self._counts
+
+    @property
+    def hist(self) -> np.ndarray:
+        """The live score histograms, (groups, labels, bins), deferred rows included."""
+        with self._lock:
+            self._fold()
+        return self._hist
 
     def _remember(
         self, ids: Sequence[Any], groups: list[int], decisions: list[int], scores: list[float] | None
@@ -302,18 +240,13 @@ class Counters:
         self._flat_counts[base + cell_index(UNKNOWN_LABEL, d, d)] -= 1
         self._flat_counts[base + cell_index(label, d, d)] += 1
         if b >= 0:
-            self.hist[g, UNKNOWN_LABEL, b] -= 1
-            self.hist[g, label, b] += 1
-
-    def known_values(self) -> dict[str, list[str]]:
-        """Every value each attribute can be counted under (bounded: safe as metric labels)."""
-        with self._lock:
-            return {a: list(t) for a, t in zip(self.attributes, self._values, strict=True)}
+            self._hist[g, UNKNOWN_LABEL, b] -= 1
+            self._hist[g, label, b] += 1
 
     def group_keys(self) -> list[tuple[str, ...]]:
         names = [{code: value for value, code in t.items()} for t in self._values]
         keys = []
-        for flat in range(self.counts.shape[0]):
+        for flat in range(self._counts.shape[0]):
             key = []
             for a in reversed(range(len(self.attributes))):
                 flat, r = divmod(flat, self._sizes[a])
@@ -324,7 +257,8 @@ class Counters:
     def table(self) -> CountsTable:
         """The current counts as an immutable table (only groups that occurred)."""
         with self._lock:
-            counts, hist = self.counts.copy(), self.hist.copy()
+            self._fold()
+            counts, hist = self._counts.copy(), self._hist.copy()
         keys = self.group_keys()
         present = np.flatnonzero(counts.reshape(len(keys), -1).any(axis=1))
         order = sorted(present.tolist(), key=lambda i: keys[i])
@@ -341,6 +275,6 @@ class Counters:
             for a, c in enumerate(codes):
                 flat = flat * self._sizes[a] + c
             with self._lock:
-                self.counts[flat] += counts
+                self._counts[flat] += counts
                 if hist.shape[-1] == self.bins:
-                    self.hist[flat] += hist[:, 0, :]
+                    self._hist[flat] += hist[:, 0, :]

@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # bundles, the model-safety check and stores load when a sess
     from edgefair.runtime.bundle import Bundle
     from edgefair.runtime.store import CounterStore
 
+FLOAT32_ONE_BITS = int(np.array(1.0, np.float32).view(np.uint32))
+
 SAFE_CASTS = {
     ("f", "f"),
     ("i", "f"),
@@ -112,6 +114,7 @@ class FairSession:
         self._run = getattr(self.session, "_sess", self.session).run
         self._output_names = [o.name for o in self.signature.outputs]
         self.choice = choose_output(self.signature, score_output)
+        self._choice_index = self._output_names.index(self.choice.name)
         _refuse_multiclass(self.signature, self.choice, str(path))
         self.threshold = 0.5 if threshold is None else float(threshold)
         self.store: CounterStore | None = None
@@ -201,29 +204,66 @@ class FairSession:
         ids: Sequence[Any] | None = None,
     ) -> dict[str, np.ndarray]:
         """Run the model on ``inputs``; count its decisions by the rows' sensitive groups."""
-        values, rows = self._infer(inputs)
         counters = self.counters
-        if rows == 1:  # one row: Python scalars throughout
-            group = counters.group_code(sensitive)
-            if ids is not None and len(ids) != 1:
-                raise InputError(f"{len(ids)} ids for 1 rows")
-            outputs = dict(zip(self._output_names, values, strict=True))
-            scores, decisions = decisions_list(outputs[self.choice.name], self.choice, self.threshold)
-            counters.update_one(group, decisions[0], None if scores is None else scores[0], ids)
-        else:
-            small = rows <= 16  # a few rows: plain Python lists, no numpy call overhead
-            groups: Any = counters.group_code_list(sensitive, rows) if small else counters.group_codes(sensitive, rows)
-            if ids is not None and len(ids) != rows:
-                raise InputError(f"{len(ids)} ids for {rows} rows")
-            outputs = dict(zip(self._output_names, values, strict=True))
-            decide = decisions_list if small else decisions_array
-            scores, decisions = decide(outputs[self.choice.name], self.choice, self.threshold)
-            counters.update(groups, decisions, scores, ids)
+        # seen values are coded before the model runs, while the caller's strings are in cache
+        known = counters.known_codes(sensitive) if ids is None else None
+        values, rows = self._infer(inputs)
+        outputs = dict(zip(self._output_names, values, strict=True))
+        if known is None or known[1] != rows or not self._defer(values, rows, known[0]):
+            self._count(outputs, sensitive, ids, rows)
         if self.store is not None:
             self._since_flush += rows
             if self._since_flush >= self.flush_rows:
                 self.flush()
         return outputs
+
+    def _count(
+        self, outputs: dict[str, Any], sensitive: Mapping[str, Any], ids: Sequence[Any] | None, rows: int
+    ) -> None:
+        """The careful path: validates everything, learns new values, clips or refuses scores."""
+        counters = self.counters
+        if rows == 1:  # one row: Python scalars throughout
+            group = counters.group_code(sensitive)
+            if ids is not None and len(ids) != 1:
+                raise InputError(f"{len(ids)} ids for 1 rows")
+            scores, decisions = decisions_list(outputs[self.choice.name], self.choice, self.threshold)
+            counters.update_one(group, decisions[0], None if scores is None else scores[0], ids)
+            return
+        small = rows <= 16  # a few rows: plain Python lists, no numpy call overhead
+        groups: Any = counters.group_code_list(sensitive, rows) if small else counters.group_codes(sensitive, rows)
+        if ids is not None and len(ids) != rows:
+            raise InputError(f"{len(ids)} ids for {rows} rows")
+        decide = decisions_list if small else decisions_array
+        scores, decisions = decide(outputs[self.choice.name], self.choice, self.threshold)
+        counters.update(groups, decisions, scores, ids)
+
+    def _defer(self, values: list[Any], rows: int, codes: Any) -> bool:
+        """Hand the rows to ``Counters.defer`` when their scores are plain probabilities; False
+        sends the call down the careful path (labels, odd shapes, scores to clip or refuse)."""
+        choice = self.choice
+        if choice.kind == "label":
+            return False
+        value = values[self._choice_index]
+        if not isinstance(value, np.ndarray) or value.ndim not in (1, 2) or value.shape[0] != rows:
+            return False
+        if value.ndim != 2 if choice.column is not None else value.size != rows:  # a column, or one score per row
+            return False
+        if rows == 1:
+            score = value.item(choice.column or 0)
+            if not 0.0 <= score <= 1.0:  # NaN too: decisions_list clips or refuses it
+                return False
+            self.counters.defer(codes, score, self.threshold)
+            return True
+        if value.dtype == np.float32:  # one reduction: as uint32, floats in [0, 1] are the bit patterns up to 1.0's
+            if value.view(np.uint32).max() > FLOAT32_ONE_BITS:  # negative, NaN or above 1: the careful path
+                return False
+        elif not (value.min() >= 0.0 and value.max() <= 1.0):
+            return False
+        # the whole output is copied (the caller may change it) and validated: a score column of a
+        # wider output whose other columns are not probabilities takes the careful path
+        kept = value.copy()
+        self.counters.defer(codes, kept[:, choice.column] if choice.column is not None else kept, self.threshold)
+        return True
 
     def record_outcomes(self, ids: Sequence[Any], labels: Sequence[Any]) -> OutcomeStats:
         """Join labels that arrived later to their predictions, by id."""
