@@ -122,8 +122,9 @@ class Counters(GroupCoding):
     def defer(self, codes: Any, values: Any, threshold: float | None) -> None:
         """Count rows later, exactly as ``update`` would now: ``codes`` from ``known_codes`` (an
         int for one row, per-attribute arrays for a batch); ``values`` the rows' scores, already
-        checked to lie within [0, 1], with the decision threshold, or their 0/1 decisions with ``threshold`` None. Arrays must be the caller's
-        own copies: they are read when the rows are added in."""
+        checked to lie within [0, 1], with the decision threshold, or their 0/1 decisions with
+        ``threshold`` None. Arrays must be the caller's own copies: they are read when the rows
+        are added in."""
         with self._lock:
             self._deferred.append((codes, values, threshold))
             self._deferred_rows += 1 if isinstance(codes, int) else len(values)
