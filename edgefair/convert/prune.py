@@ -9,17 +9,23 @@
   every Gemm so rewritten is a Gemm again in the result: onnxruntime fuses Gemm + Relu and
   the static quantiser makes a QGemm of it, while a MatMul + Add whose shapes were dropped
   stays three unfused nodes (measured on the Adult MLP at batch 1: a pruned model ran
-  slower than the unpruned one, its static int8 weight-only).
+  slower than the unpruned one, its static int8 weight-only). With ``refit`` rows, each
+  chain's second matrix and bias are refitted by least squares after the cut (no
+  training): on the Adult MLP, 50-62.5% pruned then kept the default policy, which the
+  plain cut fails from 22.5% on.
 """
 
 from __future__ import annotations
 
 import gzip
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
+from edgefair import modelio
 from edgefair.convert.common import ConversionResult, consumers, gemm_to_matmul, initializers, model_bytes
 from edgefair.errors import InputError, ModelError
 
@@ -89,13 +95,22 @@ def _single_next(tensor: str, readers: dict[str, list[onnx.NodeProto]], outputs:
     return nxt[0] if len(nxt) == 1 and tensor not in outputs else None
 
 
-def prune_structured(model: onnx.ModelProto, fraction: float) -> ConversionResult:
-    """Remove ``fraction`` of the hidden units of every prunable MatMul chain."""
+def prune_structured(
+    model: onnx.ModelProto, fraction: float, refit: Mapping[str, np.ndarray] | None = None
+) -> ConversionResult:
+    """Remove ``fraction`` of the hidden units of every prunable MatMul chain.
+
+    ``refit`` (model inputs -> rows): after each chain is cut, in graph order, its second
+    matrix and the bias added after it are refitted by least squares so that the chain's
+    product on these rows, given the units kept (as the network cut so far computes them),
+    is the source's: W2', b' = argmin |[A_kept, 1] [W2'; b'] - (A W2 + b)|^2."""
     check_fraction(fraction, "structured prune fraction")
     work = onnx.ModelProto()
     work.CopyFrom(model)
     was_gemm = {n.output[0] for n in work.graph.node if n.op_type == "Gemm" and n.domain in ("", "ai.onnx")}
     gemm_to_matmul(work)
+    reference = onnx.ModelProto()
+    reference.CopyFrom(work)  # the source, with the same tensor names as ``work``
     graph = work.graph
     inits = initializers(work)
     readers = consumers(work)
@@ -107,7 +122,7 @@ def prune_structured(model: onnx.ModelProto, fraction: float) -> ConversionResul
         chain = _chain_from(first, inits, readers, outputs, uses)
         if chain is None:
             continue
-        w1_name, bias_name, w2_name, inside = chain
+        w1_name, bias_name, w2_name, inside, act, product = chain
         resized.update(inside)
         w1 = numpy_helper.to_array(inits[w1_name])
         w2 = numpy_helper.to_array(inits[w2_name])
@@ -121,6 +136,9 @@ def prune_structured(model: onnx.ModelProto, fraction: float) -> ConversionResul
             b = numpy_helper.to_array(inits[bias_name])
             nb = b[..., keep]
             inits[bias_name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(nb), bias_name))
+        if refit is not None:
+            after = _bias_after(product, inits, readers, outputs, uses, w2.shape[1])
+            _refit(work, reference, refit, act, product, w2_name, after, resized)
         layers[w1_name] = {"hidden_before": int(hidden), "hidden_after": int(keep_n)}
     if not layers:
         raise ModelError("nothing to prune structurally: no MatMul -> activation -> MatMul chain with constant weights")
@@ -133,11 +151,72 @@ def prune_structured(model: onnx.ModelProto, fraction: float) -> ConversionResul
     report = {
         "kind": "structured",
         "fraction": fraction,
+        "refitted_on_rows": None if refit is None else len(next(iter(refit.values()))),
         "units_by_layer": layers,
         "size_before": len(model_bytes(model)),
         "size_after": len(model_bytes(work)),
     }
     return ConversionResult(work, fraction > 0, report)
+
+
+def _bias_after(
+    product: str,
+    inits: dict[str, onnx.TensorProto],
+    readers: dict[str, list[onnx.NodeProto]],
+    outputs: set[str],
+    uses: dict[str, int],
+    width: int,
+) -> str | None:
+    """The constant bias (read there only) an Add puts on ``product``, if any."""
+    add = _single_next(product, readers, outputs)
+    if add is None or add.op_type != "Add" or add.input[0] != product:
+        return None
+    t = inits.get(add.input[1])
+    if t is None or uses[add.input[1]] != 1 or int(np.prod(t.dims)) != width or t.data_type != onnx.TensorProto.FLOAT:
+        return None
+    return add.input[1]
+
+
+def _values(model: onnx.ModelProto, names: list[str], feeds: Mapping[str, np.ndarray], stale: set[str]) -> list[Any]:
+    """``names``' values when ``model`` runs on ``feeds`` (declared shapes in ``stale`` dropped)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    kept = [v for v in m.graph.value_info if v.name not in stale]
+    del m.graph.value_info[:]
+    m.graph.value_info.extend(kept)
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(
+        helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names if n not in have
+    )
+    return list(modelio.open_session(model_bytes(m)).run(names, dict(feeds)))
+
+
+def _refit(
+    work: onnx.ModelProto,
+    reference: onnx.ModelProto,
+    feeds: Mapping[str, np.ndarray],
+    act: str,
+    product: str,
+    w2_name: str,
+    bias: str | None,
+    stale: set[str],
+) -> None:
+    """Refit W2 (and the bias after it) in ``work`` by least squares: see prune_structured."""
+    inits = initializers(work)
+    w2 = numpy_helper.to_array(inits[w2_name])
+    (kept,) = _values(work, [act], feeds, stale)
+    (target,) = _values(reference, [product], feeds, stale)
+    a = np.asarray(kept, np.float64).reshape(-1, w2.shape[0])
+    t = np.asarray(target, np.float64).reshape(-1, w2.shape[1])
+    if bias is not None:
+        b = numpy_helper.to_array(inits[bias]).astype(np.float64)
+        solution, *_ = np.linalg.lstsq(np.hstack([a, np.ones((len(a), 1))]), t + b.reshape(-1), rcond=None)
+        new_b = solution[-1].reshape(b.shape).astype(np.float32)
+        inits[bias].CopyFrom(numpy_helper.from_array(new_b, bias))
+        solution = solution[:-1]
+    else:
+        solution, *_ = np.linalg.lstsq(a, t, rcond=None)
+    inits[w2_name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(solution, np.float32), w2_name))
 
 
 def _matmul_to_gemm(model: onnx.ModelProto, was_gemm: set[str]) -> None:
@@ -175,9 +254,9 @@ def _chain_from(
     readers: dict[str, list[onnx.NodeProto]],
     outputs: set[str],
     uses: dict[str, int],
-) -> tuple[str, str | None, str, tuple[str, ...]] | None:
-    """(W1, bias or None, W2, the tensors between W1's and W2's products) when ``node``
-    starts a prunable chain, else None."""
+) -> tuple[str, str | None, str, tuple[str, ...], str, str] | None:
+    """(W1, bias or None, W2, the tensors between W1's and W2's products, the activation W2
+    multiplies, W2's product) when ``node`` starts a prunable chain, else None."""
 
     def const2d(name: str) -> bool:
         t = inits.get(name)
@@ -205,4 +284,4 @@ def _chain_from(
     if not const2d(last.input[1]) or inits[last.input[1]].dims[0] != hidden:
         return None
     inside = tuple(n.output[0] for n in (node, nxt)) + ((bias_node.output[0],) if bias_node is not None else ())
-    return node.input[1], bias, last.input[1], inside
+    return node.input[1], bias, last.input[1], inside, nxt.output[0], last.output[0]

@@ -7,6 +7,11 @@ The machine may be shared and noisy, so timings are interleaved: in every round 
 the round is its time over the source's time in that round. The reported ratio is the median
 over rounds; ``ratio_high`` (the upper quartile) is what "faster than the source" is judged
 on, so one lucky round does not make a variant faster.
+
+Sessions differ too: two sessions of the same model, timed together, came out 0.98-1.01x
+each other by median (upper quartiles 1.00-1.07) on this project's 2-core machines. So a
+claim that matters (the final choice) pools several independent timings, each with fresh
+sessions and its own order (``pooled``): the ratios of all their rounds are taken together.
 """
 
 from __future__ import annotations
@@ -57,17 +62,16 @@ def batch_feeds(feeds: Mapping[str, np.ndarray], batch: int) -> dict[str, np.nda
     return {k: np.ascontiguousarray(v[idx]) for k, v in feeds.items()}
 
 
-def time_models(
+def time_rounds(
     source: bytes,
     models: Sequence[bytes],
     feeds: Mapping[str, np.ndarray],
     batch: int,
     rounds: int = 9,
     seed: int = 0,
-) -> list[Latency]:
-    """One ``Latency`` per model in ``models``, each against ``source``, all in one run."""
-    if not models:
-        return []
+) -> np.ndarray:
+    """Seconds per call, one row per round, one column per model (the source first): one
+    independent timing (fresh sessions, its own shuffled order)."""
     sessions = [modelio.open_session(b, threads=1) for b in (source, *models)]
     run_feeds = batch_feeds(feeds, batch)
     for s in sessions:  # warm-up: first calls allocate
@@ -86,6 +90,12 @@ def time_models(
             for _ in range(calls):
                 sess.run(None, run_feeds)
             per_round[r, i] = (time.perf_counter() - start) / calls
+    return per_round
+
+
+def latencies(per_round: np.ndarray, batch: int) -> list[Latency]:
+    """One ``Latency`` per column after the first (the source): the median and upper quartile
+    of the per-round ratios (each model over the source in the same round)."""
     ratios = per_round[:, 1:] / per_round[:, :1]
     source_seconds = float(np.median(per_round[:, 0]))
     return [
@@ -95,7 +105,30 @@ def time_models(
             source_seconds=source_seconds,
             ratio=float(np.median(ratios[:, j])),
             ratio_high=float(np.quantile(ratios[:, j], 0.75)),
-            rounds=rounds,
+            rounds=len(per_round),
         )
-        for j in range(len(models))
+        for j in range(ratios.shape[1])
     ]
+
+
+def pooled(timings: Sequence[np.ndarray], batch: int) -> list[Latency]:
+    """The ``Latency`` of several independent timings of the same models, their rounds pooled:
+    a model is faster only if the upper quartile of all its rounds' ratios, from every timing,
+    is below 1, so one timing whose sessions happened to run fast cannot carry it."""
+    return latencies(np.vstack(list(timings)), batch)
+
+
+def time_models(
+    source: bytes,
+    models: Sequence[bytes],
+    feeds: Mapping[str, np.ndarray],
+    batch: int,
+    rounds: int = 9,
+    seed: int = 0,
+    repeats: int = 1,
+) -> list[Latency]:
+    """One ``Latency`` per model in ``models``, each against ``source``: ``repeats``
+    independent timings of ``rounds`` rounds each, pooled."""
+    if not models:
+        return []
+    return pooled([time_rounds(source, models, feeds, batch, rounds, seed + r) for r in range(repeats)], batch)

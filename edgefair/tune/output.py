@@ -26,7 +26,7 @@ from edgefair.tune.html import tune_html
 from edgefair.tune.result import TuneResult
 from edgefair.version import __version__
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the refine stage
 KIND = "edgefair.tune_report"
 NAMES = ("tune.json", "tune.html", "model.onnx", "certificate.json", "bundle", "cache")
 

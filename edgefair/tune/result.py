@@ -150,14 +150,16 @@ def frontier(variants: list[VariantResult], objective: str, source_compressed: i
     return out
 
 
-def choose(variants: list[VariantResult], objective: str, source_compressed: int) -> int | None:
-    """The passing variant that beats the source by most on the objective (ties: the
-    smaller worst excess, then the name), or None."""
+def choose(
+    variants: list[VariantResult], objective: str, source_compressed: int, among: set[int] | None = None
+) -> int | None:
+    """The passing variant (of ``among``, when given) that beats the source by most on the
+    objective (ties: the smaller worst excess, then the name), or None."""
     eligible = [
         (v.objective(objective, source_compressed), v.fairness.worst_excess, v.name, i)
         for i, v in enumerate(variants)
         if v.evaluated and v.fairness is not None and v.fairness.verdict == "pass"
-        if v.beats_source(objective, source_compressed)
+        if v.beats_source(objective, source_compressed) and (among is None or i in among)
     ]
     return min(eligible)[3] if eligible else None
 

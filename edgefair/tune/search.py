@@ -6,8 +6,9 @@ fairness policy, certified on rows the search never saw.
 2. Stages of variants (``space``) are built (or found in the cache), scored in one pass per
    stage on the search split (the reference scored once), gated, and timed together with
    the source (``measure``), until the stages or the budget run out.
-3. The passing variant that beats the source most on the objective is chosen, and certified
-   by a fresh ``verify`` on the held-out split only, at the deployment batch.
+3. The passing variant that beats the source most on the objective is chosen (by latency:
+   among the finalists, on their pooled re-timing; see ``stages``), and certified by a
+   fresh ``verify`` on the held-out split only, at the deployment batch.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from edgefair.tune.measure import time_models
 from edgefair.tune.options import Progress, TuneOptions
 from edgefair.tune.result import TuneResult, VariantResult, choose, frontier, summarise
 from edgefair.tune.splits import SplitScorer, require_decidable, split_info, split_rows, subset
-from edgefair.tune.stages import combinations, fallbacks, final_timing
+from edgefair.tune.stages import FINAL_REPEATS, combinations, fallbacks, final_timing, refine
 from edgefair.verification import api
 from edgefair.verification.gate import gate
 from edgefair.verification.policy import Policy, load_policy
@@ -273,7 +274,8 @@ def _run(
         errors = "; ".join(sorted({search.variants[i].error or "" for i in base}))[:300]
         raise ModelError(f"{source_path}: nothing to compress: every variant failed to build ({errors})")
     fallbacks(search, base)
-    combinations(search, base)
+    refined = refine(search, base)
+    combinations(search, [*base, *refined])
     return _finish(search, source_path, source_name, held, search_split, held_rows, ds, pol, options)
 
 
@@ -295,7 +297,11 @@ def _finish(
     finalists = final_timing(search) if options.objective == "latency" else []
     on = frontier(search.variants, options.objective, search.compressed)
     variants = tuple(dataclasses.replace(v, on_frontier=i in on) for i, v in enumerate(search.variants))
-    chosen = choose(list(variants), options.objective, search.compressed)
+    among = None  # by latency, only the finalists' models (pooled timing) may be chosen
+    if options.objective == "latency":
+        shas = {variants[i].sha256 for i in finalists}
+        among = {i for i, v in enumerate(variants) if v.sha256 in shas}
+    chosen = choose(list(variants), options.objective, search.compressed, among)
     certificate, blob, note = None, None, ""
     o = search.scorer.options
     if chosen is None:
@@ -346,6 +352,7 @@ def _finish(
             "stopped_by_budget": search.stopped,
             "timing_rounds": options.timing_rounds,
             "finalists": finalists,
+            "final_timing": {"repeats": FINAL_REPEATS, "rounds_each": 2 * options.timing_rounds},
         },
         data={
             "source": source_name,

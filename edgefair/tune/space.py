@@ -9,11 +9,15 @@ graph optimisation); its ``key`` identifies a build in the cache. Stages:
   QOperator, s8 activations, u8 weights, Entropy, Percentile, group-balanced rows,
   per-channel, output layer quantised too), fp16, offline graph optimisation, structured
   pruning in steps of 0.1 and magnitude pruning;
+- ``refine``: structured levels bisected between the largest passing level and the next
+  failing one (``REFINE_STEPS`` times: 20% passing and 30% failing gives 25%, then 22.5% or
+  27.5%): at batch 1 a small model's time is mostly fixed per call, and pruning is what
+  shortens the rest;
 - ``node``: one weighted node quantised alone, to measure what it moves and what it saves;
 - ``fallback``: quantise everything, keep in float the nodes that move a group most or
   cost more time than they save;
 - ``combination``: passing structured pruning levels with the passing quantisations, and
-  offline optimisation of the best.
+  offline optimisation and scaler folding (``fold``) of the best.
 """
 
 from __future__ import annotations
@@ -31,12 +35,15 @@ import numpy as np
 import onnx
 
 from edgefair import convert as conv
+from edgefair import modelio
 from edgefair.convert.common import model_bytes
 from edgefair.convert.quantize import CalibrationMethod, IntType, QuantFormat, QuantizeOptions, QuantMode
 from edgefair.errors import ModelError
+from edgefair.tune.fold import fold_scalers
 
 FAMILIES = ("dynamic", "static", "fp16", "optimise", "structured", "magnitude")
 STRUCTURED_STEPS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+REFINE_STEPS = 2  # bisections between the largest passing structured level and the next failing one
 MAGNITUDE_STEPS = (0.3, 0.5, 0.7, 0.9)
 
 
@@ -47,8 +54,10 @@ class VariantSpec:
     quantize: QuantizeOptions | None = None
     balanced_calibration: bool = False  # static int8: equal calibration rows per group
     prune_structured: float | None = None
+    refit: bool = False  # structured: the next layer refitted on the calibration rows (convert.prune)
     prune_magnitude: float | None = None
     optimise: bool = False  # onnxruntime's offline (basic, standard ops only) graph optimisation
+    fold_scalers: bool = False  # affine column scalers folded into the layer they feed (``fold``), first
     stage: str = "base"
 
     def knobs(self) -> dict[str, Any]:
@@ -57,8 +66,10 @@ class VariantSpec:
             "quantize": None if q is None else _plain(dataclasses.asdict(q)),
             "balanced_calibration": self.balanced_calibration,
             "prune_structured": self.prune_structured,
+            "refit": self.refit,
             "prune_magnitude": self.prune_magnitude,
             "optimise": self.optimise,
+            "fold_scalers": self.fold_scalers,
         }
 
     def key(self) -> str:
@@ -80,7 +91,9 @@ class VariantSpec:
     def name(self) -> str:
         parts = []
         if self.prune_structured:
-            parts.append(f"structured {self.prune_structured:.0%}")
+            parts.append(
+                f"structured {self.prune_structured:.1%}".replace(".0%", "%") + (" refit" if self.refit else "")
+            )
         if self.prune_magnitude:
             parts.append(f"magnitude {self.prune_magnitude:.0%}")
         q = self.quantize
@@ -88,6 +101,8 @@ class VariantSpec:
             parts.append(_quant_name(q, self.balanced_calibration))
         if self.optimise:
             parts.append("ort-optimised")
+        if self.fold_scalers:
+            parts.append("scaler folded")
         return " + ".join(parts)
 
 
@@ -138,6 +153,7 @@ def base_specs(families: Sequence[str]) -> list[VariantSpec]:
         out.append(VariantSpec(optimise=True))
     if "structured" in families:
         out.extend(VariantSpec(prune_structured=f) for f in STRUCTURED_STEPS)
+        out.extend(VariantSpec(prune_structured=f, refit=True) for f in STRUCTURED_STEPS)
     if "static" in families:
         r = dataclasses.replace
         out.append(VariantSpec(quantize=static))
@@ -195,15 +211,30 @@ def fallback_specs(
     return out
 
 
-def combination_specs(structured: Sequence[float], quantised: Sequence[VariantSpec]) -> list[VariantSpec]:
-    """Each passing structured level with each passing quantisation (node lists dropped: the
-    pruned graph is another graph), largest fractions first."""
+def refine_specs(levels: Mapping[float, bool], refit: bool = False) -> list[VariantSpec]:
+    """The next structured level to try: halfway between the largest passing level (0 when
+    none passes) and the smallest failing level above it; none when there is no such gap or
+    it is under 1%. ``levels``: fraction -> passed (of plain or of refitted pruning)."""
+    lo = max((f for f, ok in levels.items() if ok), default=0.0)
+    hi = min((f for f, ok in levels.items() if not ok and f > lo), default=None)
+    if hi is None or hi - lo < 0.01:
+        return []
+    return [VariantSpec(prune_structured=round((lo + hi) / 2, 4), refit=refit, stage="refine")]
+
+
+def combination_specs(structured: Sequence[VariantSpec], quantised: Sequence[VariantSpec]) -> list[VariantSpec]:
+    """Each passing structured level (plain or refit) with each passing quantisation (node
+    lists dropped: the pruned graph is another graph), in the order given."""
     out = []
-    for fraction in sorted(structured, reverse=True):
+    for pruned in structured:
         for spec in quantised:
             assert spec.quantize is not None
             q = dataclasses.replace(spec.quantize, nodes_to_exclude=())
-            out.append(dataclasses.replace(spec, quantize=q, prune_structured=fraction, stage="combination"))
+            out.append(
+                dataclasses.replace(
+                    spec, quantize=q, prune_structured=pruned.prune_structured, refit=pruned.refit, stage="combination"
+                )
+            )
     unique = {s.key(): s for s in out}
     return list(unique.values())
 
@@ -217,17 +248,33 @@ def build(
     """The checked model of ``spec`` (ModelError when it cannot be built). ``calibration``:
     random rows under False, group-balanced rows under True (static int8 only)."""
     model = source
-    if spec.quantize is not None or spec.prune_structured or spec.prune_magnitude:
+    rows = calibration[spec.balanced_calibration]
+    if spec.fold_scalers:
+        if spec.quantize is not None:  # int8 of the folded layer's input would see raw columns
+            raise ModelError("scaler folding is for float variants: the folded layer's input is the unscaled columns")
+        model, folded = fold_scalers(source)
+        if not folded:
+            raise ModelError("nothing to fold: no Scaler feeding a Gemm or MatMul (through a Concat) as fold describes")
+    pruned_here = bool(spec.prune_structured and spec.refit)
+    if pruned_here:
+        assert spec.prune_structured is not None
+        session = modelio.open_session(model_bytes(model))
+        feeds = modelio.build_feeds(
+            modelio.signature(session), rows, feature_columns=feature_columns, source="calibration rows"
+        )
+        model = conv.prune_structured(model, spec.prune_structured, feeds).model
+        if spec.quantize is None and not spec.prune_magnitude:
+            conv.validate(model, "refitted model")
+    if spec.quantize is not None or (spec.prune_structured and not pruned_here) or spec.prune_magnitude:
         options = conv.ConvertOptions(
             quantize=spec.quantize,
             prune=spec.prune_magnitude,
-            prune_structured=spec.prune_structured,
+            prune_structured=None if pruned_here else spec.prune_structured,
             feature_columns=tuple(feature_columns) if feature_columns else None,
             allow_larger=True,  # the search measures size; a larger variant just ranks last
         )
         static = spec.quantize is not None and spec.quantize.mode is QuantMode.STATIC_INT8
-        rows = calibration[spec.balanced_calibration] if static else None
-        model = conv.convert(source, options, None, rows).model
+        model = conv.convert(model, options, None, rows if static else None).model
     if spec.optimise:
         model = optimised(model)
     return model

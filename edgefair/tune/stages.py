@@ -2,9 +2,16 @@
 
 - ``fallbacks``: per-node float fallback (screen each weighted node alone, then keep float
   the nodes that move a group most and those whose quantisation costs time);
-- ``combinations``: passing structured pruning levels x passing quantisations, and the best
-  passing variant optimised offline;
-- ``final_timing``: the fastest passing variants re-timed together before the choice.
+- ``refine``: structured levels bisected between the largest passing and the next failing
+  level (``space.REFINE_STEPS`` times), for plain and for refitted pruning;
+- ``combinations``: the largest passing structured levels x the fastest passing
+  quantisations, and the two best passing variants optimised offline and (float ones) with
+  scalers folded;
+- ``final_timing``: the choice's measurement. The ``FINALISTS`` fastest passing variants
+  (distinct models, by the search's timing) are re-timed together with the source in
+  ``FINAL_REPEATS`` independent timings (fresh sessions and order each, twice the search's
+  rounds each), their rounds pooled (``measure.pooled``). Only finalists can be chosen: the
+  one with the lowest pooled median ratio among those whose pooled upper quartile is below 1.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from typing import Any
 from edgefair.convert.quantize import QuantMode
 from edgefair.tune import space
 from edgefair.tune.measure import time_models
+
+FINAL_REPEATS = 4
 
 # ``search`` below is a ``search._Search`` (typed Any: importing it back would be a cycle)
 
@@ -56,15 +65,36 @@ def fallbacks(search: Any, base_indices: list[int]) -> None:
         search.run_stage(specs)
 
 
+def refine(search: Any, base_indices: list[int]) -> list[int]:
+    """Bisect the structured levels near the fairness boundary, plain and refitted pruning
+    each on its own levels; returns the new indices."""
+    new: list[int] = []
+    for _ in range(space.REFINE_STEPS):
+        specs = []
+        for refit in (False, True):
+            levels = {
+                search.specs[i].prune_structured: search.variants[i].fairness.verdict == "pass"
+                for i in [*base_indices, *new]
+                if search.specs[i].family == "structured"
+                and search.specs[i].refit is refit
+                and not search.specs[i].quantize
+                and search.variants[i].evaluated
+            }
+            specs.extend(space.refine_specs(levels, refit))
+        if not specs or search.stopped:
+            break
+        new.extend(search.run_stage(specs))
+    return new
+
+
 def combinations(search: Any, base_indices: list[int]) -> None:
     if search.stopped:
         return
     passing = search.passing(range(len(search.variants)))
-    fractions = [
-        search.specs[i].prune_structured
-        for i in search.passing(base_indices)
-        if search.variants[i].family == "structured"
-    ]
+    structured = sorted(  # the three largest passing levels, plain or refitted
+        (search.specs[i] for i in search.passing(base_indices) if search.variants[i].family == "structured"),
+        key=lambda s: (-(s.prune_structured or 0.0), s.refit),
+    )[:3]
     quantised = [
         search.specs[i]
         for i in sorted(passing, key=lambda i: (search.value(i), i))
@@ -72,21 +102,27 @@ def combinations(search: Any, base_indices: list[int]) -> None:
         and search.specs[i].quantize.mode is not QuantMode.FP16  # type: ignore[union-attr]
         and not search.specs[i].prune_structured
     ][:3]
-    specs = space.combination_specs([f for f in fractions if f][-3:], quantised)
-    if passing:
-        best = min(passing, key=lambda i: (search.value(i), i))
-        if not search.specs[best].optimise:
-            specs.append(dataclasses.replace(search.specs[best], optimise=True, stage="combination"))
+    specs = space.combination_specs(structured, quantised)
     search.run_stage(specs)
+    passing = search.passing(range(len(search.variants)))
+    finishing = []
+    for i in sorted(passing, key=lambda i: (search.value(i), i))[:2]:  # the two best so far
+        spec = search.specs[i]
+        if not spec.optimise:
+            finishing.append(dataclasses.replace(spec, optimise=True, stage="combination"))
+        if not spec.fold_scalers and spec.quantize is None:  # folding is for float layers (see space.build)
+            finishing.append(dataclasses.replace(spec, fold_scalers=True, stage="combination"))
+    search.run_stage(finishing)
 
 
-FINALISTS = 5
+FINALISTS = 6
 
 
 def final_timing(search: Any) -> list[int]:
-    """Re-time the fastest passing variants together, with twice the rounds, and keep that
+    """Re-time the fastest passing variants (see the module docstring) and keep that
     measurement: picking the minimum of many noisy ratios favours a lucky one (the timing
-    side of the multiple comparison), so the choice rests on a second, joint measurement."""
+    side of the multiple comparison), so the choice rests on a second, pooled measurement.
+    Returns the finalists' indices (the only variants the choice may take)."""
     passing = [i for i in search.passing(range(len(search.variants))) if search.variants[i].latency is not None]
     unique: dict[str, int] = {}
     for i in sorted(passing, key=lambda i: (search.value(i), i)):
@@ -96,9 +132,10 @@ def final_timing(search: Any) -> list[int]:
         return []
     blobs = [search.cache.model_path(search.variants[i].sha256 or "").read_bytes() for i in finalists]
     rounds = 2 * search.options.timing_rounds
-    timed = dict(
-        zip(finalists, time_models(search.bytes, blobs, search.feeds, search.options.batch, rounds), strict=True)
+    measured = time_models(
+        search.bytes, blobs, search.feeds, search.options.batch, rounds, seed=1000, repeats=FINAL_REPEATS
     )
+    timed = dict(zip(finalists, measured, strict=True))
     for i, v in enumerate(search.variants):  # every variant with a finalist's bytes gets its measurement
         twin = next((f for f in finalists if search.variants[f].sha256 == v.sha256), None)
         if twin is not None:
