@@ -14,6 +14,8 @@ def test_adult_splits_have_the_documented_shape(adult_test):
     assert "?" in set(adult_test.columns["workclass"])  # missing kept as '?'
     assert adult_test.columns["age"].dtype == np.float64
     assert 0.2 < adult_test.columns["income"].mean() < 0.3
+    race = adult_test.columns["race"].tolist()  # one object per distinct string, as pandas' reader gives
+    assert len({id(v) for v in race}) == len(set(race)) == 5
 
 
 def test_csv_chunks_cover_every_row(tmp_path):

@@ -68,7 +68,7 @@ def identity64(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def scores_and_columns(rows: int, seed: int) -> tuple[np.ndarray, dict[str, list[Any]]]:
     rng = np.random.default_rng(seed)
-    edges = np.array([0.0, 1.0, 0.3, 0.5, 0.02, 0.98, 0.999999, 1e-9], np.float32)  # threshold, bin edges, ends
+    edges = np.array([0.0, 1.0, 0.3, 0.5, 0.7, 0.02, 0.98, 0.999999, 1e-9], np.float32)  # thresholds, bin edges, ends
     scores = np.where(rng.random(rows) < 0.2, rng.choice(edges, rows), rng.random(rows)).astype(np.float32)
     columns = {
         "colour": [["red", "green", "blue", "teal"][i] for i in rng.integers(0, 4, rows)],
@@ -86,7 +86,7 @@ def feed_in(fs: FairSession, scores: np.ndarray, columns: dict[str, list[Any]], 
     assert start == len(scores)
 
 
-@pytest.mark.parametrize("threshold", [0.5, 0.3])
+@pytest.mark.parametrize("threshold", [0.5, 0.3, 0.7])
 @pytest.mark.parametrize("batches", [[1] * 50 + [950], [256] * 3 + [232], [3, 1, 500, 1, 495]])
 def test_deferred_rows_equal_a_recount(echo: str, threshold: float, batches: list[int]) -> None:
     scores, columns = scores_and_columns(1000, 1)
@@ -95,7 +95,7 @@ def test_deferred_rows_equal_a_recount(echo: str, threshold: float, batches: lis
         assert fs.counters._deferred_rows > 0  # the deferred path was taken (the first call learns)
         live = fs.counters.counts.copy()  # the live arrays include the deferred rows too
         table = fs.table()
-    # the threshold compares the float32 score as a float64: 0.3f32 > 0.3, so it counts as positive
+    # the float32 score is compared as a float64: float32(0.7) < 0.7 is negative at threshold 0.7
     assert_table(table, oracle_labels(columns), scores.astype(np.float64), threshold)
     assert live.sum() == 1000
 

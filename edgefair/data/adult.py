@@ -49,11 +49,12 @@ def load_adult(split: str = "test") -> Dataset:
     fields = [[v.strip() for v in ln.split(",")] for ln in lines]
     cols = list(zip(*fields, strict=True))
     data: dict[str, np.ndarray] = {}
+    pool: dict[str, str] = {}  # one object per distinct string, as pandas' reader and ours give
     for column, values in zip(ADULT_COLUMNS, cols, strict=True):
         if column == ADULT_LABEL:
             data[column] = np.array([v.rstrip(".") == ">50K" for v in values], dtype=np.int64)
         elif column in ADULT_NUMERIC:
             data[column] = np.array(values, dtype=np.float64)
         else:
-            data[column] = np.array(values, dtype=object)
+            data[column] = np.array([pool.setdefault(v, v) for v in values], dtype=object)
     return Dataset(data, f"adult:{split}", hashlib.sha256(raw).hexdigest(), len(lines))

@@ -65,8 +65,8 @@ class Counters(GroupCoding):
         self._flat_hist = np.frombuffer(self._bins, np.int64)
         self._counts = self._flat_counts.reshape(groups, 3, 2, 2)
         self._hist = self._flat_hist.reshape(groups, 3, bins)
-        # rows counted later, in bulk (``defer``): (codes, scores or decisions, threshold or None)
-        self._deferred: list[tuple[Any, Any, float | None]] = []
+        # rows counted later, in bulk (``defer``): (codes, scores, threshold)
+        self._deferred: list[tuple[Any, Any, float]] = []
         self._deferred_rows = 0
         # a row with decision d (label unknown) lands in cell group * CELLS_PER_GROUP + _cell[d]
         self._cell = (cell_index(UNKNOWN_LABEL, 0, 0), cell_index(UNKNOWN_LABEL, 1, 1))
@@ -119,49 +119,46 @@ class Counters(GroupCoding):
                 sc_list = scores.tolist() if scores is not None else None
                 self._remember(ids, groups.tolist(), decisions.tolist(), sc_list)
 
-    def defer(self, codes: Any, values: Any, threshold: float | None) -> None:
+    def defer(self, codes: Any, scores: Any, threshold: float) -> None:
         """Count rows later, exactly as ``update`` would now: ``codes`` from ``known_codes`` (an
-        int for one row, per-attribute arrays for a batch); ``values`` the rows' scores, already
-        checked to lie within [0, 1], with the decision threshold, or their 0/1 decisions with
-        ``threshold`` None. Arrays must be the caller's own copies: they are read when the rows
-        are added in."""
+        int for one row, per-attribute arrays for a batch); ``scores`` the rows' scores (a float,
+        or an array the caller will not change), already checked to lie within [0, 1]; the
+        decision threshold."""
         with self._lock:
-            self._deferred.append((codes, values, threshold))
-            self._deferred_rows += 1 if isinstance(codes, int) else len(values)
+            self._deferred.append((codes, scores, threshold))
+            self._deferred_rows += 1 if isinstance(codes, int) else len(scores)
             if self._deferred_rows >= FOLD_ROWS:
                 self._fold()
 
     def _fold(self) -> None:
-        """Add the deferred rows in, one ``bincount`` per array; lock held."""
+        """Add the deferred rows in; lock held. Each row gets one joint index (group, decision,
+        score bin) and one ``bincount`` gives both its counts cell and its histogram bin."""
         if not self._deferred:
             return
         entries, self._deferred, self._deferred_rows = self._deferred, [], 0
-        batches: dict[float | None, tuple[list[np.ndarray], list[np.ndarray]]] = {}
-        singles: dict[float | None, tuple[list[int], list[Any]]] = {}
+        by_threshold: dict[float, list[tuple[Any, Any]]] = {}
         for codes, values, threshold in entries:
-            if isinstance(codes, int):
-                one = singles.setdefault(threshold, ([], []))
-                one[0].append(codes)
-                one[1].append(values)
-            else:
-                many = batches.setdefault(threshold, ([], []))
-                many[0].append(self.flat(codes))
-                many[1].append(np.asarray(values).reshape(-1))
-        for threshold, (group_list, value_list) in singles.items():
-            batches.setdefault(threshold, ([], []))[0].append(np.array(group_list, np.int64))
-            batches[threshold][1].append(np.array(value_list))
-        for threshold, (group_arrays, value_arrays) in batches.items():
-            groups = np.concatenate(group_arrays)
-            if threshold is None:
-                decisions = np.concatenate(value_arrays).astype(np.int64)
-            else:
-                scores = np.concatenate(value_arrays).astype(np.float64)
-                decisions = (scores >= threshold).astype(np.int64)
-                bins_of_rows = np.minimum((scores * self.bins).astype(np.int64), self.bins - 1)
-                hist_cells = (groups * 3 + UNKNOWN_LABEL) * self.bins + bins_of_rows
-                self._flat_hist += np.bincount(hist_cells, minlength=len(self._flat_hist))
-            cells = groups * CELLS_PER_GROUP + self._cell_array[decisions]
-            self._flat_counts += np.bincount(cells, minlength=len(self._flat_counts))
+            by_threshold.setdefault(threshold, []).append((codes, values))
+        bins, groups = self.bins, len(self._counts)
+        for threshold, rows in by_threshold.items():
+            singles = [(c, s) for c, s in rows if isinstance(c, int)]
+            many = [(c, s) for c, s in rows if not isinstance(c, int)]
+            flat: list[np.ndarray] = []
+            scores: list[np.ndarray] = []
+            if singles:
+                flat.append(np.array([c for c, _ in singles], np.int64))
+                scores.append(np.array([s for _, s in singles], np.float64))
+            if many:
+                flat.append(self.flat([np.concatenate([c[a] for c, _ in many]) for a in range(len(self.attributes))]))
+                scores.append(np.concatenate([s.reshape(-1) for _, s in many]))
+            g, s = np.concatenate(flat), np.concatenate(scores)
+            # as ``update`` does it: the float64 value of each score against the threshold and the bins
+            joint = g * (2 * bins) + (s >= np.float64(threshold)) * bins
+            joint += np.minimum((s * np.float64(bins)).astype(np.int64), bins - 1)
+            per = np.bincount(joint, minlength=groups * 2 * bins).reshape(groups, 2, bins)
+            self._counts[:, UNKNOWN_LABEL, 0, 0] += per[:, 0].sum(axis=1)
+            self._counts[:, UNKNOWN_LABEL, 1, 1] += per[:, 1].sum(axis=1)
+            self._hist[:, UNKNOWN_LABEL] += per.sum(axis=1)
 
     @property
     def counts(self) -> np.ndarray:
