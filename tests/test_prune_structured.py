@@ -18,10 +18,12 @@ import numpy as np
 import onnx
 import onnx.parser
 import onnxruntime as ort
+import pytest
 from onnx import helper, numpy_helper
 
 from edgefair.convert.prune import prune_structured
 from edgefair.convert.quantize import QuantizeOptions, QuantMode, quantize
+from edgefair.errors import ModelError
 
 HIDDEN = 16
 OFFSET = [1.0, -2.0, 0.5, 3.0, 0.0]
@@ -172,3 +174,11 @@ def test_refit_is_numpys_least_squares_chain_by_chain_and_undoes_most_of_the_cut
     plain = _session(prune_structured(model, fraction).model).run(None, {"x": X})[0]
     assert np.abs(got - source).mean() < 0.5 * np.abs(plain - source).mean()
     assert [n.op_type for n in refitted.model.graph.node] == [n.op_type for n in model.graph.node]
+
+
+def test_refit_rows_with_missing_values_are_refused_not_fitted() -> None:
+    model, _ = scaled_gemm_mlp()
+    rows = np.random.default_rng(9).normal(0, 2, (50, 5)).astype(np.float32)
+    rows[7, 2] = np.nan
+    with pytest.raises(ModelError, match="non-finite activations"):
+        prune_structured(model, 0.5, refit={"x": rows})

@@ -7,6 +7,9 @@ documented bisection worked by hand; numpy's forward pass of the scaled network.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnx.parser
@@ -14,7 +17,8 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
-from edgefair.tune import fold, measure, result, space
+from edgefair.convert.prune import prune_structured
+from edgefair.tune import TuneOptions, fold, measure, result, space, stages, tune
 from edgefair.tune.measure import Latency
 
 
@@ -139,3 +143,76 @@ def test_a_scaler_read_elsewhere_is_not_folded() -> None:
     model, _ = scaled_model(shared_scaler=True)
     folded, count = fold.fold_scalers(model)
     assert count == 0 and [n.op_type for n in folded.graph.node] == [n.op_type for n in model.graph.node]
+
+
+def test_structured_search_refines_at_the_boundary_and_refits_on_search_rows_only(tmp_path: Path) -> None:
+    from tests.test_tune import FEATURES, POLICY, ROWS, SEED, held_out, near_rows, near_threshold_model, write_csv
+
+    model = near_threshold_model(extra=5)  # 10 units, 5 of them decide: the plain cut fails from 60%
+    onnx.save(model, tmp_path / "near.onnx")
+    rows = near_rows(ROWS)
+    options = TuneOptions(
+        label="y",
+        sensitive=("group", "region"),
+        feature_columns=FEATURES,
+        batch=256,
+        objective="size",
+        families=("structured",),
+        timing_rounds=1,
+        seed=SEED,
+        calibration_rows=300,
+    )
+    tuned = tune(tmp_path / "near.onnx", write_csv(tmp_path / "near.csv", rows), POLICY, options=options)
+    for refit in (False, True):
+        base = {
+            v.spec["prune_structured"]: v.fairness.verdict == "pass"
+            for v in tuned.variants
+            if v.stage == "base" and v.spec["refit"] is refit and v.evaluated
+        }
+        refined = [v for v in tuned.variants if v.stage == "refine" and v.spec["refit"] is refit]
+        levels, expected = dict(base), []
+        for _ in range(space.REFINE_STEPS):  # the documented bisection, worked here
+            lo = max([f for f, ok in levels.items() if ok], default=0.0)
+            hi = min([f for f, ok in levels.items() if not ok and f > lo], default=None)
+            if hi is None or hi - lo < 0.01:
+                break
+            expected.append(round((lo + hi) / 2, 4))
+            levels[expected[-1]] = next(
+                v.fairness.verdict == "pass" for v in refined if v.spec["prune_structured"] == expected[-1]
+            )
+        assert [v.spec["prune_structured"] for v in refined] == expected, (refit, base)
+        assert expected and not base[0.6] and base[0.5], (refit, base)  # a boundary was there to refine
+    # a refit variant is prune_structured refitted on calibration rows drawn from the search rows only
+    held = set(held_out(ROWS, 0.3, SEED))
+    search_rows = [r for i, r in enumerate(rows) if i not in held]
+    pick = np.sort(np.random.default_rng(SEED).choice(len(search_rows), size=300, replace=False))
+    x = np.array([[float(search_rows[i][f]) for f in FEATURES] for i in pick], np.float32)
+    refit = next(
+        v for v in tuned.variants if v.stage == "base" and v.spec["refit"] and v.spec["prune_structured"] == 0.5
+    )
+    plain = next(
+        v for v in tuned.variants if v.stage == "base" and not v.spec["refit"] and v.spec["prune_structured"] == 0.5
+    )
+    expected_model = prune_structured(model, 0.5, refit={"x": x}).model
+    assert refit.sha256 == hashlib.sha256(expected_model.SerializeToString()).hexdigest() != plain.sha256
+
+
+def test_structured_levels_are_read_per_kind_from_structured_only_variants() -> None:
+    from edgefair.convert.quantize import QuantizeOptions
+
+    def tried(spec: space.VariantSpec, verdict: str) -> tuple[space.VariantSpec, result.VariantResult]:
+        v = _variant(spec.name, 0.9, 0.95, verdict)
+        return spec, v
+
+    S = space.VariantSpec
+    rows = [
+        tried(S(prune_structured=0.5), "pass"),
+        tried(S(prune_structured=0.6), "fail"),
+        tried(S(prune_structured=0.6, refit=True), "pass"),
+        tried(S(prune_structured=0.7, refit=True), "inconclusive"),
+        tried(S(prune_structured=0.8, quantize=QuantizeOptions()), "pass"),  # a combination: not a level
+        tried(S(prune_structured=0.8, prune_magnitude=0.5), "pass"),
+        tried(S(quantize=QuantizeOptions()), "pass"),
+    ]
+    assert stages.structured_levels(rows, refit=False) == {0.5: True, 0.6: False}
+    assert stages.structured_levels(rows, refit=True) == {0.6: True, 0.7: False}

@@ -208,6 +208,8 @@ def _refit(
     (target,) = _values(reference, [product], feeds, stale)
     a = np.asarray(kept, np.float64).reshape(-1, w2.shape[0])
     t = np.asarray(target, np.float64).reshape(-1, w2.shape[1])
+    if not (np.isfinite(a).all() and np.isfinite(t).all()):
+        raise ModelError(f"cannot refit {w2_name}: the refit rows give non-finite activations (missing values?)")
     if bias is not None:
         b = numpy_helper.to_array(inits[bias]).astype(np.float64)
         solution = _least_squares(np.hstack([a, np.ones((len(a), 1))]), t + b.reshape(-1))

@@ -22,6 +22,7 @@ from typing import Any
 from edgefair.convert.quantize import QuantMode
 from edgefair.tune import space
 from edgefair.tune.measure import time_models
+from edgefair.tune.result import VariantResult
 
 FINAL_REPEATS = 4
 
@@ -72,19 +73,22 @@ def refine(search: Any, base_indices: list[int]) -> list[int]:
     for _ in range(space.REFINE_STEPS):
         specs = []
         for refit in (False, True):
-            levels = {
-                search.specs[i].prune_structured: search.variants[i].fairness.verdict == "pass"
-                for i in [*base_indices, *new]
-                if search.specs[i].family == "structured"
-                and search.specs[i].refit is refit
-                and not search.specs[i].quantize
-                and search.variants[i].evaluated
-            }
-            specs.extend(space.refine_specs(levels, refit))
+            tried = [(search.specs[i], search.variants[i]) for i in [*base_indices, *new]]
+            specs.extend(space.refine_specs(structured_levels(tried, refit), refit))
         if not specs or search.stopped:
             break
         new.extend(search.run_stage(specs))
     return new
+
+
+def structured_levels(tried: list[tuple[space.VariantSpec, VariantResult]], refit: bool) -> dict[float, bool]:
+    """Fraction -> passed, of the evaluated structured-only variants, plain or refitted."""
+    return {
+        spec.prune_structured: v.fairness.verdict == "pass"
+        for spec, v in tried
+        if spec.family == "structured" and spec.prune_structured and spec.refit is refit and v.fairness is not None
+        if v.evaluated and not spec.prune_magnitude
+    }
 
 
 def combinations(search: Any, base_indices: list[int]) -> None:
