@@ -96,11 +96,17 @@ OFFSET = [10.0, -3.0, 0.5]
 SCALE = [0.1, 2.0, 4.0]
 
 
-def scaled_model(*, shared_scaler: bool = False, matmul: bool = False) -> tuple[onnx.ModelProto, np.ndarray]:
+def scaled_model(
+    *, shared_scaler: bool = False, matmul: bool = False, bias: bool = True
+) -> tuple[onnx.ModelProto, np.ndarray]:
     """numeric x[N, 3] -> Scaler; onehot-like y[N, 2]; Concat(y, scaled) -> Gemm/MatMul+Add -> Sigmoid."""
     rng = np.random.default_rng(1)
     w = rng.normal(0, 1, (5, 4)).astype(np.float32)  # [K, N]
-    layer = "h = Gemm <transB = 1> (c, wt, b)" if not matmul else "m = MatMul (c, w)\n    h = Add (m, b)"
+    layer = (
+        f"h = Gemm <transB = 1> (c, wt{', b' if bias else ''})"
+        if not matmul
+        else "m = MatMul (c, w)\n    h = Add (m, b)"
+    )
     extra = "\n    t = Relu (s)" if shared_scaler else ""
     outputs = ", float[N, 3] t" if shared_scaler else ""
     model = onnx.parser.parse_model(f"""
@@ -112,7 +118,8 @@ def scaled_model(*, shared_scaler: bool = False, matmul: bool = False) -> tuple[
     score = Sigmoid (h){extra}
     }}""")
     weight = numpy_helper.from_array(np.ascontiguousarray(w.T), "wt") if not matmul else numpy_helper.from_array(w, "w")
-    model.graph.initializer.extend([weight, numpy_helper.from_array(rng.normal(0, 1, 4).astype(np.float32), "b")])
+    b = rng.normal(0, 1, 4).astype(np.float32)
+    model.graph.initializer.extend([weight, *([numpy_helper.from_array(b, "b")] if bias else [])])
     model.graph.value_info.append(helper.make_tensor_value_info("s", onnx.TensorProto.FLOAT, ["N", 3]))
     onnx.checker.check_model(model, full_check=True)
     return model, w
@@ -123,12 +130,12 @@ def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
     return sess.run(["score"], feeds)[0]
 
 
-@pytest.mark.parametrize("matmul", [False, True])
-def test_scaler_fold_computes_numpys_network_with_one_node_fewer(matmul: bool) -> None:
-    model, w = scaled_model(matmul=matmul)
+@pytest.mark.parametrize(("matmul", "bias"), [(False, True), (True, True), (False, False)])
+def test_scaler_fold_computes_numpys_network_with_one_node_fewer(matmul: bool, bias: bool) -> None:
+    model, w = scaled_model(matmul=matmul, bias=bias)
     rng = np.random.default_rng(2)
     feeds = {"x": rng.normal(5, 3, (200, 3)).astype(np.float32), "y": rng.integers(0, 2, (200, 2)).astype(np.float32)}
-    b = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "b")).astype(np.float64)
+    b = next((numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer if t.name == "b"), 0.0)
     scaled = (feeds["x"].astype(np.float64) - OFFSET) * SCALE
     expected = 1 / (1 + np.exp(-(np.hstack([feeds["y"], scaled]) @ w.astype(np.float64) + b)))
     folded, count = fold.fold_scalers(model)
@@ -163,13 +170,17 @@ def test_structured_search_refines_at_the_boundary_and_refits_on_search_rows_onl
         calibration_rows=300,
     )
     tuned = tune(tmp_path / "near.onnx", write_csv(tmp_path / "near.csv", rows), POLICY, options=options)
-    for refit in (False, True):
+
+    def passed(v: result.VariantResult) -> bool:
+        return v.fairness is not None and v.fairness.verdict == "pass"
+
+    for kind in (False, True):
         base = {
-            v.spec["prune_structured"]: v.fairness.verdict == "pass"
+            v.spec["prune_structured"]: passed(v)
             for v in tuned.variants
-            if v.stage == "base" and v.spec["refit"] is refit and v.evaluated
+            if v.stage == "base" and v.spec["refit"] is kind and v.evaluated
         }
-        refined = [v for v in tuned.variants if v.stage == "refine" and v.spec["refit"] is refit]
+        refined = [v for v in tuned.variants if v.stage == "refine" and v.spec["refit"] is kind]
         levels, expected = dict(base), []
         for _ in range(space.REFINE_STEPS):  # the documented bisection, worked here
             lo = max([f for f, ok in levels.items() if ok], default=0.0)
@@ -177,24 +188,22 @@ def test_structured_search_refines_at_the_boundary_and_refits_on_search_rows_onl
             if hi is None or hi - lo < 0.01:
                 break
             expected.append(round((lo + hi) / 2, 4))
-            levels[expected[-1]] = next(
-                v.fairness.verdict == "pass" for v in refined if v.spec["prune_structured"] == expected[-1]
-            )
-        assert [v.spec["prune_structured"] for v in refined] == expected, (refit, base)
-        assert expected and not base[0.6] and base[0.5], (refit, base)  # a boundary was there to refine
+            levels[expected[-1]] = next(passed(v) for v in refined if v.spec["prune_structured"] == expected[-1])
+        assert [v.spec["prune_structured"] for v in refined] == expected, (kind, base)
+        assert expected and not base[0.6] and base[0.5], (kind, base)  # a boundary was there to refine
     # a refit variant is prune_structured refitted on calibration rows drawn from the search rows only
     held = set(held_out(ROWS, 0.3, SEED))
     search_rows = [r for i, r in enumerate(rows) if i not in held]
     pick = np.sort(np.random.default_rng(SEED).choice(len(search_rows), size=300, replace=False))
     x = np.array([[float(search_rows[i][f]) for f in FEATURES] for i in pick], np.float32)
-    refit = next(
+    refitted = next(
         v for v in tuned.variants if v.stage == "base" and v.spec["refit"] and v.spec["prune_structured"] == 0.5
     )
     plain = next(
         v for v in tuned.variants if v.stage == "base" and not v.spec["refit"] and v.spec["prune_structured"] == 0.5
     )
     expected_model = prune_structured(model, 0.5, refit={"x": x}).model
-    assert refit.sha256 == hashlib.sha256(expected_model.SerializeToString()).hexdigest() != plain.sha256
+    assert refitted.sha256 == hashlib.sha256(expected_model.SerializeToString()).hexdigest() != plain.sha256
 
 
 def test_structured_levels_are_read_per_kind_from_structured_only_variants() -> None:

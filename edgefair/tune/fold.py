@@ -138,6 +138,8 @@ def _layer(
         return None
     if len(node.input) < 2 or node.input[1] not in inits or uses(node.input[1]) != 1:
         return None
+    if inits[node.input[1]].data_type != onnx.TensorProto.FLOAT:
+        return None  # the folded weights are written back as float32
     if node.op_type == "Gemm":
         a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
         if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
@@ -145,7 +147,9 @@ def _layer(
         if len(inits[node.input[1]].dims) != 2:
             return None
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        if bias is not None and (bias not in inits or uses(bias) != 1):
+        if bias is not None and (
+            bias not in inits or uses(bias) != 1 or inits[bias].data_type != onnx.TensorProto.FLOAT
+        ):
             return None
         n = inits[node.input[1]].dims[0 if a.get("transB", 0) else 1]
         if bias is not None and int(np.prod(inits[bias].dims)) != n:
@@ -155,7 +159,7 @@ def _layer(
         add = only_reader(node.output[0])
         if add is None or add.op_type != "Add" or add.input[0] != node.output[0] or add.input[1] not in inits:
             return None
-        if uses(add.input[1]) != 1:
+        if uses(add.input[1]) != 1 or inits[add.input[1]].data_type != onnx.TensorProto.FLOAT:
             return None
         n = inits[node.input[1]].dims[1]
         if int(np.prod(inits[add.input[1]].dims)) != n:
