@@ -135,14 +135,20 @@ def test_scores_outside_the_unit_interval_take_the_careful_path(model: str, requ
 
 
 def test_outcomes_and_store_see_deferred_rows(echo: str, tmp_path: Path) -> None:
-    """Rows counted without ids (deferred), then rows with ids (counted at once) and their labels:
+    """Rows counted without ids (deferred), then rows with ids (counted at once, in a batch and one
+    by one) and their labels:
     the joined labels move only the id'd rows; the store on disk holds every row after a flush."""
     scores, columns = scores_and_columns(400, 4)
+    scores[390:396] = [0.5, 0.5, 0.0, 1.0, 0.5, np.float32(0.5) - np.float32(2.0**-24)]  # at the threshold
     store = tmp_path / "counters.db"
     with FairSession(echo, sensitive=list(columns), store=store, flush_seconds=0) as fs:
         feed_in(fs, scores[:300], {k: v[:300] for k, v in columns.items()}, [1, 299])
         ids = [f"r{i}" for i in range(100)]
-        fs.run({"x": scores[300:].reshape(-1, 1)}, {k: v[300:] for k, v in columns.items()}, ids=ids)
+        fs.run({"x": scores[300:390].reshape(-1, 1)}, {k: v[300:390] for k, v in columns.items()}, ids=ids[:90])
+        for i in range(390, 400):  # one row with its id: counted at once (the server's case)
+            fs.run(
+                {"x": scores[i : i + 1].reshape(-1, 1)}, {k: v[i : i + 1] for k, v in columns.items()}, [ids[i - 300]]
+            )
         labels = (np.arange(100) % 2).tolist()
         assert fs.record_outcomes(ids, labels).joined == 100
         fs.flush()

@@ -206,10 +206,10 @@ class FairSession:
         """Run the model on ``inputs``; count its decisions by the rows' sensitive groups."""
         counters = self.counters
         # seen values are coded before the model runs, while the caller's strings are in cache
-        known = counters.known_codes(sensitive) if ids is None else None
+        known = counters.known_codes(sensitive)
         values, rows = self._infer(inputs)
         outputs = dict(zip(self._output_names, values, strict=True))
-        if known is None or known[1] != rows or not self._defer(values, rows, known[0]):
+        if known is None or known[1] != rows or not self._fast(values, rows, known[0], ids):
             self._count(outputs, sensitive, ids, rows)
         if self.store is not None:
             self._since_flush += rows
@@ -237,11 +237,12 @@ class FairSession:
         scores, decisions = decide(outputs[self.choice.name], self.choice, self.threshold)
         counters.update(groups, decisions, scores, ids)
 
-    def _defer(self, values: list[Any], rows: int, codes: Any) -> bool:
-        """Hand the rows to ``Counters.defer`` when their scores are plain probabilities; False
-        sends the call down the careful path (labels, odd shapes, scores to clip or refuse)."""
+    def _fast(self, values: list[Any], rows: int, codes: Any, ids: Sequence[Any] | None) -> bool:
+        """Count rows whose values were seen before and whose scores are plain probabilities:
+        deferred (``Counters.defer``), or at once when they carry ids (one row). False sends the
+        call down the careful path (labels, odd shapes, scores to clip or refuse, id batches)."""
         choice = self.choice
-        if choice.kind == "label":
+        if choice.kind == "label" or (ids is not None and (rows != 1 or len(ids) != 1)):
             return False
         value = values[self._choice_index]
         if not isinstance(value, np.ndarray) or value.ndim not in (1, 2) or value.shape[0] != rows:
@@ -252,7 +253,10 @@ class FairSession:
             score = value.item(choice.column or 0)
             if not 0.0 <= score <= 1.0:  # NaN too: decisions_list clips or refuses it
                 return False
-            self.counters.defer(codes, score, self.threshold)
+            if ids is None:
+                self.counters.defer(codes, score, self.threshold)
+            else:
+                self.counters.update_one(codes, 1 if score >= self.threshold else 0, score, ids)
             return True
         if value.dtype == np.float32:  # one reduction: as uint32, floats in [0, 1] are the bit patterns up to 1.0's
             if value.view(np.uint32).max() > FLOAT32_ONE_BITS:  # negative, NaN or above 1: the careful path
