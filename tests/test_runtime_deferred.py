@@ -190,3 +190,17 @@ def test_threads_deferring_at_once_lose_no_row(echo: str, monkeypatch: pytest.Mo
             t.join()
         table = fs.table()
     assert_table(table, oracle_labels(columns), scores.astype(np.float64), 0.5)
+
+
+def test_single_rows_at_two_thresholds_keep_their_own() -> None:
+    """Rows deferred at one threshold are added at that threshold when the next row brings
+    another (the session's threshold is fixed, but Counters takes it per call)."""
+    counters = counters_module.Counters(["g"], {"g": ["a"]})
+    (code, _), (codes, _) = counters.known_codes({"g": ["a"]}), counters.known_codes({"g": ["a", "a"]})
+    counters.defer(code, 0.6, 0.5)
+    counters.defer(code, 0.6, 0.7)
+    counters.defer(codes, np.array([0.6, 0.6], np.float32), 0.5)
+    table = counters.table()
+    i = table.groups.index(("a",))
+    assert table.counts[i, 2, 1, 1] == 3 and table.counts[i, 2, 0, 0] == 1  # >= 0.5 three times; < 0.7 once
+    assert table.counts[i].sum() == 4

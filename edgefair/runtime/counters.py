@@ -65,8 +65,12 @@ class Counters(GroupCoding):
         self._flat_hist = np.frombuffer(self._bins, np.int64)
         self._counts = self._flat_counts.reshape(groups, 3, 2, 2)
         self._hist = self._flat_hist.reshape(groups, 3, bins)
-        # rows counted later, in bulk (``defer``): (codes, scores, threshold)
+        # rows counted later, in bulk (``defer``): batches as (codes, scores, threshold); single
+        # rows as plain ints and floats in two lists (no tuple per row for the collector to scan)
         self._deferred: list[tuple[Any, Any, float]] = []
+        self._single_groups: list[int] = []
+        self._single_scores: list[float] = []
+        self._single_threshold = 0.5
         self._deferred_rows = 0
         # a row with decision d (label unknown) lands in cell group * CELLS_PER_GROUP + _cell[d]
         self._cell = (cell_index(UNKNOWN_LABEL, 0, 0), cell_index(UNKNOWN_LABEL, 1, 1))
@@ -125,40 +129,47 @@ class Counters(GroupCoding):
         or an array the caller will not change), already checked to lie within [0, 1]; the
         decision threshold."""
         with self._lock:
-            self._deferred.append((codes, scores, threshold))
-            self._deferred_rows += 1 if isinstance(codes, int) else len(scores)
+            if isinstance(codes, int):
+                if threshold != self._single_threshold:
+                    self._fold()
+                    self._single_threshold = threshold
+                self._single_groups.append(codes)
+                self._single_scores.append(scores)
+                self._deferred_rows += 1
+            else:
+                self._deferred.append((codes, scores, threshold))
+                self._deferred_rows += len(scores)
             if self._deferred_rows >= FOLD_ROWS:
                 self._fold()
 
     def _fold(self) -> None:
         """Add the deferred rows in; lock held. Each row gets one joint index (group, decision,
         score bin) and one ``bincount`` gives both its counts cell and its histogram bin."""
-        if not self._deferred:
+        if not self._deferred_rows:
             return
         entries, self._deferred, self._deferred_rows = self._deferred, [], 0
+        if self._single_groups:
+            groups = np.array(self._single_groups, np.int64)
+            scores = np.array(self._single_scores, np.float64)
+            self._single_groups, self._single_scores = [], []
+            self._add_in(groups, scores, self._single_threshold)
         by_threshold: dict[float, list[tuple[Any, Any]]] = {}
         for codes, values, threshold in entries:
             by_threshold.setdefault(threshold, []).append((codes, values))
-        bins, groups = self.bins, len(self._counts)
         for threshold, rows in by_threshold.items():
-            singles = [(c, s) for c, s in rows if isinstance(c, int)]
-            many = [(c, s) for c, s in rows if not isinstance(c, int)]
-            flat: list[np.ndarray] = []
-            scores: list[np.ndarray] = []
-            if singles:
-                flat.append(np.array([c for c, _ in singles], np.int64))
-                scores.append(np.array([s for _, s in singles], np.float64))
-            if many:
-                flat.append(self.flat([np.concatenate([c[a] for c, _ in many]) for a in range(len(self.attributes))]))
-                scores.append(np.concatenate([s.reshape(-1) for _, s in many]))
-            g, s = np.concatenate(flat), np.concatenate(scores)
-            # as ``update`` does it: the float64 value of each score against the threshold and the bins
-            joint = g * (2 * bins) + (s >= np.float64(threshold)) * bins
-            joint += np.minimum((s * np.float64(bins)).astype(np.int64), bins - 1)
-            per = np.bincount(joint, minlength=groups * 2 * bins).reshape(groups, 2, bins)
-            self._counts[:, UNKNOWN_LABEL, 0, 0] += per[:, 0].sum(axis=1)
-            self._counts[:, UNKNOWN_LABEL, 1, 1] += per[:, 1].sum(axis=1)
-            self._hist[:, UNKNOWN_LABEL] += per.sum(axis=1)
+            codes = [np.concatenate([c[a] for c, _ in rows]) for a in range(len(self.attributes))]
+            self._add_in(self.flat(codes), np.concatenate([v.reshape(-1) for _, v in rows]), threshold)
+
+    def _add_in(self, groups: np.ndarray, scores: np.ndarray, threshold: float) -> None:
+        """Rows' flat groups and scores into the counts and histograms, as ``update`` counts them
+        (each score's float64 value against the threshold and the bins); lock held."""
+        bins, top = self.bins, int(groups.max()) + 1  # only the groups up to the largest code are touched
+        joint = groups * (2 * bins) + (scores >= np.float64(threshold)) * bins
+        joint += np.minimum((scores * np.float64(bins)).astype(np.int64), bins - 1)
+        per = np.bincount(joint, minlength=top * 2 * bins).reshape(top, 2, bins)
+        self._counts[:top, UNKNOWN_LABEL, 0, 0] += per[:, 0].sum(axis=1)
+        self._counts[:top, UNKNOWN_LABEL, 1, 1] += per[:, 1].sum(axis=1)
+        self._hist[:top, UNKNOWN_LABEL] += per.sum(axis=1)
 
     @property
     def counts(self) -> np.ndarray:
