@@ -128,17 +128,24 @@ class Counters(GroupCoding):
         int for one row, per-attribute arrays for a batch); ``scores`` the rows' scores (a float,
         or an array the caller will not change), already checked to lie within [0, 1]; the
         decision threshold."""
+        if isinstance(codes, int):
+            self.defer_one(codes, scores, threshold)
+            return
         with self._lock:
-            if isinstance(codes, int):
-                if threshold != self._single_threshold:
-                    self._fold()
-                    self._single_threshold = threshold
-                self._single_groups.append(codes)
-                self._single_scores.append(scores)
-                self._deferred_rows += 1
-            else:
-                self._deferred.append((codes, scores, threshold))
-                self._deferred_rows += len(scores)
+            self._deferred.append((codes, scores, threshold))
+            self._deferred_rows += len(scores)
+            if self._deferred_rows >= FOLD_ROWS:
+                self._fold()
+
+    def defer_one(self, group: int, score: float, threshold: float) -> None:
+        """``defer`` for one row (a flat group code and a score in [0, 1])."""
+        with self._lock:
+            if threshold != self._single_threshold:
+                self._fold()
+                self._single_threshold = threshold
+            self._single_groups.append(group)
+            self._single_scores.append(score)
+            self._deferred_rows += 1
             if self._deferred_rows >= FOLD_ROWS:
                 self._fold()
 

@@ -115,6 +115,8 @@ class FairSession:
         self._output_names = [o.name for o in self.signature.outputs]
         self.choice = choose_output(self.signature, score_output)
         self._choice_index = self._output_names.index(self.choice.name)
+        # one row's score: its flat index in the output (the careful path reads the same element)
+        self._one_row = None if self.choice.kind == "label" else self.choice.column or 0
         _refuse_multiclass(self.signature, self.choice, str(path))
         self.threshold = 0.5 if threshold is None else float(threshold)
         self.store: CounterStore | None = None
@@ -241,10 +243,16 @@ class FairSession:
         """Count rows whose values were seen before and whose scores are plain probabilities:
         deferred (``Counters.defer``), or at once when they carry ids (one row). False sends the
         call down the careful path (labels, odd shapes, scores to clip or refuse, id batches)."""
+        value = values[self._choice_index]
+        if rows == 1 and ids is None and self._one_row is not None:
+            score = value.item(self._one_row)  # one row, no id: the serving hot path, fewest steps
+            if 0.0 <= score <= 1.0:
+                self.counters.defer_one(codes, score, self.threshold)
+                return True
+            return False
         choice = self.choice
         if choice.kind == "label" or (ids is not None and (rows != 1 or len(ids) != 1)):
             return False
-        value = values[self._choice_index]
         if not isinstance(value, np.ndarray) or value.ndim not in (1, 2) or value.shape[0] != rows:
             return False
         if value.ndim != 2 if choice.column is not None else value.size != rows:  # a column, or one score per row
