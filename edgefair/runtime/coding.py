@@ -168,7 +168,7 @@ class GroupCoding:
         try:
             if len(sensitive) != len(self.attributes):
                 return None
-            columns = [sensitive[name] for name in self.attributes]
+            columns = list(map(sensitive.__getitem__, self.attributes))
             rows = len(columns[0])
             if rows == 1:
                 flat = 0

@@ -188,7 +188,7 @@ class FairSession:
         which checks names, types and ranks itself; anything it refuses goes through
         ``_feeds``, which converts safe casts or names the problem."""
         try:  # as many inputs as the model's: onnxruntime refuses a name it does not know
-            rows = {v.shape[0] for v in inputs.values()}
+            rows = set(map(len, inputs.values()))  # len of an array: its first dimension
             if len(rows) == 1 and len(inputs) == self._input_count:
                 return self._run(self._output_names, inputs, None), rows.pop()
         except Exception:  # lists, wrong dtypes or ranks: the careful path below
