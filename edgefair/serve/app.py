@@ -234,7 +234,11 @@ class App:
         missing = self.inputs.keys() - names
         if missing:
             raise v2.ClientError(f"missing model input {sorted(missing)[0]!r}")
-        rows = {v.shape[0] if v.ndim else 1 for v in map(request.inputs.__getitem__, self.inputs)}
+        arrays = list(map(request.inputs.__getitem__, self.inputs))
+        try:
+            rows = set(map(len, arrays))  # no comprehension frame per request; len: the first dimension
+        except TypeError:  # a 0-d input counts as one row
+            rows = {v.shape[0] if v.ndim else 1 for v in arrays}
         if len(rows) != 1:
             raise v2.ClientError("model inputs disagree on the number of rows")
         n = rows.pop()

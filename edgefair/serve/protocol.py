@@ -12,6 +12,7 @@ import json
 import math
 import struct
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -209,7 +210,7 @@ def parse_request(body: bytes, header_length: int | None, max_elements: int) -> 
         params,
         outputs,
         _flag(params, "binary_data_output", "") or False,
-        [i["name"] for i in doc["inputs"]],
+        list(map(itemgetter("name"), doc["inputs"])),
     )
 
 
@@ -369,10 +370,10 @@ def encode_response(
 ) -> tuple[bytes, int | None]:
     """Body and, when any output is binary, the JSON header's length."""
     if request.outputs is None and not request.binary_outputs_default:  # every output, as JSON (the loop's entries)
-        items = [
-            {"name": n, "datatype": v2_datatype(a), "shape": list(a.shape), "data": a.reshape(-1).tolist()}
-            for n, a in outputs.items()
-        ]
+        items = []
+        for n, a in outputs.items():  # a loop, not a comprehension: no frame per request
+            data = a.reshape(-1).tolist()
+            items.append({"name": n, "datatype": v2_datatype(a), "shape": list(a.shape), "data": data})
         return compact_json({"model_name": model, "model_version": "1", "id": rid, "outputs": items}).encode(), None
     wanted = request.outputs or [{"name": n} for n in outputs]
     items, blobs = [], []
