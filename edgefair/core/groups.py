@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from edgefair.errors import InputError
 
+if TYPE_CHECKING:  # numpy.typing costs the runtime's import a few ms; annotations only need it here
+    import numpy.typing as npt
+
+    IntArray = npt.NDArray[np.int64]
+else:
+    IntArray = np.ndarray
+
 GroupKey = tuple[str, ...]
-IntArray = npt.NDArray[np.int64]
 
 
 def factorize(values: npt.ArrayLike, what: str = "values") -> tuple[IntArray, list[str]]:

@@ -13,16 +13,17 @@ Counting is one ``np.bincount`` over a combined index: no Python loop over rows.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from edgefair.core.groups import GroupKey, IntArray, factorize_groups, marginal_keys, sum_by_key
 from edgefair.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 SCHEMA_VERSION = 1
 UNKNOWN_LABEL = 2
@@ -147,6 +148,8 @@ class CountsTable:
         }
 
     def to_json(self) -> str:
+        import json  # loaded when a table is written, not with the device runtime
+
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
 
 
@@ -245,6 +248,8 @@ def from_dict(doc: Mapping[str, Any]) -> CountsTable:
 
 
 def from_json(text: str) -> CountsTable:
+    import json
+
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -37,7 +37,6 @@ IDLE_SECONDS = 30  # an idle keep-alive connection is closed after this
 MAX_ERROR_CHARS = 500
 LINGER_SECONDS = 2.0  # after a refusal: how long unread request bytes are drained before closing
 DECODERS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # zlib wbits: gzip and zlib wrappers
-HEADER_LINE = "{}: {}\r\n"
 # what a connection's one timer waits for; NONE: to be decided after the bytes at hand
 NONE, IDLE, READING, DRAINING, LINGERING, CLOSED = range(6)
 
@@ -270,7 +269,7 @@ class _Connection(asyncio.Protocol):
 
     # -- responses --------------------------------------------------------------------------
     def _send(self, status: int, body: bytes, headers: dict[str, str], keep: bool, head: bool = False) -> None:
-        extra = "".join(map(HEADER_LINE.format, headers, headers.values()))  # no comprehension frame per response
+        extra = "".join(map("{}: {}\r\n".format, headers, headers.values()))  # no comprehension frame
         line = (
             f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Length: {len(body)}\r\n"
             f"Connection: {'keep-alive' if keep else 'close'}\r\n{extra}\r\n"
