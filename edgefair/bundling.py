@@ -22,8 +22,8 @@ from typing import Any
 from edgefair import modelio
 from edgefair.core import tables
 from edgefair.errors import BundleError, InputError
-from edgefair.modelio.outputs import detect_task
 from edgefair.modelio.safety import check_model_bytes
+from edgefair.modelio.task_outputs import detect_task
 from edgefair.runtime.bundle import (
     CERTIFICATE,
     MANIFEST,

@@ -28,8 +28,8 @@ import numpy as np
 from edgefair import data, modelio
 from edgefair.core import multiclass, regression, tables
 from edgefair.errors import InputError, ModelError, PolicyError
-from edgefair.modelio import outputs
-from edgefair.modelio.outputs import TASKS, TaskOutput
+from edgefair.modelio import task_outputs as outputs
+from edgefair.modelio.task_outputs import TASKS, TaskOutput
 from edgefair.verification import evaluate as ev
 from edgefair.verification import tasks
 from edgefair.verification.policy import Policy
