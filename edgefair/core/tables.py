@@ -19,6 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgefair.core.cells import CELLS_PER_GROUP as CELLS_PER_GROUP  # re-exported: the layout with the table
+from edgefair.core.cells import DEFAULT_BINS as DEFAULT_BINS
+from edgefair.core.cells import UNKNOWN_LABEL as UNKNOWN_LABEL
+from edgefair.core.cells import cell_index as cell_index
 from edgefair.core.groups import GroupKey, IntArray, factorize_groups, marginal_keys, sum_by_key
 from edgefair.errors import InputError
 
@@ -26,16 +30,6 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 SCHEMA_VERSION = 1
-UNKNOWN_LABEL = 2
-CELLS_PER_GROUP = 12  # 3 labels x 2 reference decisions x 2 candidate decisions
-DEFAULT_BINS = 50
-
-
-def cell_index(label: Any, reference: Any, candidate: Any) -> Any:
-    """Position of (label, reference decision, candidate decision) among a group's 12 cells.
-
-    The one statement of the cell layout: works on ints and on numpy arrays alike."""
-    return label * 4 + reference * 2 + candidate
 
 
 @dataclass(frozen=True, eq=False)

@@ -18,13 +18,16 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgefair.core.tables import CELLS_PER_GROUP, DEFAULT_BINS, UNKNOWN_LABEL, CountsTable, cell_index
+from edgefair.core.cells import CELLS_PER_GROUP, DEFAULT_BINS, UNKNOWN_LABEL, cell_index
 from edgefair.errors import InputError
 from edgefair.runtime.coding import MAX_VALUES_PER_ATTRIBUTE, OTHER, UNKNOWN, GroupCoding
+
+if TYPE_CHECKING:  # the table class loads when a table is first built, not with the runtime
+    from edgefair.core.tables import CountsTable
 
 __all__ = ["MAX_VALUES_PER_ATTRIBUTE", "OTHER", "UNKNOWN", "Counters", "OutcomeStats"]
 
@@ -279,6 +282,8 @@ class Counters(GroupCoding):
         present = np.flatnonzero(counts.reshape(len(keys), -1).any(axis=1))
         order = sorted(present.tolist(), key=lambda i: keys[i])
         full_hist = np.repeat(hist[order][:, :, None, :], 2, axis=2)
+        from edgefair.core.tables import CountsTable
+
         return CountsTable(self.attributes, tuple(keys[i] for i in order), counts[order], full_hist, False)
 
     def add(self, table: CountsTable) -> None:

@@ -22,14 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgefair.core.tables import DEFAULT_BINS, CountsTable
+from edgefair.core.cells import DEFAULT_BINS
 from edgefair.errors import EdgefairError, InputError, ModelError
 from edgefair.modelio.outputs import OutputChoice, choose_output, decisions_list
 from edgefair.modelio.outputs import decisions as decisions_array
 from edgefair.modelio.session import Signature, TensorSpec, open_session, signature
 from edgefair.runtime.counters import MAX_VALUES_PER_ATTRIBUTE, OTHER, UNKNOWN, Counters, OutcomeStats
 
-if TYPE_CHECKING:  # bundles, the model-safety check and stores load when a session uses them
+if TYPE_CHECKING:  # bundles, the model-safety check, stores and tables load when a session uses them
+    from edgefair.core.tables import CountsTable
     from edgefair.runtime.bundle import Bundle
     from edgefair.runtime.store import CounterStore
 
