@@ -61,3 +61,16 @@ def test_histogram_calibration_quantises_a_scaler_pipeline(
     p1 = quantised.run(["probabilities"], feeds)[0][:, 1]
     assert np.mean((p0 >= 0.5) == (p1 >= 0.5)) > 0.95
     assert not np.array_equal(p0, p1)  # it is a different (quantised) model
+
+
+def test_a_fallback_keeping_every_node_float_says_so(pipeline: tuple[onnx.ModelProto, dict[str, np.ndarray]]) -> None:
+    """Not "the model has none of MatMul" when it has three: the variant kept them float."""
+    from edgefair.convert.quantize import quantisable_nodes
+    from edgefair.errors import ModelError
+
+    model, feeds = pipeline
+    options = QuantizeOptions(mode=QuantMode.STATIC_INT8)
+    nodes = quantisable_nodes(model, options)
+    assert len(nodes) == 2  # the hidden layer's MatMul and the output layer's
+    with pytest.raises(ModelError, match="every node it could quantise is kept float"):
+        quantize(model, QuantizeOptions(mode=QuantMode.STATIC_INT8, nodes_to_exclude=nodes), feeds)

@@ -176,6 +176,12 @@ def quantize(
     after = op_counts(quantised)
     added = {k: v for k, v in after.items() if k in QUANTISED_OPS}
     if not added:
+        if options.nodes_to_exclude:  # the model has quantisable nodes; this variant keeps them all float
+            raise ModelError(
+                f"nothing to quantise with {options.mode.value}: every node it could quantise is kept float "
+                f"({', '.join(options.nodes_to_exclude)}"
+                f"{' and the output layer' if options.keep_output_layer_float else ''}); no quantised copy was written"
+            )
         raise ModelError(_nothing_message(before, options.mode.value, ops))
     report = {
         "mode": options.mode.value,
