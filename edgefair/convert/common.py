@@ -149,3 +149,26 @@ def op_counts(model: onnx.ModelProto) -> dict[str, int]:
     for n in model.graph.node:
         out[n.op_type] = out.get(n.op_type, 0) + 1
     return out
+
+
+# ai.onnx.ml ops whose output is float by the spec but which onnx's type inference leaves
+# untyped: after the optimiser drops skl2onnx's Cast, everything after a Scaler has no type,
+# and onnxruntime's histogram calibrators (entropy, percentile) then find no tensor at all
+FLOAT_ML_OUTPUTS = ("Scaler", "Normalizer", "LinearRegressor")
+
+
+def declare_ml_float_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with those outputs declared float and the types inferred from there on."""
+    graph = model.graph
+    known = {v.name for v in (*graph.value_info, *graph.input, *graph.output)}
+    missing = [
+        o for n in graph.node if n.domain == "ai.onnx.ml" and n.op_type in FLOAT_ML_OUTPUTS for o in n.output[:1]
+    ]
+    missing = [o for o in missing if o not in known]
+    if not missing:
+        return model
+    graph.value_info.extend(helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in missing)
+    try:
+        return onnx.shape_inference.infer_shapes(model)
+    except Exception:  # inference refused: the declared outputs alone still help
+        return model

@@ -26,6 +26,7 @@ import onnx
 from edgefair.convert.common import (
     ConversionResult,
     consumers,
+    declare_ml_float_outputs,
     dedupe_opsets,
     drop_unused_opsets,
     gemm_to_matmul,
@@ -225,35 +226,12 @@ def _prepare(model: onnx.ModelProto, options: QuantizeOptions, tmp: Path) -> tup
     rewritten = gemm_to_matmul(work) if _as_matmul(options) else 0
     src = tmp / "in.onnx"
     save_model(work, src)
-    prepared = _typed(onnx.load_model(str(_pre_process(src, tmp / "pre.onnx"))))
+    prepared = declare_ml_float_outputs(onnx.load_model(str(_pre_process(src, tmp / "pre.onnx"))))
     if _as_matmul(options):
         rewritten = max(rewritten, gemm_to_matmul(prepared))
     _name_nodes(prepared)
     save_model(prepared, src)
     return prepared, rewritten
-
-
-# ai.onnx.ml ops whose output is float by the spec but which onnx's type inference leaves
-# untyped: after the optimiser drops skl2onnx's Cast, everything after a Scaler has no type,
-# and onnxruntime's histogram calibrators (entropy, percentile) then find no tensor at all
-FLOAT_ML_OUTPUTS = ("Scaler", "Normalizer", "LinearRegressor")
-
-
-def _typed(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` with those outputs declared float and the types inferred from there on."""
-    graph = model.graph
-    known = {v.name for v in (*graph.value_info, *graph.input, *graph.output)}
-    missing = [
-        o for n in graph.node if n.domain == "ai.onnx.ml" and n.op_type in FLOAT_ML_OUTPUTS for o in n.output[:1]
-    ]
-    missing = [o for o in missing if o not in known]
-    if not missing:
-        return model
-    graph.value_info.extend(onnx.helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in missing)
-    try:
-        return onnx.shape_inference.infer_shapes(model)
-    except Exception:  # inference refused: the declared outputs alone still help
-        return model
 
 
 def quantisable_nodes(model: onnx.ModelProto, options: QuantizeOptions) -> tuple[str, ...]:
