@@ -197,10 +197,21 @@ def test_single_rows_at_two_thresholds_keep_their_own() -> None:
     another (the session's threshold is fixed, but Counters takes it per call)."""
     counters = counters_module.Counters(["g"], {"g": ["a"]})
     (code, _), (codes, _) = counters.known_codes({"g": ["a"]}), counters.known_codes({"g": ["a", "a"]})
-    counters.defer(code, 0.6, 0.5)
-    counters.defer(code, 0.6, 0.7)
+    counters.defer_one(code, 0.6, 0.5)
+    counters.defer_one(code, 0.6, 0.7)
     counters.defer(codes, np.array([0.6, 0.6], np.float32), 0.5)
     table = counters.table()
     i = table.groups.index(("a",))
     assert table.counts[i, 2, 1, 1] == 3 and table.counts[i, 2, 0, 0] == 1  # >= 0.5 three times; < 0.7 once
     assert table.counts[i].sum() == 4
+
+
+def test_one_id_for_a_batch_of_seen_values_is_refused(identity: str) -> None:
+    """Seen values, plain scores, but one id for five rows: refused, nothing counted."""
+    from edgefair.errors import InputError
+
+    with FairSession(identity, sensitive=["g"]) as fs:
+        fs.run({"x": np.full((5, 1), 0.3, np.float32)}, {"g": ["a"] * 5})
+        with pytest.raises(InputError, match="1 ids for 5 rows"):
+            fs.run({"x": np.full((5, 1), 0.3, np.float32)}, {"g": ["a"] * 5}, ids=["one"])
+        assert fs.table().counts.sum() == 5

@@ -119,12 +119,7 @@ class GroupCoding:
 
     def group_codes(self, sensitive: Mapping[str, Any], rows: int) -> np.ndarray:
         """Per-row group codes (numpy, for batches); checks names and lengths first."""
-        flat: np.ndarray | None = None
-        for a, column in enumerate(self._columns(sensitive, rows)):
-            codes = self._column_codes(a, column)
-            flat = codes if flat is None else flat * self._sizes[a] + codes
-        assert flat is not None  # at least one attribute
-        return flat
+        return self.flat([self._column_codes(a, column) for a, column in enumerate(self._columns(sensitive, rows))])
 
     def _column_codes(self, attr: int, column: Any) -> np.ndarray:
         if isinstance(column, np.ndarray) and column.dtype.kind in "biu" and column.ndim == 1:
@@ -135,14 +130,17 @@ class GroupCoding:
             codes[order] = self._slow_codes(attr, distinct[order].tolist())
             return codes[inverse.reshape(-1)]
         items = column.tolist() if isinstance(column, np.ndarray) else list(column)
-        try:  # strings already seen: one C-speed lookup per row, into bytes when codes fit
-            lookup = self._lookup[attr]
-            found = itemgetter(*items)(lookup) if len(items) > 1 else tuple(map(lookup.__getitem__, items))
-            if self._sizes[attr] <= 256:
-                return np.frombuffer(bytes(found), np.uint8).astype(np.int64)
-            return np.array(found, np.int64)
+        try:
+            return self._seen(attr, items).astype(np.int64, copy=False)
         except (KeyError, TypeError):  # a new, missing or non-string value (lists are unhashable)
             return np.array(self._slow_codes(attr, items), np.int64)
+
+    def _seen(self, attr: int, items: Sequence[Any]) -> np.ndarray:
+        """Codes of strings all seen before (KeyError or TypeError if not): one C-speed lookup
+        per row, uint8 when the attribute's codes fit."""
+        lookup = self._lookup[attr]
+        found = itemgetter(*items)(lookup) if len(items) > 1 else tuple(map(lookup.__getitem__, items))
+        return np.frombuffer(bytes(found), np.uint8) if self._sizes[attr] <= 256 else np.array(found, np.int64)
 
     def group_code_list(self, sensitive: Mapping[str, Any], rows: int) -> list[int]:
         """``group_codes`` as a plain list (cheaper for a few rows)."""
@@ -188,14 +186,13 @@ class GroupCoding:
                     if column.dtype.kind not in "OU" or column.ndim != 1:
                         return None
                     column = column.tolist()
-                found = itemgetter(*column)(self._lookup[a])
-                codes.append(np.frombuffer(bytes(found), np.uint8) if self._sizes[a] <= 256 else np.array(found))
+                codes.append(self._seen(a, column))
             return codes, rows
         except (KeyError, TypeError, ValueError):
             return None
 
     def flat(self, codes: Sequence[np.ndarray]) -> np.ndarray:
-        """Per-attribute code arrays (``known_codes``) as one flat group code per row."""
+        """Per-attribute code arrays as one flat group code per row (int64)."""
         out = codes[0].astype(np.int64)
         for a in range(1, len(codes)):
             out *= self._sizes[a]

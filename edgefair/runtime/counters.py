@@ -68,12 +68,12 @@ class Counters(GroupCoding):
         self._flat_hist = np.frombuffer(self._bins, np.int64)
         self._counts = self._flat_counts.reshape(groups, 3, 2, 2)
         self._hist = self._flat_hist.reshape(groups, 3, bins)
-        # rows counted later, in bulk (``defer``): batches as (codes, scores, threshold); single
-        # rows as plain ints and floats in two lists (no tuple per row for the collector to scan)
-        self._deferred: list[tuple[Any, Any, float]] = []
+        # rows counted later, in bulk (``defer``), all at one threshold: batches as (codes,
+        # scores); single rows as plain ints and floats in two lists (no tuple per row)
+        self._deferred: list[tuple[Sequence[np.ndarray], np.ndarray]] = []
         self._single_groups: list[int] = []
         self._single_scores: list[float] = []
-        self._single_threshold = 0.5
+        self._threshold = 0.5
         self._deferred_rows = 0
         # a row with decision d (label unknown) lands in cell group * CELLS_PER_GROUP + _cell[d]
         self._cell = (cell_index(UNKNOWN_LABEL, 0, 0), cell_index(UNKNOWN_LABEL, 1, 1))
@@ -126,56 +126,50 @@ class Counters(GroupCoding):
                 sc_list = scores.tolist() if scores is not None else None
                 self._remember(ids, groups.tolist(), decisions.tolist(), sc_list)
 
-    def defer(self, codes: Any, scores: Any, threshold: float) -> None:
-        """Count rows later, exactly as ``update`` would now: ``codes`` from ``known_codes`` (an
-        int for one row, per-attribute arrays for a batch); ``scores`` the rows' scores (a float,
-        or an array the caller will not change), already checked to lie within [0, 1]; the
-        decision threshold."""
-        if isinstance(codes, int):
-            self.defer_one(codes, scores, threshold)
-            return
+    def defer(self, codes: Sequence[np.ndarray], scores: np.ndarray, threshold: float) -> None:
+        """Count a batch later, exactly as ``update`` would now: ``codes`` from ``known_codes``
+        (one array per attribute), ``scores`` an array the caller will not change, already
+        checked to lie within [0, 1], and the decision threshold."""
         with self._lock:
-            self._deferred.append((codes, scores, threshold))
+            self._hold(threshold)
+            self._deferred.append((codes, scores))
             self._deferred_rows += len(scores)
             if self._deferred_rows >= FOLD_ROWS:
                 self._fold()
 
     def defer_one(self, group: int, score: float, threshold: float) -> None:
-        """``defer`` for one row (a flat group code and a score in [0, 1])."""
+        """``defer`` for one row (its flat group code and a score in [0, 1])."""
         with self._lock:
-            if threshold != self._single_threshold:
-                self._fold()
-                self._single_threshold = threshold
+            self._hold(threshold)
             self._single_groups.append(group)
             self._single_scores.append(score)
             self._deferred_rows += 1
             if self._deferred_rows >= FOLD_ROWS:
                 self._fold()
 
+    def _hold(self, threshold: float) -> None:
+        """Held rows share one threshold: rows held at another are added in first; lock held."""
+        if threshold != self._threshold:
+            self._fold()
+            self._threshold = threshold
+
     def _fold(self) -> None:
-        """Add the deferred rows in; lock held. Each row gets one joint index (group, decision,
+        """Add the held rows in; lock held. Each row gets one joint index (group, decision,
         score bin) and one ``bincount`` gives both its counts cell and its histogram bin."""
         if not self._deferred_rows:
             return
-        entries, self._deferred, self._deferred_rows = self._deferred, [], 0
-        if self._single_groups:
-            groups = np.array(self._single_groups, np.int64)
-            scores = np.array(self._single_scores, np.float64)
-            self._single_groups, self._single_scores = [], []
-            self._add_in(groups, scores, self._single_threshold)
-        by_threshold: dict[float, list[tuple[Any, Any]]] = {}
-        for codes, values, threshold in entries:
-            by_threshold.setdefault(threshold, []).append((codes, values))
-        for threshold, rows in by_threshold.items():
-            codes = [np.concatenate([c[a] for c, _ in rows]) for a in range(len(self.attributes))]
-            self._add_in(self.flat(codes), np.concatenate([v.reshape(-1) for _, v in rows]), threshold)
-
-    def _add_in(self, groups: np.ndarray, scores: np.ndarray, threshold: float) -> None:
-        """Rows' flat groups and scores into the counts and histograms, as ``update`` counts them
-        (each score's float64 value against the threshold and the bins); lock held."""
-        bins, top = self.bins, int(groups.max()) + 1  # only the groups up to the largest code are touched
-        joint = groups * (2 * bins) + (scores >= np.float64(threshold)) * bins
-        joint += np.minimum((scores * np.float64(bins)).astype(np.int64), bins - 1)
+        groups = [np.array(self._single_groups, np.int64)]
+        scores = [np.array(self._single_scores, np.float64)]
+        if self._deferred:
+            codes = [np.concatenate([c[a] for c, _ in self._deferred]) for a in range(len(self.attributes))]
+            groups.append(self.flat(codes))
+            scores.extend(s.reshape(-1) for _, s in self._deferred)
+        self._deferred, self._single_groups, self._single_scores, self._deferred_rows = [], [], [], 0
+        g, s = np.concatenate(groups), np.concatenate(scores)
+        # as ``update`` counts them: each score's float64 value against the threshold and the bins
+        bins, top = self.bins, int(g.max()) + 1  # only the groups up to the largest code are touched
+        joint = g * (2 * bins) + (s >= np.float64(self._threshold)) * bins
+        joint += np.minimum((s * np.float64(bins)).astype(np.int64), bins - 1)
         per = np.bincount(joint, minlength=top * 2 * bins).reshape(top, 2, bins)
         self._counts[:top, UNKNOWN_LABEL, 0, 0] += per[:, 0].sum(axis=1)
         self._counts[:top, UNKNOWN_LABEL, 1, 1] += per[:, 1].sum(axis=1)

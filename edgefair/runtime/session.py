@@ -208,8 +208,10 @@ class FairSession:
     ) -> dict[str, np.ndarray]:
         """Run the model on ``inputs``; count its decisions by the rows' sensitive groups."""
         counters = self.counters
-        # seen values are coded before the model runs, while the caller's strings are in cache
-        known = counters.known_codes(sensitive)
+        # seen values are coded before the model runs, while the caller's strings are in cache;
+        # not for label outputs or id batches, which only the careful path counts
+        fast = self._one_row is not None and (ids is None or len(ids) == 1)
+        known = counters.known_codes(sensitive) if fast else None
         values, rows = self._infer(inputs)
         outputs = dict(zip(self._output_names, values, strict=True))
         if known is None or known[1] != rows or not self._fast(values, rows, known[0], ids):
@@ -242,31 +244,26 @@ class FairSession:
 
     def _fast(self, values: list[Any], rows: int, codes: Any, ids: Sequence[Any] | None) -> bool:
         """Count rows whose values were seen before and whose scores are plain probabilities:
-        deferred (``Counters.defer``), or at once when they carry ids (one row). False sends the
-        call down the careful path (labels, odd shapes, scores to clip or refuse, id batches)."""
+        deferred (``Counters.defer``), or at once when one row carries its id. False sends the
+        call down the careful path (odd shapes, scores to clip or refuse, ids that do not fit).
+        Label outputs and batches of several ids never get here (``run`` codes no values for them)."""
         value = values[self._choice_index]
-        if rows == 1 and ids is None and self._one_row is not None:
-            score = value.item(self._one_row)  # one row, no id: the serving hot path, fewest steps
-            if 0.0 <= score <= 1.0:
-                self.counters.defer_one(codes, score, self.threshold)
-                return True
-            return False
-        choice = self.choice
-        if choice.kind == "label" or (ids is not None and (rows != 1 or len(ids) != 1)):
-            return False
-        if not isinstance(value, np.ndarray) or value.ndim not in (1, 2) or value.shape[0] != rows:
-            return False
-        if value.ndim != 2 if choice.column is not None else value.size != rows:  # a column, or one score per row
-            return False
-        if rows == 1:
-            score = value.item(choice.column or 0)
+        if rows == 1:  # the serving hot path, fewest steps; the careful path reads the same element
+            score = value.item(self._one_row)
             if not 0.0 <= score <= 1.0:  # NaN too: decisions_list clips or refuses it
                 return False
             if ids is None:
-                self.counters.defer(codes, score, self.threshold)
+                self.counters.defer_one(codes, score, self.threshold)
             else:
                 self.counters.update_one(codes, 1 if score >= self.threshold else 0, score, ids)
             return True
+        column = self.choice.column
+        if ids is not None:  # one id for a batch: the careful path names the mismatch
+            return False
+        if not isinstance(value, np.ndarray) or value.ndim not in (1, 2) or value.shape[0] != rows:
+            return False
+        if value.ndim != 2 if column is not None else value.size != rows:  # a column, or one score per row
+            return False
         if value.dtype == np.float32:  # one reduction: as uint32, floats in [0, 1] are the bit patterns up to 1.0's
             if value.view(np.uint32).max() > FLOAT32_ONE_BITS:  # negative, NaN or above 1: the careful path
                 return False
@@ -275,7 +272,7 @@ class FairSession:
         # the whole output is copied (the caller may change it) and validated: a score column of a
         # wider output whose other columns are not probabilities takes the careful path
         kept = value.copy()
-        self.counters.defer(codes, kept[:, choice.column] if choice.column is not None else kept, self.threshold)
+        self.counters.defer(codes, kept[:, column] if column is not None else kept, self.threshold)
         return True
 
     def record_outcomes(self, ids: Sequence[Any], labels: Sequence[Any]) -> OutcomeStats:
