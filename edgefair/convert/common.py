@@ -161,10 +161,8 @@ def declare_ml_float_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with those outputs declared float and the types inferred from there on."""
     graph = model.graph
     known = {v.name for v in (*graph.value_info, *graph.input, *graph.output)}
-    missing = [
-        o for n in graph.node if n.domain == "ai.onnx.ml" and n.op_type in FLOAT_ML_OUTPUTS for o in n.output[:1]
-    ]
-    missing = [o for o in missing if o not in known]
+    ml = [n for n in graph.node if n.domain == "ai.onnx.ml" and n.op_type in FLOAT_ML_OUTPUTS and n.output]
+    missing = [n.output[0] for n in ml if n.output[0] not in known]
     if not missing:
         return model
     graph.value_info.extend(helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in missing)

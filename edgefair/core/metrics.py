@@ -28,12 +28,11 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from edgefair.core.groups import GroupKey
+from edgefair.core.groups import GroupKey, IntArray
 from edgefair.core.tables import UNKNOWN_LABEL, CountsTable
 from edgefair.errors import InputError
 
 FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 Model = Literal["reference", "candidate"]
 Method = Literal["between_groups", "to_overall"]
 LABELS = (0, 1, UNKNOWN_LABEL)
