@@ -307,6 +307,14 @@ def test_bad_options_are_one_line_exit_2(near, tmp_path, capsys, monkeypatch, ex
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("label, sensitive", [("nope", "group,region"), ("y", "group,nope")])
+def test_a_missing_column_is_one_line_exit_2(near, tmp_path, capsys, monkeypatch, label, sensitive):  # type: ignore[no-untyped-def]
+    args = ["tune", str(near["model"]), "--data", str(near["csv"]), "--label", label, "--sensitive", sensitive]
+    code, err = _main([*args, "-o", str(tmp_path / "out")], capsys, monkeypatch)
+    assert code == 2 and len(err.splitlines()) == 1 and "no column 'nope'" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_nothing_to_compress_is_one_line_exit_2(near, tmp_path, capsys, monkeypatch):  # type: ignore[no-untyped-def]
     onnx.save(no_weights(), tmp_path / "plain.onnx")
     code, err = _main(

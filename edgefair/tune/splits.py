@@ -85,9 +85,8 @@ class SplitScorer:
         self.reference = _ScoredOnce(ev._Model(reference, options.threshold, options.score_output))
         needed = ev.needed_columns(self.reference.sig, options)
         cols = split.dataset.columns
-        chosen = {k: cols[k] for k in needed} if needed is not None else dict(cols)
-        for name in needed or ():
-            data.require_column(cols, name, split.dataset.source)
+        source = split.dataset.source
+        chosen = {k: data.require_column(cols, k, source) for k in needed} if needed is not None else dict(cols)
         self.chunk = data.Chunk(chosen, 2, split.dataset.source)
         if ev.score_chunk(self.reference, [], self.chunk, options) is None:  # the reference, once
             raise InputError(f"{split.dataset.source}: no data rows")
