@@ -13,6 +13,7 @@ _LAZY = {
     "FairSession": "edgefair.runtime.session",
     "load_bundle": "edgefair.runtime.bundle",
     "CounterStore": "edgefair.runtime.store",
+    "Coded": "edgefair.runtime.coding",
 }
 __all__ = list(_LAZY)
 

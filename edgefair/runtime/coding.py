@@ -5,13 +5,17 @@ up to a cap, then an explicit "other" group). A lookup table remembers every str
 resolved, so a batch of seen values is one C-speed lookup per row. ``known_codes`` is the
 pre-inference path: it codes rows whose values were all seen before, so FairSession can read
 the caller's sensitive strings while they are still in the cache, before the model evicts them.
+An app that holds its sensitive columns dictionary-encoded (pandas' Categorical, Arrow's
+dictionary arrays) passes them as ``Coded``: a batch then costs one small table per attribute
+and one numpy take, not a lookup per row.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from operator import itemgetter
+from dataclasses import dataclass
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
@@ -22,6 +26,51 @@ OTHER = "other"  # values outside the known (or learned) set
 UNKNOWN = "unknown"  # the attribute was not given at all
 MAX_VALUES_PER_ATTRIBUTE = 16  # per attribute without known values; more go to 'other'
 MAX_LOOKUP = 4096  # strings remembered per attribute beyond its groups (values resolved to 'other')
+MAX_TABLES = 64  # Coded category tuples remembered per attribute (and joint tables in all)
+MAX_JOINT = 65_536  # entries of a joint table (all attributes Coded): larger, one take per attribute
+_categories, _codes = attrgetter("categories"), attrgetter("codes")
+
+
+@dataclass(frozen=True, eq=False)
+class Coded:
+    """A dictionary-encoded sensitive column: row i's value is ``categories[codes[i]]``, and
+    code -1 means not given (as pandas.Categorical and its ``codes``).
+
+        fs.run(inputs, sensitive={"race": Coded(tuple(cat.categories), cat.codes)})
+
+    Checked once, here: categories are distinct strings, codes a 1-D integer array in
+    [-1, len(categories)); the codes are copied and made read-only, so a call needs no check.
+    Counts are exactly those of passing the strings themselves."""
+
+    categories: tuple[str, ...]
+    codes: np.ndarray
+
+    def __post_init__(self) -> None:
+        categories = tuple(self.categories) if not isinstance(self.categories, tuple) else self.categories
+        for c in categories:
+            if not isinstance(c, str):
+                raise InputError(f"Coded categories must be strings; got {type(c).__name__} {c!r}")
+        if len(set(categories)) != len(categories):
+            raise InputError(f"Coded categories repeat a value: {list(categories)[:10]}")
+        codes = np.array(self.codes, copy=True)
+        if codes.ndim != 1 or codes.dtype.kind not in "iu":
+            raise InputError(f"Coded codes must be a 1-D integer array; got {codes.dtype} of shape {list(codes.shape)}")
+        if codes.size and (int(codes.min()) < -1 or int(codes.max()) >= len(categories)):
+            raise InputError(
+                f"Coded codes must lie in [-1, {len(categories)}) for {len(categories)} categories; "
+                f"got {int(codes.min())}..{int(codes.max())}"
+            )
+        codes.flags.writeable = False
+        object.__setattr__(self, "categories", categories)
+        object.__setattr__(self, "codes", codes)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def values(self) -> list[str | None]:
+        """The column as plain values (None where not given): what the careful path reads."""
+        categories = self.categories
+        return [categories[c] if c >= 0 else None for c in self.codes.tolist()]
 
 
 class GroupCoding:
@@ -46,6 +95,10 @@ class GroupCoding:
         # value -> code for the hot path: the group values above, plus strings already resolved
         # to 'other' or 'unknown' (codes never change once given), bounded
         self._lookup: list[dict[Any, int]] = [dict(t) for t in self._values]
+        # Coded category tuple -> code of each category, then 'unknown' for code -1 (complete tables only)
+        self._tables: list[dict[tuple[str, ...], np.ndarray]] = [{} for _ in self.attributes]
+        # every attribute Coded: categories of each -> flat group code of every code combination
+        self._joint: dict[tuple[tuple[str, ...], ...], np.ndarray] = {}
         self._lock = threading.Lock()
         return int(np.prod(self._sizes))
 
@@ -87,6 +140,7 @@ class GroupCoding:
         """Each attribute's values, in order; names and lengths checked (one line naming the problem)."""
         try:
             columns = [sensitive[name] for name in self.attributes]
+            columns = [c.values() if isinstance(c, Coded) else c for c in columns]
             if len(sensitive) == len(self.attributes):
                 for c in columns:
                     if len(c) != rows:
@@ -167,10 +221,20 @@ class GroupCoding:
             if len(sensitive) != len(self.attributes):
                 return None
             columns = list(map(sensitive.__getitem__, self.attributes))
+            if type(columns[0]) is Coded:
+                known = self._known_coded(columns)
+                if known is not None:
+                    return known
             rows = len(columns[0])
             if rows == 1:
                 flat = 0
                 for a, column in enumerate(columns):
+                    if isinstance(column, Coded):
+                        table = self._table(a, column)
+                        if table is None:
+                            return None
+                        flat = flat * self._sizes[a] + int(table[column.codes[0]])
+                        continue
                     if len(column) != 1 or isinstance(column, (str, bytes)):
                         return None
                     value = column[0]
@@ -182,6 +246,12 @@ class GroupCoding:
             for a, column in enumerate(columns):
                 if len(column) != rows or isinstance(column, (str, bytes)):
                     return None
+                if isinstance(column, Coded):
+                    table = self._table(a, column)
+                    if table is None:
+                        return None
+                    codes.append(table[column.codes])  # code -1: the table's last entry, 'unknown'
+                    continue
                 if isinstance(column, np.ndarray):
                     if column.dtype.kind not in "OU" or column.ndim != 1:
                         return None
@@ -190,6 +260,71 @@ class GroupCoding:
             return codes, rows
         except (KeyError, TypeError, ValueError):
             return None
+
+    def _known_coded(self, columns: list[Any]) -> tuple[Any, int] | None:
+        """``known_codes`` when the first column is Coded: with all of them Coded, one take in a
+        joint table gives each row's flat group code (an int64 array, or an int for one row)."""
+        try:
+            codes = tuple(map(_codes, columns))
+        except AttributeError:  # not all Coded: one take per attribute
+            return None
+        lengths = set(map(len, codes))
+        if len(lengths) != 1:
+            return None
+        rows = lengths.pop()
+        joint = self._joint.get(tuple(map(_categories, columns)))
+        if joint is None:
+            joint = self._joint_table(columns)
+            if joint is None:
+                return None
+        if rows == 1:
+            return int(joint[tuple(c[0] for c in codes)]), 1
+        return joint[codes], rows  # code -1 on an axis: its last entry, 'unknown'
+
+    def _joint_table(self, columns: list[Any]) -> np.ndarray | None:
+        tables = []
+        for a, column in enumerate(columns):
+            table = self._table(a, column) if type(column) is Coded else None
+            if table is None:
+                return None
+            tables.append(table)
+        if int(np.prod([len(t) for t in tables])) > MAX_JOINT:
+            return None
+        joint = tables[0].astype(np.int64)  # entry [i, j, ...]: the flat code of categories i, j, ...
+        for a in range(1, len(tables)):
+            joint = joint[..., None] * self._sizes[a] + tables[a]
+        kept = [self._tables[a].get(c.categories) for a, c in enumerate(columns)]
+        cached = all(t is k for t, k in zip(tables, kept, strict=True))
+        if cached and len(self._joint) < MAX_TABLES:  # only tables that stay valid (every category seen)
+            self._joint[tuple(map(_categories, columns))] = joint
+        return joint
+
+    def _table(self, attr: int, column: Coded) -> np.ndarray | None:
+        """Each category's code, then 'unknown' (for code -1); None when a category present in
+        the rows was never seen and the attribute still learns (the careful path learns it in
+        row order, as it would the strings). Categories absent from the rows do not matter."""
+        table = self._tables[attr].get(column.categories)
+        if table is not None:
+            return table
+        lookup = self._lookup[attr]
+        found = [1 if c == "" else lookup.get(c) for c in column.categories]  # "": 'unknown', as a string
+        complete = None not in found
+        if not complete:
+            learns = self._learn[attr] and len(self._values[attr]) < self.max_values + 2
+            if learns:  # codes for absent categories are never read: a placeholder, not learned
+                present = np.bincount(column.codes.astype(np.int64) + 1, minlength=len(found) + 1)[1:]
+                if any(present[i] for i, code in enumerate(found) if code is None):
+                    return None
+                found = [0 if code is None else code for code in found]
+            else:  # known values (or the cap is reached): resolving a category learns nothing
+                with self._lock:
+                    pairs = zip(column.categories, found, strict=True)
+                    found = [self._code(attr, c) if code is None else code for c, code in pairs]
+                complete = True
+        table = np.array([*found, 1], np.uint8 if self._sizes[attr] <= 256 else np.int64)
+        if complete and len(self._tables[attr]) < MAX_TABLES:
+            self._tables[attr][column.categories] = table
+        return table
 
     def flat(self, codes: Sequence[np.ndarray]) -> np.ndarray:
         """Per-attribute code arrays as one flat group code per row (int64)."""

@@ -71,6 +71,7 @@ class Counters(GroupCoding):
         # rows counted later, in bulk (``defer``), all at one threshold: batches as (codes,
         # scores); single rows as plain ints and floats in two lists (no tuple per row)
         self._deferred: list[tuple[Sequence[np.ndarray], np.ndarray]] = []
+        self._deferred_flat: list[tuple[np.ndarray, np.ndarray]] = []  # batches with flat codes (all Coded)
         self._single_groups: list[int] = []
         self._single_scores: list[float] = []
         self._threshold = 0.5
@@ -126,13 +127,17 @@ class Counters(GroupCoding):
                 sc_list = scores.tolist() if scores is not None else None
                 self._remember(ids, groups.tolist(), decisions.tolist(), sc_list)
 
-    def defer(self, codes: Sequence[np.ndarray], scores: np.ndarray, threshold: float) -> None:
+    def defer(self, codes: Sequence[np.ndarray] | np.ndarray, scores: np.ndarray, threshold: float) -> None:
         """Count a batch later, exactly as ``update`` would now: ``codes`` from ``known_codes``
-        (one array per attribute), ``scores`` an array the caller will not change, already
-        checked to lie within [0, 1], and the decision threshold."""
+        (one array per attribute, or flat codes), ``scores`` an array the caller will not
+        change, already checked to lie within [0, 1], and the decision threshold."""
         with self._lock:
-            self._hold(threshold)
-            self._deferred.append((codes, scores))
+            if threshold != self._threshold:
+                self._hold(threshold)
+            if isinstance(codes, np.ndarray):
+                self._deferred_flat.append((codes, scores))
+            else:
+                self._deferred.append((codes, scores))
             self._deferred_rows += len(scores)
             if self._deferred_rows >= FOLD_ROWS:
                 self._fold()
@@ -164,7 +169,10 @@ class Counters(GroupCoding):
             codes = [np.concatenate([c[a] for c, _ in self._deferred]) for a in range(len(self.attributes))]
             groups.append(self.flat(codes))
             scores.extend(s.reshape(-1) for _, s in self._deferred)
-        self._deferred, self._single_groups, self._single_scores, self._deferred_rows = [], [], [], 0
+        groups.extend(c for c, _ in self._deferred_flat)
+        scores.extend(s.reshape(-1) for _, s in self._deferred_flat)
+        self._deferred, self._deferred_flat, self._single_groups, self._single_scores = [], [], [], []
+        self._deferred_rows = 0
         g, s = np.concatenate(groups), np.concatenate(scores)
         # as ``update`` counts them: each score's float64 value against the threshold and the bins
         bins, top = self.bins, int(g.max()) + 1  # only the groups up to the largest code are touched

@@ -35,6 +35,8 @@ if TYPE_CHECKING:  # bundles, the model-safety check, stores and tables load whe
     from edgefair.runtime.store import CounterStore
 
 FLOAT32_ONE_BITS = int(np.array(1.0, np.float32).view(np.uint32))
+_largest = np.maximum.reduce  # the ufunc itself: ndarray.max adds a Python frame per call
+_FLOAT32 = np.dtype(np.float32)
 
 SAFE_CASTS = {
     ("f", "f"),
@@ -264,8 +266,8 @@ class FairSession:
             return False
         if value.ndim != 2 if column is not None else value.size != rows:  # a column, or one score per row
             return False
-        if value.dtype == np.float32:  # one reduction: as uint32, floats in [0, 1] are the bit patterns up to 1.0's
-            if value.view(np.uint32).max() > FLOAT32_ONE_BITS:  # negative, NaN or above 1: the careful path
+        if value.dtype is _FLOAT32:  # one reduction: as uint32, floats in [0, 1] are the bit patterns up to 1.0's
+            if _largest(value.view(np.uint32), None) > FLOAT32_ONE_BITS:  # negative, NaN or above 1: the careful path
                 return False
         elif not (value.min() >= 0.0 and value.max() <= 1.0):
             return False
