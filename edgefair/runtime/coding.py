@@ -28,7 +28,7 @@ MAX_VALUES_PER_ATTRIBUTE = 16  # per attribute without known values; more go to 
 MAX_LOOKUP = 4096  # strings remembered per attribute beyond its groups (values resolved to 'other')
 MAX_TABLES = 64  # Coded category tuples remembered per attribute (and joint tables in all)
 MAX_JOINT = 65_536  # entries of a joint table (all attributes Coded): larger, one take per attribute
-_categories, _codes = attrgetter("categories"), attrgetter("codes")
+_categories, _codes, _first = attrgetter("categories"), attrgetter("codes"), itemgetter(0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -278,7 +278,7 @@ class GroupCoding:
             if joint is None:
                 return None
         if rows == 1:
-            return int(joint[tuple(c[0] for c in codes)]), 1
+            return joint.item(tuple(map(_first, codes))), 1
         return joint[codes], rows  # code -1 on an axis: its last entry, 'unknown'
 
     def _joint_table(self, columns: list[Any]) -> np.ndarray | None:
