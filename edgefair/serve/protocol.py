@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import struct
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -50,15 +49,17 @@ try:  # the server extra: orjson, a C JSON reader, 2-3x the stdlib's speed on a 
 except ImportError:  # pragma: no cover - the stdlib's reader alone
     _c_loads = None  # type: ignore[assignment]
 # orjson reads integers past 64 bits as floats (the stdlib as ints): a body with 19 digits in a
-# row is read by the stdlib, so no value ever differs
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+# row is read by the stdlib, so no value ever differs (found by one translate and one find:
+# a regular expression takes 20 times as long)
+_DIGITS_ONLY = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))  # a digit -> "0", else " "
+_LONG_RUN = b"0" * 19
 
 
 def loads(body: bytes | str) -> Any:
     """``json.loads`` whose every failure (bad bytes, bad JSON, nesting too deep) is a 400.
     orjson reads it first when installed; whatever orjson refuses (NaN, 1e400, a byte-order
     mark, UTF-16, lone surrogates, deep nesting) the stdlib reads, or words the refusal."""
-    if _c_loads is not None and type(body) is bytes and _LONG_DIGITS.search(body) is None:
+    if _c_loads is not None and type(body) is bytes and body.translate(_DIGITS_ONLY).find(_LONG_RUN) < 0:
         try:
             return _c_loads(body)
         except ValueError:  # orjson.JSONDecodeError
