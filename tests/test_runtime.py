@@ -367,3 +367,24 @@ def test_runtime_input_types_helper_rejects_strings_for_floats(bundle_dir, adult
             {**features(adult_test, 0, 1), "age": np.array([["old"]], dtype=object)},
             {"race": ["White"], "sex": ["Male"]},
         )
+
+
+def test_a_model_that_fails_at_run_time_says_so_once(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """onnxruntime's own error log stays quiet: the failure is one ModelError line."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgefair.errors import ModelError
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])
+    out = helper.make_tensor_value_info("score", TensorProto.FLOAT, [3])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [1], [3])
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["score"])], "g", [x], [out], [shape])
+    path = tmp_path / "reshape3.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with FairSession(path, sensitive=["g"]) as fs:
+        fs.run({"x": np.full((3, 1), 0.5, np.float32)}, {"g": ["a"] * 3})
+        capfd.readouterr()
+        with pytest.raises(ModelError, match="onnxruntime failed"):
+            fs.run({"x": np.full((2, 1), 0.5, np.float32)}, {"g": ["a"] * 2})
+    assert "onnxruntime" not in capfd.readouterr().err

@@ -73,7 +73,7 @@ def open_session(model: str | Path | bytes, threads: int = 1) -> Any:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # a failure is raised as one ModelError line, not logged as well
     what = "the model" if isinstance(model, bytes) else str(model)
     if not isinstance(model, bytes):
         if not Path(model).exists():
