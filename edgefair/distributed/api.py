@@ -275,6 +275,7 @@ def build_report(
         options.threshold,
         ref.choice.name,
         sample_feeds(ref, first, options),
+        batch_size=options.batch_size,
     )
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     ref_latency = api.latencies(reference, evaluation.sample) if measure_latency and evaluation.sample else None

@@ -119,10 +119,12 @@ def _signed(value: int) -> int:
 
 
 class _Scan:
-    def __init__(self, buf: memoryview) -> None:
+    def __init__(self, buf: memoryview, strict: bool = True) -> None:
         self.buf = buf
         self.nodes = 0
         self.domains: set[bytes] = set()
+        self.ops: set[bytes] = set()
+        self.strict = strict  # False: list the operators, refuse no domain (``op_types``)
 
     def lens(self, span: _Span, wanted: dict[int, list[_Span]]) -> None:
         """Collect the LEN fields numbered in ``wanted`` (in wire order), checking their wire type."""
@@ -177,7 +179,8 @@ class _Scan:
         self.nodes += 1
         domain = self.name(parts[7])
         label = _show(self.name(parts[3]) or self.name(parts[4]))
-        if domain not in _ALLOWED:
+        self.ops.add(self.name(parts[4]))
+        if domain not in _ALLOWED and self.strict:
             allowed = ", ".join(repr(d) for d in ALLOWED_DOMAINS)
             raise _Refused(f"node {label}{ctx} uses operator domain {_show(domain)}; allowed domains are {allowed}")
         self.domains.add(domain)
@@ -257,3 +260,15 @@ def check_model_bytes(data: bytes, where: str, *, max_bytes: int = MAX_MODEL_BYT
         raise ModelError(f"{where}: not an ONNX model ({e}); {_EXPECTED}") from None
     except _Refused as e:
         raise ModelError(f"{where}: {e}") from None
+
+
+def op_types(data: bytes) -> frozenset[str] | None:
+    """Every operator type in a serialized model (subgraphs, functions and training graphs
+    too), whatever its domain; None when it does not parse or holds external data. For what a
+    report says about a model, not a safety check: it refuses nothing."""
+    scan = _Scan(memoryview(data).cast("B"), strict=False)
+    try:
+        scan.model()
+    except (_Malformed, _Refused):
+        return None
+    return frozenset(op.decode("utf-8", "replace") for op in scan.ops)

@@ -96,6 +96,15 @@ def verify_document(report: VerifyReport) -> dict[str, Any]:
         + _what_settles(r, report.policy.min_group_size)
         for r in g.unsettled()
     ]
+    summary: dict[str, Any] = {
+        **g.counts(),
+        "failing": failing,
+        "unsettled": unsettled,
+        "note": _verdict_note(g.verdict),
+    }
+    batch = batch_note(report)
+    if batch is not None:
+        summary["batch_note"] = batch
     doc = {
         "schema_version": SCHEMA_VERSION,
         "kind": "edgefair.verify_report",
@@ -103,7 +112,7 @@ def verify_document(report: VerifyReport) -> dict[str, Any]:
         "created": report.created,
         "verdict": g.verdict,
         "exit_code": report.exit_code,
-        "summary": {**g.counts(), "failing": failing, "unsettled": unsettled, "note": _verdict_note(g.verdict)},
+        "summary": summary,
         "reference": ev.reference.to_dict(),
         "candidate": report.candidate.to_dict(),
         "data": {
@@ -159,6 +168,24 @@ def _section(report: VerifyReport, attrs: tuple[str, ...]) -> dict[str, Any]:
     if report.task_table is not None:
         return task_section(report.task_table, attrs, report.policy.confidence)
     return by_group_section(report.table, attrs, report.policy.confidence)
+
+
+def batch_note(report: VerifyReport) -> str | None:
+    """What the verdict holds for when a model quantises activations per call (dynamic int8):
+    its decisions depend on the rows scored with it, so the verdict is for this batch size."""
+    ev = report.evaluation
+    which = [m.path for m in (ev.reference, report.candidate) if m.batch_dependent]
+    if not which:
+        return None
+    said = f"{' and '.join(which)} quantise{'s' * (len(which) == 1)} activations per call (dynamic int8): "
+    said += "decisions depend on the rows scored together; "
+    if ev.batch_size:
+        rows = f"{ev.batch_size:,} row{'s' * (ev.batch_size != 1)}"
+        return said + f"this verdict is for calls of {rows} (--batch-size); other batch sizes may decide differently"
+    return (
+        said + "this verdict is for calls of up to 65,536 rows (the default); "
+        "verify with --batch-size as deployed (1 on a device that scores one row at a time)"
+    )
 
 
 def _verdict_note(verdict: str) -> str:

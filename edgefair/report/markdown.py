@@ -79,6 +79,8 @@ def verify_markdown(doc: dict[str, Any]) -> str:
         lines += ["**Failing:** " + "; ".join(text(f) for f in s["failing"]), ""]
     if doc["verdict"] == "inconclusive":
         lines += [f"**Inconclusive:** {text(s['note'])}.", ""]
+    if "batch_note" in s:
+        lines += [f"**Batch size:** {text(s['batch_note'])}.", ""]
     if s["unsettled"]:
         shown = [text(u) for u in s["unsettled"][:10]]
         more = f"; … {len(s['unsettled']) - 10} more" if len(s["unsettled"]) > 10 else ""

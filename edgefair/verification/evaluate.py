@@ -21,6 +21,7 @@ from edgefair import data, modelio
 from edgefair.core import tables
 from edgefair.core.tables import CountsTable
 from edgefair.errors import InputError, ModelError
+from edgefair.modelio.safety import op_types
 
 Progress = Callable[[int], None]
 
@@ -30,9 +31,22 @@ class ModelInfo:
     path: str
     sha256: str
     size_bytes: int
+    batch_dependent: bool = False  # quantises activations per call: its outputs depend on the batch
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "sha256": self.sha256, "size_bytes": self.size_bytes}
+        out: dict[str, Any] = {"path": self.path, "sha256": self.sha256, "size_bytes": self.size_bytes}
+        if self.batch_dependent:
+            out["batch_dependent"] = True
+        return out
+
+    @classmethod
+    def of(cls, path: Path, raw: bytes) -> ModelInfo:
+        ops = op_types(raw) or frozenset()
+        return cls(str(path), hashlib.sha256(raw).hexdigest(), len(raw), bool(ops & BATCH_DEPENDENT_OPS))
+
+
+# dynamic quantisation: each call's activation scale comes from that call's rows
+BATCH_DEPENDENT_OPS = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"})
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,7 @@ class Evaluation:
     task_info: Any = None
     weighted_tables: tuple[Any, ...] = ()  # core.weighted.WeightedTable per candidate, with --weight
     weight: str | None = None  # the column of sample weights
+    batch_size: int | None = None  # rows per model call (None: a whole chunk)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,7 +113,7 @@ class ScoringModel:
         if not p.exists():
             raise InputError(f"{p}: no such model file")
         raw = p.read_bytes()
-        self.info = ModelInfo(str(p), hashlib.sha256(raw).hexdigest(), len(raw))
+        self.info = ModelInfo.of(p, raw)
         try:
             self.session = modelio.open_session(raw)
         except ModelError as exc:  # name the file: compare opens many
@@ -226,6 +241,7 @@ def evaluate(
         options.threshold,
         ref.choice.name,
         sample,
+        batch_size=options.batch_size,
     )
 
 

@@ -16,7 +16,6 @@ byte for byte.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -141,7 +140,7 @@ class _TaskModel:
         if not p.exists():
             raise InputError(f"{p}: no such model file")
         raw = p.read_bytes()
-        self.info = ev.ModelInfo(str(p), hashlib.sha256(raw).hexdigest(), len(raw))
+        self.info = ev.ModelInfo.of(p, raw)
         try:
             self.session = modelio.open_session(raw)
             self.sig = modelio.signature(self.session)
@@ -279,6 +278,7 @@ def evaluate_task(
         task=task,
         task_tables=tuple(merged),
         task_info=_info(task, ref.out, options, positive),
+        batch_size=options.batch_size,
     )
 
 

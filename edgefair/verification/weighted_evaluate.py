@@ -92,4 +92,5 @@ def evaluate_weighted(
         sample,
         weighted_tables=tuple(weighted.merge(p) for p in summed),
         weight=weight,
+        batch_size=options.batch_size,
     )
