@@ -15,6 +15,7 @@ from typing import Any
 from edgefair.core import metrics as m
 from edgefair.core.frame import MetricFrame, group_name
 from edgefair.core.weighted import WeightedMetricFrame
+from edgefair.data.columns import DEFAULT_CHUNK_ROWS
 from edgefair.report.tasks import task_section
 from edgefair.verification.api import CompareReport, VerifyReport
 from edgefair.verification.gate import scopes
@@ -183,7 +184,7 @@ def batch_note(report: VerifyReport) -> str | None:
         rows = f"{ev.batch_size:,} row{'s' * (ev.batch_size != 1)}"
         return said + f"this verdict is for calls of {rows} (--batch-size); other batch sizes may decide differently"
     return (
-        said + "this verdict is for calls of up to 65,536 rows (the default); "
+        said + f"this verdict is for calls of up to {DEFAULT_CHUNK_ROWS:,} rows (the default); "
         "verify with --batch-size as deployed (1 on a device that scores one row at a time)"
     )
 

@@ -293,9 +293,9 @@ class GroupCoding:
         joint = tables[0].astype(np.int64)  # entry [i, j, ...]: the flat code of categories i, j, ...
         for a in range(1, len(tables)):
             joint = joint[..., None] * self._sizes[a] + tables[a]
-        kept = [self._tables[a].get(c.categories) for a, c in enumerate(columns)]
-        cached = all(t is k for t, k in zip(tables, kept, strict=True))
-        if cached and len(self._joint) < MAX_TABLES:  # only tables that stay valid (every category seen)
+        # only complete tables are cached (every category seen), and only they stay valid
+        cached = all(c.categories in self._tables[a] for a, c in enumerate(columns))
+        if cached and len(self._joint) < MAX_TABLES:
             self._joint[tuple(map(_categories, columns))] = joint
         return joint
 

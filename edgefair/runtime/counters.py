@@ -132,8 +132,7 @@ class Counters(GroupCoding):
         (one array per attribute, or flat codes), ``scores`` an array the caller will not
         change, already checked to lie within [0, 1], and the decision threshold."""
         with self._lock:
-            if threshold != self._threshold:
-                self._hold(threshold)
+            self._hold(threshold)
             if isinstance(codes, np.ndarray):
                 self._deferred_flat.append((codes, scores))
             else:

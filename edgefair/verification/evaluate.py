@@ -20,6 +20,7 @@ import numpy as np
 from edgefair import data, modelio
 from edgefair.core import tables
 from edgefair.core.tables import CountsTable
+from edgefair.data.columns import DEFAULT_CHUNK_ROWS
 from edgefair.errors import InputError, ModelError
 from edgefair.modelio.safety import op_types
 
@@ -82,7 +83,7 @@ class EvaluateOptions:
     positive_label: str | None = None
     score_output: str | None = None
     feature_columns: Sequence[str] | None = None
-    chunk_rows: int = 65536
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
     bins: int = tables.DEFAULT_BINS
     task: str | None = None  # None: detected (binary, or multiclass from a [N, K > 2] score)
     decision_threshold: float | None = None  # regression: decision = prediction >= this (binary)
