@@ -86,11 +86,30 @@ def test_the_note_is_in_the_schema_the_terminal_and_markdown(models: tuple[Path,
     out = tmp_path / "r.json"
     md = tmp_path / "r.md"
     args = ["verify", str(ref), str(ours), "--data", str(csv), "--label", "y", "--sensitive", "g"]
-    result = run_cli(*args, "--features", "f0,f1,f2", "--json", str(out), "--markdown", str(md))
+    page = tmp_path / "r.html"
+    result = run_cli(*args, "--features", "f0,f1,f2", "--json", str(out), "--markdown", str(md), "--html", str(page))
     assert result.returncode in (0, 1, 3), result.stderr
     assert "batch size: " in result.stdout and "quantises activations per call" in result.stdout
     doc = json.loads(out.read_text())
     jsonschema.validate(
         doc, json.loads(Path(edgefair.__file__).with_name("report").joinpath("schema.json").read_text())
     )
-    assert "**Batch size:**" in md.read_text()
+    assert "**Batch size:**" in md.read_text() and "<b>Batch size:</b>" in page.read_text()
+
+
+def test_compare_rows_carry_the_note_for_the_dynamic_candidates_only(models: tuple[Path, ...], tmp_path: Path) -> None:
+    """What ``edgefair demo`` and ``compare`` print: the note beside each dynamic-int8 row, not the float one's."""
+    ref, ours, theirs, csv = models
+    md = tmp_path / "c.md"
+    html = tmp_path / "c.html"
+    args = ["compare", str(ref), str(ref), str(ours), str(theirs), "--data", str(csv), "--label", "y"]
+    result = run_cli(*args, "--sensitive", "g", "--features", "f0,f1,f2", "--markdown", str(md), "--html", str(html))
+    assert result.returncode in (0, 1, 3), result.stderr
+    noted = [line for line in result.stdout.splitlines() if "batch size: " in line]
+    assert len(noted) == 2, result.stdout
+    assert any(f"{ours.name}: batch size" in line for line in noted)
+    assert any(f"{theirs.name}: batch size" in line for line in noted)
+    marked = [line for line in md.read_text().splitlines() if "**Batch size:**" in line]
+    assert len(marked) == 2 and not any(f"`{ref}`:" in line for line in marked)
+    page = html.read_text()  # the verdict list and each candidate's section
+    assert page.count("batch size: ") == 2 and page.count("<b>Batch size:</b>") == 2

@@ -166,6 +166,7 @@ def verify_body(doc: dict[str, Any]) -> str:
         f"{s['fail']} fail, {s['inconclusive']} inconclusive (intervals at "
         f"{doc['interval_confidence']:.4f}, {escape(doc['policy']['adjustment'])}-adjusted verdicts).</p>",
         f"<ul>{failing}</ul>" if failing else "",
+        f"<p><b>Batch size:</b> {escape(s['batch_note'])}.</p>" if "batch_note" in s else "",
     ]
     if tasks.has_sections(doc):
         parts.append(tasks.html_sections(doc))
@@ -221,7 +222,11 @@ def compare_html(doc: dict[str, Any]) -> str:
     verdicts = []
     for c, r in zip(doc["candidates"], doc["reports"], strict=True):
         why = [f"fail: {f}" for f in c["failing"][:3]] or [f"inconclusive: {u}" for u in c["unsettled"][:3]]
-        items = "".join(f"<li>{escape(w)}</li>" for w in why) if c["verdict"] != "pass" else ""
+        if c["verdict"] == "pass":
+            why = []
+        if "batch_note" in r["summary"]:  # the verdict holds for one batch size
+            why.append(f"batch size: {r['summary']['batch_note']}")
+        items = "".join(f"<li>{escape(w)}</li>" for w in why)
         verdicts.append(
             f"<li>{badge(c['verdict'])} <a href='#{anchor(r)}'>{escape(c['candidate'])}</a><ul>{items}</ul></li>"
         )

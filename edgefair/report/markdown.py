@@ -147,4 +147,8 @@ def compare_markdown(doc: dict[str, Any]) -> str:
             + " | ".join(gaps)
             + f" | {f4(nfr['value'])} ({text(nfr['group'])}) | {MARK[c['verdict']]} |"
         )
+    notes = [(r["candidate"]["path"], r["summary"].get("batch_note")) for r in doc["reports"]]
+    notes = [(path, note) for path, note in notes if note]
+    if notes:  # a verdict that holds for one batch size says so beside its row
+        lines += ["", *(f"- {code(path)}: **Batch size:** {text(note)}." for path, note in notes)]
     return "\n".join(lines) + "\n"

@@ -86,9 +86,9 @@ LEGEND = (
 def reasons(doc: dict[str, Any], prefix: str, limit: int = 5, brief: bool = False) -> list[str]:
     """Why a verify document is not a pass (its failing checks, or what would settle it), and
     what a pass did not decide (``brief``: in one line); the batch size a dynamic-int8 verdict
-    holds for."""
+    holds for (compare's rows too: a verdict that holds for one batch size says so everywhere)."""
     lines = []
-    if "batch_note" in doc["summary"] and not brief:
+    if "batch_note" in doc["summary"]:
         lines.append(f"{prefix}batch size: {doc['summary']['batch_note']}")
     failing = [c for c in doc["checks"] if c["verdict"] == "fail"]
     for c in failing[:limit]:
