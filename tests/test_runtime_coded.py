@@ -152,3 +152,31 @@ def test_lengths_that_do_not_match_are_named(trained: tuple[str, np.ndarray, np.
             fs.run({"X": x[:8]}, {"colour": eight, "sex": one})
         after = fs.table()
     assert np.array_equal(before.counts, after.counts)
+
+
+def test_an_empty_batch_counts_nothing_and_still_checks_its_names(
+    trained: tuple[str, np.ndarray, np.ndarray],  # noqa: F811
+) -> None:
+    """0 rows: the outputs come back empty, nothing is counted, and a sensitive column or ids
+    that do not fit 0 rows are refused in one line (they used to raise numpy's ValueError)."""
+    path, x, _ = trained
+    with FairSession(path, sensitive=["colour", "sex"]) as fs:
+        fs.run({"X": x[:5]}, {"colour": ["a", "b", "a", "c", "a"], "sex": ["F", "M", "F", "F", "M"]})
+        before = fs.table()
+        empty_coded = Coded(("F", "M"), np.zeros(0, np.int8))
+        for sens in (
+            {"colour": [], "sex": []},
+            {"colour": np.array([], object), "sex": empty_coded},
+            {"colour": Coded(("a",), np.zeros(0, np.int8)), "sex": empty_coded},
+        ):
+            out = fs.run({"X": x[:0]}, sens)
+            assert out and all(len(v) == 0 for v in out.values())
+        with pytest.raises(InputError, match="'colour' has 1 values for 0 rows"):
+            fs.run({"X": x[:0]}, {"colour": ["a"], "sex": []})
+        with pytest.raises(InputError, match="'sex' is missing"):
+            fs.run({"X": x[:0]}, {"colour": []})
+        with pytest.raises(InputError, match="1 ids for 0 rows"):
+            fs.run({"X": x[:0]}, {"colour": [], "sex": []}, ids=["p1"])
+        after = fs.table()
+    assert after.groups == before.groups and np.array_equal(after.counts, before.counts)
+    assert np.array_equal(after.score_hist, before.score_hist)

@@ -229,6 +229,11 @@ class FairSession:
     ) -> None:
         """The careful path: validates everything, learns new values, clips or refuses scores."""
         counters = self.counters
+        if rows == 0:  # nothing to count; the names and lengths still have to fit
+            counters.group_code_list(sensitive, 0)
+            if ids is not None and len(ids):
+                raise InputError(f"{len(ids)} ids for 0 rows")
+            return
         if rows == 1:  # one row: Python scalars throughout
             group = counters.group_code(sensitive)
             if ids is not None and len(ids) != 1:
@@ -262,8 +267,8 @@ class FairSession:
         column = self.choice.column
         if ids is not None:  # one id for a batch: the careful path names the mismatch
             return False
-        if not isinstance(value, np.ndarray) or value.ndim not in (1, 2) or value.shape[0] != rows:
-            return False
+        if not isinstance(value, np.ndarray) or value.ndim not in (1, 2) or value.shape[0] != rows or not rows:
+            return False  # odd outputs, or no rows at all: the careful path
         if value.ndim != 2 if column is not None else value.size != rows:  # a column, or one score per row
             return False
         if value.dtype is _FLOAT32:  # one reduction: as uint32, floats in [0, 1] are the bit patterns up to 1.0's
