@@ -164,6 +164,9 @@ def test_demo_bundle_passes_check(demo):
     manifest = json.loads((out / "bundle" / "manifest.json").read_text())
     assert (out / "bundle" / "model.onnx").read_bytes() == (out / "adult_mlp.dynamic_int8.onnx").read_bytes()
     assert manifest["certificate"]["verdict"] == "pass"
+    # dynamic int8 decides by the batch: the certificate is for the 256-row calls the demo serves
+    cert = json.loads((out / "dynamic_int8.certificate.json").read_text())
+    assert "calls of 256 rows (--batch-size)" in cert["summary"]["batch_note"]
 
 
 def test_demo_counters_hold_every_prediction(demo):
