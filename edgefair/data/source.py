@@ -129,6 +129,11 @@ def resolve(data: str | Path | Dataset | Source) -> Source:
         return DatasetSource(data)
     if isinstance(data, str) and data in REGISTERED:
         return REGISTERED[data]()
+    if not isinstance(data, (str, Path)):
+        raise InputError(
+            f"data must be a CSV or Parquet path, a registered name ({', '.join(sorted(REGISTERED))}) or a "
+            f"Dataset, got {type(data).__name__}"
+        )
     if looks_like_parquet(data):  # a .parquet file, a directory (of .parquet files) or a glob
         return ParquetSource(data)
     return CsvSource(Path(data))

@@ -277,6 +277,7 @@ def build_report(
         sample_feeds(ref, first, options),
         batch_size=options.batch_size,
     )
+    ev.require_positive(evaluation, options.positive_label)
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     ref_latency = api.latencies(reference, evaluation.sample) if measure_latency and evaluation.sample else None
     reports = []

@@ -146,6 +146,7 @@ class FairSession:
         self._since_flush = 0
         self._flush_lock = threading.Lock()
         self._closed = threading.Event()
+        self._shut = False  # the flag run() reads (an attribute, not a call on the hot path)
         self._timer: threading.Thread | None = None
         if self.store is not None and flush_seconds > 0:
             self._timer = threading.Thread(target=self._flush_loop, name="edgefair-flush", daemon=True)
@@ -209,6 +210,8 @@ class FairSession:
         ids: Sequence[Any] | None = None,
     ) -> dict[str, np.ndarray]:
         """Run the model on ``inputs``; count its decisions by the rows' sensitive groups."""
+        if self._shut:  # a closed session's counts would never reach its store
+            raise InputError("this FairSession is closed; open a new one to run the model")
         counters = self.counters
         # seen values are coded before the model runs, while the caller's strings are in cache;
         # not for label outputs or id batches, which only the careful path counts
@@ -284,6 +287,8 @@ class FairSession:
 
     def record_outcomes(self, ids: Sequence[Any], labels: Sequence[Any]) -> OutcomeStats:
         """Join labels that arrived later to their predictions, by id."""
+        if self._shut:
+            raise InputError("this FairSession is closed; its outcomes would never reach its store")
         return self.counters.record_outcomes(ids, labels)
 
     def table(self) -> CountsTable:
@@ -328,6 +333,7 @@ class FairSession:
     def close(self) -> None:
         if self._closed.is_set():
             return
+        self._shut = True
         self._closed.set()
         if self._timer is not None:
             self._timer.join(timeout=5)

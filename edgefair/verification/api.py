@@ -101,9 +101,18 @@ def options_for(
     label = label or source.defaults.label
     if not label:
         raise InputError(f"{source.name}: name the label column (--label)")
+    if isinstance(sensitive, str):  # one column's name, not its letters
+        sensitive = [sensitive]
     sens = tuple(sensitive or policy.sensitive or source.defaults.sensitive)
     if not sens:
         raise InputError(f"{source.name}: name the sensitive column(s) (--sensitive, or 'sensitive' in the policy)")
+    for i, name in enumerate(sens):
+        if not isinstance(name, str) or not name:
+            raise InputError(f"sensitive column names must be non-empty strings, got {name!r}")
+        if name == label:  # its groups would be the outcome itself: every rate per group is 0 or 1
+            raise InputError(f"{source.name}: sensitive column {name!r} is also the label column")
+        if name in sens[:i]:
+            raise InputError(f"{source.name}: sensitive column {name!r} is named twice")
     return ev.EvaluateOptions(
         label=label,
         sensitive=sens,
@@ -149,6 +158,7 @@ def compare(
     options = dataclasses.replace(options, batch_size=batch_size)
     options = task_evaluate.prepare(reference, options, pol, threshold=threshold, task=task, weight=weight)
     evaluation = task_evaluate.evaluate_any(reference, candidates, source, options, progress)
+    ev.require_positive(evaluation, options.positive_label)
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     reports = []
     ref_latency = latencies(reference, evaluation.sample) if measure_latency else None

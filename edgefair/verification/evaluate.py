@@ -194,6 +194,18 @@ def labels_of(values: np.ndarray, name: str, chunk: data.Chunk, positive: str | 
         raise InputError(f"{exc} (values seen: {seen}); use --positive-label VALUE") from None
 
 
+def require_positive(evaluation: Evaluation, positive_label: str | None) -> None:
+    """A named positive label that no row holds is a typo, not data: every label would be 0,
+    every true positive rate 0, and the checks would compare nothing real."""
+    if positive_label is None or evaluation.task != "binary" or not evaluation.tables:
+        return
+    if not int(evaluation.tables[0].counts[:, 1].sum()):
+        raise InputError(
+            f"{evaluation.data_source}: --positive-label {positive_label!r} matches no row of column "
+            f"{evaluation.label!r}; every label would be 0 (name a value the column holds)"
+        )
+
+
 def evaluate(
     reference: str | Path,
     candidates: Sequence[str | Path],
@@ -246,12 +258,22 @@ def evaluate(
     )
 
 
+MAX_GROUPS_PER_ATTRIBUTE = 1000  # distinct values a sensitive column may hold (per chunk read)
+
+
 def sensitive_of(cols: dict[str, np.ndarray], options: EvaluateOptions, chunk: data.Chunk) -> dict[str, np.ndarray]:
     """The sensitive columns of a chunk; an empty value is refused (it names no group)."""
     sens = {s: cols[s] for s in options.sensitive}
     for name, values in sens.items():
         # check the distinct values (few), not every row
-        if any(not str(v).strip() for v in set(np.asarray(values).tolist())):
+        distinct = set(np.asarray(values).tolist())
+        if len(distinct) > MAX_GROUPS_PER_ATTRIBUTE:  # a measurement, not groups: refused before any work
+            raise InputError(
+                f"{chunk.source}: sensitive column {name!r} has {len(distinct):,} distinct values in rows "
+                f"{chunk.first_line}-{chunk.first_line + chunk.rows - 1}; a sensitive attribute names groups "
+                f"(at most {MAX_GROUPS_PER_ATTRIBUTE:,}): bin a numeric column first, e.g. ages into bands"
+            )
+        if any(not str(v).strip() for v in distinct):
             empty = np.array([not str(v).strip() for v in np.asarray(values).tolist()])
             raise InputError(
                 f"{chunk.source}, line {chunk.first_line + int(np.argmax(empty))}: sensitive column "

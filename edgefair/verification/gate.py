@@ -141,10 +141,12 @@ def _scope(table: CountsTable, reps: Counts, attrs: tuple[str, ...]) -> Scope:
     marginal = table.marginal(list(attrs))
     pos = [table.attributes.index(a) for a in attrs]
     index = {k: i for i, k in enumerate(marginal.groups)}
-    member = np.zeros((len(table.groups), len(marginal.groups)), np.int64)
-    for i, key in enumerate(table.groups):
-        member[i, index[tuple(key[p] for p in pos)]] = 1
-    return Scope(", ".join(attrs), marginal, np.einsum("rgabc,gh->rhabc", reps, member))
+    of = np.array([index[tuple(key[p] for p in pos)] for key in table.groups], np.int64)
+    # each replicate's counts summed into the scope's groups: one pass over the rows of the
+    # replicates, linear in groups (a 0/1 membership product was quadratic: minutes at 4,000 groups)
+    order = np.argsort(of, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(of[order]) != 0])  # every scope group has a member
+    return Scope(", ".join(attrs), marginal, np.add.reduceat(reps[:, order], starts, axis=1))
 
 
 def _untested(

@@ -30,6 +30,7 @@ from __future__ import annotations
 import enum
 import math
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -231,10 +232,14 @@ def _sensitive(value: list[Any], where: str) -> tuple[str, ...]:
     return names
 
 
-def load_policy(path: str | Path | None) -> Policy:
-    """The policy in a TOML file, or the default policy for None."""
+def load_policy(path: str | Path | Mapping[str, Any] | None) -> Policy:
+    """The policy in a TOML file (or a mapping laid out as that file is), or the default policy for None."""
     if path is None:
         return DEFAULT_POLICY
+    if isinstance(path, Mapping):
+        return policy_from_dict(dict(path))
+    if not isinstance(path, (str, Path)):
+        raise PolicyError(f"policy must be a Policy, a TOML file's path or a mapping, got {type(path).__name__}")
     p = Path(path)
     if not p.exists():
         raise PolicyError(f"{p}: no such policy file")

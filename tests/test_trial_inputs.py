@@ -1,0 +1,116 @@
+"""What a user trial with its own data found: choices that ran and reassured, or failed with a
+raw Python error. Each is now one line naming the value (exit 2 in the CLI, a typed error in
+the library). The model is trained here (scikit-learn -> skl2onnx) on data made here, with two
+string sensitive columns and a label column that is not called 'y'.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgefair
+from edgefair.errors import EdgefairError, InputError, PolicyError
+from edgefair.runtime.session import FairSession
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def trial(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    out = tmp_path_factory.mktemp("trial")
+    rng = np.random.default_rng(21)
+    n = 3000
+    x = rng.normal(size=(n, 2)).astype(np.float32)
+    region = rng.choice(["north", "south", "east"], n)
+    band = rng.choice(["<30", "30-49", "50+"], n)
+    y = (x[:, 0] + 0.5 * (region == "north") + rng.normal(0, 0.7, n) > 0).astype(np.int64)
+    model = LogisticRegression().fit(x, y)
+    path = out / "lr.onnx"
+    path.write_bytes(to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset=17).SerializeToString())
+    csv = out / "eval.csv"
+    body = (f"{a},{b},{r},{s},{t}" for (a, b), r, s, t in zip(x.tolist(), region, band, y, strict=True))
+    rows = ["f0,f1,region,band,approved", *body]
+    csv.write_text("\n".join(rows) + "\n")
+    return path, csv
+
+
+def verify(path: Path, csv: Path, **kw: object) -> edgefair.verification.api.VerifyReport:
+    args = {"label": "approved", "sensitive": ["region", "band"], "feature_columns": ["f0", "f1"], **kw}
+    return edgefair.verify(str(path), str(path), str(csv), **args)  # type: ignore[arg-type]
+
+
+def test_a_positive_label_no_row_holds_is_refused(trial: tuple[Path, Path]) -> None:
+    path, csv = trial
+    base = ["verify", str(path), str(path), "--data", str(csv), "--label", "approved", "--features", "f0,f1"]
+    result = run_cli(*base, "--sensitive", "region", "--positive-label", "yes")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "--positive-label 'yes' matches no row of column 'approved'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    named = verify(path, csv, positive_label="1")  # a value the column holds: the same verdict as 0/1
+    assert named.verdict == verify(path, csv).verdict
+    assert int(named.table.counts[:, 1].sum()) == int(np.loadtxt(csv, delimiter=",", skiprows=1, usecols=4).sum())
+
+
+@pytest.mark.parametrize(
+    ("sensitive", "said"),
+    [
+        (["approved"], "'approved' is also the label column"),
+        (["region", "region"], "'region' is named twice"),
+        ([""], "non-empty strings"),
+    ],
+)
+def test_sensitive_columns_that_cannot_name_groups_are_refused(
+    trial: tuple[Path, Path], sensitive: list[str], said: str
+) -> None:
+    path, csv = trial
+    with pytest.raises(InputError, match=said):
+        verify(path, csv, sensitive=sensitive)
+
+
+def test_one_sensitive_name_as_a_string_is_one_column(trial: tuple[Path, Path]) -> None:
+    path, csv = trial
+    assert verify(path, csv, sensitive="region").table.attributes == ("region",)
+
+
+def test_a_measurement_as_a_sensitive_column_is_refused_before_any_work(trial: tuple[Path, Path]) -> None:
+    path, csv = trial
+    with pytest.raises(InputError, match=r"sensitive column 'f0' has 3,000 distinct values .*bin a numeric column"):
+        verify(path, csv, sensitive=["f0"])
+
+
+@pytest.mark.parametrize("data", [None, 123, 4.5, b"eval.csv"])
+def test_data_of_another_type_is_a_typed_error(trial: tuple[Path, Path], data: object) -> None:
+    path, _ = trial
+    with pytest.raises(InputError, match="data must be a CSV or Parquet path"):
+        edgefair.verify(str(path), str(path), data, label="approved", sensitive=["region"])  # type: ignore[arg-type]
+
+
+def test_a_policy_mapping_is_read_as_the_file_would_be(trial: tuple[Path, Path]) -> None:
+    path, csv = trial
+    report = verify(path, csv, policy={"min_group_size": 50})
+    assert report.policy.min_group_size == 50
+    with pytest.raises(PolicyError, match="unknown key 'min_group'"):
+        verify(path, csv, policy={"min_group": 50})
+    with pytest.raises(PolicyError, match="policy must be a Policy, a TOML file's path or a mapping, got int"):
+        verify(path, csv, policy=7)
+
+
+def test_a_closed_session_refuses_to_count(trial: tuple[Path, Path], tmp_path: Path) -> None:
+    """Rows counted after close() never reached the store: they were counted in memory, lost on reopen."""
+    path, _ = trial
+    x = np.zeros((3, 2), np.float32)
+    sens = {"region": ["north", "south", "east"]}
+    store = tmp_path / "c.db"
+    with FairSession(path, sensitive=["region"], store=store) as fs:
+        fs.run({"X": x}, sens, ids=["a", "b", "c"])
+    for call in (lambda: fs.run({"X": x}, sens), lambda: fs.record_outcomes(["a"], [1])):
+        with pytest.raises(EdgefairError, match="this FairSession is closed"):
+            call()
+    assert fs.table().rows == 3
+    with FairSession(path, sensitive=["region"], store=store) as again:
+        assert again.table().rows == 3
