@@ -114,3 +114,27 @@ def test_a_closed_session_refuses_to_count(trial: tuple[Path, Path], tmp_path: P
     assert fs.table().rows == 3
     with FairSession(path, sensitive=["region"], store=store) as again:
         assert again.table().rows == 3
+
+
+def test_a_closed_stdout_keeps_the_verdict_exit_code_and_the_files(trial: tuple[Path, Path], tmp_path: Path) -> None:
+    """``edgefair verify ... | head -1`` in CI: the reader leaves early; the exit code is still the
+    verdict's (click's own handling exited 1, which reads as FAIL) and the report is written."""
+    import os
+    import subprocess
+    import sys
+
+    path, csv = trial
+    report = tmp_path / "r.json"
+    args = ["verify", str(path), str(path), "--data", str(csv), "--label", "approved", "--sensitive", "region"]
+    args += ["--features", "f0,f1", "--json", str(report)]
+    expected = run_cli(*args).returncode
+    assert expected in (0, 3)  # a model against itself: never a FAIL
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    command = [sys.executable, "-m", "edgefair", *args]
+    proc = subprocess.run(command, stdout=write, stderr=subprocess.PIPE, text=True, timeout=300, env=env)
+    os.close(write)
+    assert proc.returncode == expected, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+    assert report.exists()

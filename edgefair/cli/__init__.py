@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from edgefair.cli import convert, deploy, evaluate, runtime, tune
-from edgefair.cli.common import EXIT_USAGE
+from edgefair.cli.common import EXIT_USAGE, ReaderGone
 from edgefair.errors import EdgefairError
 from edgefair.version import __version__
 
@@ -50,6 +50,8 @@ def root(
 
 def main() -> None:
     """Entry point: typer plus one-line errors and exit code 2 for bad input."""
+    if not isinstance(sys.stdout, ReaderGone):
+        sys.stdout = ReaderGone(sys.stdout)  # type: ignore[assignment]
     try:
         # without standalone mode click returns a command's typer.Exit code instead of raising
         code = app(standalone_mode=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,6 +13,38 @@ import typer
 from edgefair.report import json_safe
 
 EXIT_USAGE = 2  # 0 pass, 1 fail, 2 bad usage or input
+
+
+class ReaderGone:
+    """stdout that outlives its reader: once the pipe is closed (``edgefair verify | head``),
+    writes are dropped and the command goes on, so its files are written and its exit code is
+    its verdict (click would exit 1, which reads as FAIL)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def _gone(self) -> None:
+        # what the Python docs advise: point the descriptor at /dev/null, so that the
+        # interpreter's last flush finds nowhere to fail
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def emit_json(doc: Any) -> None:
