@@ -138,3 +138,50 @@ def test_a_closed_stdout_keeps_the_verdict_exit_code_and_the_files(trial: tuple[
     assert proc.returncode == expected, proc.stderr
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
     assert report.exists()
+
+
+def test_compare_names_the_worst_negative_flip_rate_of_a_tested_group(trial: tuple[Path, Path], tmp_path: Path) -> None:
+    """The compare row's worst negative flip rate is over groups of at least min_group_size rows
+    (a 6-row intersection with one flip read 0.17 beside a 0.02 tolerance). Oracle: pandas on
+    the two models' own decisions, every attribute and the intersection."""
+    import onnxruntime as ort
+    import pandas as pd
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    from edgefair.report.document import compare_document
+
+    path, csv = trial
+    frame = pd.read_csv(csv)
+    x = frame[["f0", "f1"]].to_numpy(np.float32)
+    shaky = LogisticRegression(C=0.01).fit(x[:200], (x[:200, 1] > 0).astype(int))  # a different decision rule
+    cand = tmp_path / "shaky.onnx"
+    cand.write_bytes(to_onnx(shaky, x[:1], options={id(shaky): {"zipmap": False}}, target_opset=17).SerializeToString())
+    for min_size in (30, 400):
+        policy = {"min_group_size": min_size}
+        doc = compare_document(
+            edgefair.compare(
+                str(path),
+                [str(cand)],
+                str(csv),
+                policy,
+                label="approved",
+                sensitive=["region", "band"],
+                feature_columns=["f0", "f1"],
+                measure_latency=False,
+            )
+        )
+        got = doc["candidates"][0]["worst_negative_flip_rate"]
+        decided = {}
+        for name, model in (("ref", path), ("cand", cand)):
+            sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+            decided[name] = (sess.run(["probabilities"], {"X": x})[0][:, 1] >= 0.5).astype(int)
+        y = frame["approved"].to_numpy()
+        frame["nf"] = (decided["ref"] == y) & (decided["cand"] != y)
+        best: tuple[float, int] | None = None
+        for keys in (["region"], ["band"], ["region", "band"]):
+            for _, part in frame.groupby(keys):
+                if len(part) >= min_size and (best is None or part["nf"].mean() > best[0]):
+                    best = (float(part["nf"].mean()), len(part))
+        assert best is not None and got["rows"] >= min_size
+        assert got["value"] == pytest.approx(best[0], abs=1e-12) and got["rows"] == best[1], (min_size, got, best)

@@ -219,8 +219,16 @@ def compare_row(doc: dict[str, Any]) -> dict[str, Any]:
             }
     regression = doc.get("task", {}).get("sections") == "regression"
     flip = "mean_absolute_change" if regression else "negative_flip_rate"
-    nfr = [(v[flip], scope, g) for scope, sec in doc["by_group"].items() for g, v in sec["flips"].items()]
-    worst_nfr = max(nfr) if nfr else (None, None, None)
+    # among groups the gate would test (min_group_size rows): one flip in a 6-row intersection
+    # is a rate of 0.17 that says nothing, and beside a 0.02 tolerance it would alarm
+    least = doc["policy"]["min_group_size"]
+    nfr = [
+        (v[flip], scope, g, int(sec["reference"][g]["count"]))
+        for scope, sec in doc["by_group"].items()
+        for g, v in sec["flips"].items()
+        if sec["reference"][g]["count"] >= least and v[flip] == v[flip]  # NaN: no rows to flip
+    ]
+    worst_nfr = max(nfr) if nfr else (None, None, None, None)
     overall = doc["by_group"][doc["data"]["sensitive"][0]]["overall"]
     if regression:
         return _regression_row(doc, overall, gaps, worst_nfr)
@@ -232,7 +240,7 @@ def compare_row(doc: dict[str, Any]) -> dict[str, Any]:
         "accuracy": overall["candidate"]["accuracy"],
         "reference_accuracy": overall["reference"]["accuracy"],
         "worst_gap": gaps,
-        "worst_negative_flip_rate": {"value": worst_nfr[0], "scope": worst_nfr[1], "group": worst_nfr[2]},
+        "worst_negative_flip_rate": dict(zip(("value", "scope", "group", "rows"), worst_nfr, strict=True)),
         "verdict": doc["verdict"],
         "summary": doc["summary"],
         "failing": doc["summary"]["failing"],
@@ -253,8 +261,8 @@ def _regression_row(doc: dict[str, Any], overall: dict[str, Any], gaps: dict[str
         "mean_absolute_error": overall["candidate"]["mean_absolute_error"],
         "reference_mean_absolute_error": overall["reference"]["mean_absolute_error"],
         "worst_gap": gaps,
-        "worst_negative_flip_rate": {"value": None, "scope": None, "group": None},
-        "worst_mean_absolute_change": {"value": worst[0], "scope": worst[1], "group": worst[2]},
+        "worst_negative_flip_rate": {"value": None, "scope": None, "group": None, "rows": None},
+        "worst_mean_absolute_change": dict(zip(("value", "scope", "group", "rows"), worst, strict=True)),
         "verdict": doc["verdict"],
         "summary": doc["summary"],
         "failing": doc["summary"]["failing"],

@@ -79,7 +79,7 @@ LEGEND = (
     "size: candidate bytes as a share of the reference's; lat b1 / b256: time per call at batch 1 / 256 "
     "as a ratio to the reference (one thread); X gap (+grew): the largest difference of rate X between "
     "two groups, and how much it grew; worst nfr: the highest negative flip rate (rows the reference got "
-    "right and the candidate wrong) and its group"
+    "right and the candidate wrong) and its group, among groups of at least min_group_size rows"
 )
 
 
