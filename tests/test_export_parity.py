@@ -470,3 +470,23 @@ def test_torchscript_with_two_inputs_takes_its_columns_by_input_name(tmp_path):
     assert result.passed and result.parity is not None and result.parity.rows == 50
     with pytest.raises(InputError, match="say which input"):
         conv.export_model(tmp_path / "pair.pt", sample_data=csv, options=ExportOptions(features="f0:f2"))
+
+
+def test_a_missing_value_the_source_scores_nan_is_refused_as_convert_does(tmp_path):
+    """A torch MLP fed a blank cell scores NaN: export said "checked ... parity" and "no decisions
+    in this output" (the NaN row hid the decisions); now one line naming the file, line and column."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1), torch.nn.Sigmoid()).eval()
+    program = torch.export.export(net, (torch.zeros(4, 3),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(tmp_path / "mlp.pt2"))
+    rng = np.random.default_rng(3)
+    cols = {f"f{i}": rng.normal(size=40).round(3).astype(object) for i in range(3)}
+    clean = write_csv(tmp_path / "clean.csv", cols)
+    cols["f1"][4] = ""  # line 6 of the file
+    holed = write_csv(tmp_path / "holed.csv", cols)
+    args = ["export", str(tmp_path / "mlp.pt2"), "--features", "f0:f2"]
+    one_line(run_main(*args, "-o", str(tmp_path / "a.onnx"), "--sample-data", str(holed)), "line 6", "'f1'", "NaN")
+    assert not (tmp_path / "a.onnx").exists()
+    ok = run_main(*args, "-o", str(tmp_path / "b.onnx"), "--sample-data", str(clean))
+    assert ok.code == 0 and "0 of 40 decisions flip (score >= 0.5)" in ok.out, (ok.out, ok.err)

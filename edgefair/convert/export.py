@@ -39,7 +39,7 @@ from edgefair.convert.export_torch import (
     torchscript_names,
 )
 from edgefair.convert.validation import DEFAULT_PARITY_TOLERANCE, ParityReport, few_rows_note, parity, validate
-from edgefair.data import Dataset, load
+from edgefair.data import Dataset, load, refuse_missing_scored_nan
 from edgefair.errors import InputError, ModelError
 from edgefair.modelio.feeds import Features, assign, parse_features
 from edgefair.modelio.session import Signature, TensorSpec
@@ -119,10 +119,12 @@ def export_model(
         opts = ExportOptions(**{**opts.__dict__, "trust_pickle": True})
     parse_features(opts.features)  # a malformed list is refused before anything loads
     sample = load(sample_data, SAMPLE_ROWS).columns if sample_data is not None else None
-    return _export(Path(src), sample, opts)
+    return _export(Path(src), sample, opts, "sample data" if sample_data is None else str(sample_data))
 
 
-def _export(path: Path, sample: Mapping[str, np.ndarray] | None, opts: ExportOptions) -> ExportResult:
+def _export(
+    path: Path, sample: Mapping[str, np.ndarray] | None, opts: ExportOptions, source: str = "sample data"
+) -> ExportResult:
     if not path.exists():
         raise InputError(f"{path}: no such file")
     suffix = path.suffix.lower()
@@ -133,9 +135,9 @@ def _export(path: Path, sample: Mapping[str, np.ndarray] | None, opts: ExportOpt
         note = "no parity check: the source is already ONNX (nothing to compare it with)"
         return ExportResult(model, str(path), len(model_bytes(model)), None, (note,))
     if suffix in TORCH:
-        model, report, notes = _torch_export(path, sample, opts)
+        model, report, notes = _torch_export(path, sample, opts, source)
     elif suffix in PICKLES:
-        model, report, notes = _pickle_export(path, sample, opts)
+        model, report, notes = _pickle_export(path, sample, opts, source)
     else:
         raise InputError(f"{path}: unknown model type {suffix!r}; expected .onnx, .pt2, .pt, .pkl or .joblib")
     record_parity(model, report)
@@ -176,7 +178,7 @@ def _onnx_scores(
 
 
 def _pickle_export(
-    path: Path, sample: Mapping[str, np.ndarray] | None, opts: ExportOptions
+    path: Path, sample: Mapping[str, np.ndarray] | None, opts: ExportOptions, source: str
 ) -> tuple[onnx.ModelProto, ParityReport, tuple[str, ...]]:
     if not opts.trust_pickle:
         raise InputError(f"{path}: loading a pickle runs arbitrary code; pass --trust-pickle if you trust this file")
@@ -193,6 +195,7 @@ def _pickle_export(
     output = "probabilities" if any(o.name == "probabilities" for o in sig.outputs) else sig.outputs[0].name
     _, got = _onnx_scores(model, feeds, output)
     expected = sklearn_scores(estimator, typed)
+    refuse_missing_scored_nan([expected], feeds, sample, source, 2, "the source model")  # as convert does
     hint = None
     if is_tree_model(estimator) and not opts.double and not is_boost(estimator):
         hint = (
@@ -206,7 +209,7 @@ def _pickle_export(
 
 
 def _torch_export(
-    path: Path, sample: Mapping[str, np.ndarray] | None, opts: ExportOptions
+    path: Path, sample: Mapping[str, np.ndarray] | None, opts: ExportOptions, source: str
 ) -> tuple[onnx.ModelProto, ParityReport, tuple[str, ...]]:
     if path.suffix.lower() == ".pt2":
         exported = load_pt2(path)
@@ -224,6 +227,8 @@ def _torch_export(
         where = None
     output, got = _batch_checked(exported, feeds, path)
     expected = exported.run_source(feeds)
+    if sample is not None:  # a missing value the source scores NaN: refused, as convert does
+        refuse_missing_scored_nan([expected], feeds, sample, source, 2, "the source model")
     report = parity(expected, got, opts.parity_tolerance, opts.threshold, output, None, where)
     return exported.model, report, exported.notes
 

@@ -210,7 +210,8 @@ def _decisions(scores: np.ndarray, threshold: float) -> tuple[str, np.ndarray | 
     if scores.ndim == 2 and scores.shape[1] > 2:
         return "argmax", np.argmax(scores, axis=1)
     flat = scores[:, 1] if scores.ndim == 2 and scores.shape[1] == 2 else scores.reshape(len(scores), -1)[:, 0]
-    if scores.ndim <= 2 and (scores.ndim == 1 or scores.shape[1] <= 2) and np.all((flat >= 0) & (flat <= 1)):
+    probability = (flat >= 0) & (flat <= 1) | np.isnan(flat)  # a NaN score (the same in both, or a failure) is no rule
+    if scores.ndim <= 2 and (scores.ndim == 1 or scores.shape[1] <= 2) and np.all(probability):
         return f"score >= {threshold:g}", flat >= threshold
     return "none", None
 
