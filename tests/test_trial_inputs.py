@@ -185,3 +185,40 @@ def test_compare_names_the_worst_negative_flip_rate_of_a_tested_group(trial: tup
                     best = (float(part["nf"].mean()), len(part))
         assert best is not None and got["rows"] >= min_size
         assert got["value"] == pytest.approx(best[0], abs=1e-12) and got["rows"] == best[1], (min_size, got, best)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [["a", None, "b"], np.array(["a", None, "b"], object), [1.0, float("nan"), 2.0], "pandas-NA"],
+)
+def test_metric_frame_refuses_a_missing_group_value(values: object) -> None:
+    """The CSV path refuses an empty sensitive value; metric_frame made it a group named 'None' or 'nan'."""
+    import pandas as pd
+
+    from edgefair.core.frame import metric_frame
+
+    if isinstance(values, str):
+        values = pd.Series(["a", pd.NA, "b"], dtype="string")
+    with pytest.raises(InputError, match=r"is missing \(.*\) at row 1; a missing value names no group"):
+        metric_frame([0, 1, 1], [1, 0, 1], sensitive_features={"g": values})
+    named = metric_frame([0, 1, 1], [1, 0, 1], sensitive_features={"g": ["None", "nan", "None"]})  # real strings
+    assert set(named.by_group) == {"None", "nan"}
+
+
+def test_fair_session_arguments_of_the_wrong_shape_are_typed_errors(trial: tuple[Path, Path]) -> None:
+    path, _ = trial
+    x = np.zeros((3, 2), np.float32)
+    sens = {"region": ["north", "south", "east"]}
+    with FairSession(path, sensitive=["region"]) as fs:
+        for inputs, sensitive, ids, said in (
+            (x, sens, None, "inputs must map each model input"),
+            (None, sens, None, "inputs must map each model input"),
+            ({"X": x}, np.array(["north", "south", "east"]), None, "sensitive must map each attribute"),
+            ({"X": x}, ["north", "south", "east"], None, "sensitive must map each attribute"),
+            ({"X": x[:1]}, ["north"], None, "sensitive must map each attribute"),
+            ({"X": x}, None, None, "sensitive must map each attribute"),
+            ({"X": x}, sens, "abc", "ids must be a list with one id per row, got a str"),
+        ):
+            with pytest.raises(InputError, match=said):
+                fs.run(inputs, sensitive, ids)  # type: ignore[arg-type]
+        assert fs.table().rows == 0

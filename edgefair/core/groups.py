@@ -25,8 +25,10 @@ else:
 GroupKey = tuple[str, ...]
 
 
-def factorize(values: npt.ArrayLike, what: str = "values") -> tuple[IntArray, list[str]]:
-    """Codes 0..k-1 and the k distinct values as strings (order of first appearance)."""
+def factorize(values: npt.ArrayLike, what: str = "values", groups: bool = False) -> tuple[IntArray, list[str]]:
+    """Codes 0..k-1 and the k distinct values as strings (order of first appearance).
+    ``groups``: the values name groups, so a missing one (None, NaN) is refused, not turned
+    into a group called 'None' or 'nan'."""
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise InputError(f"{what} must be one-dimensional, got shape {arr.shape}")
@@ -40,17 +42,36 @@ def factorize(values: npt.ArrayLike, what: str = "values") -> tuple[IntArray, li
             lookup[present] = np.arange(len(present))
             return lookup[shifted], [str(v + lo) for v in present.tolist()]
     if arr.dtype.kind in "OUSiu" and len(arr):  # not floats: every NaN is its own value there
-        return _factorize_text(arr)
-    return _factorize_dict(arr.tolist())
+        codes, index = _factorize_text(arr)
+    else:
+        codes, index = _factorize_dict(arr.tolist())
+    if groups:
+        for v in index:
+            if _missing(v):
+                row = int(np.argmax(codes == index[v]))
+                raise InputError(
+                    f"{what} is missing ({v!r}) at row {row}; a missing value names no group: fill it (e.g. 'unknown')"
+                )
+    return codes, [str(v) for v in index]
 
 
-def _factorize_dict(items: list[Any]) -> tuple[IntArray, list[str]]:
+def _missing(value: Any) -> bool:
+    """None, NaN (float or numpy), pandas' NA and NaT: what names no group."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)
+    except TypeError:  # pandas.NA: its comparisons are NA, not booleans
+        return True
+
+
+def _factorize_dict(items: list[Any]) -> tuple[IntArray, dict[Any, int]]:
     """Codes and uniques through a dict of first appearances (the exact definition)."""
     index: dict[Any, int] = {}
     for v in dict.fromkeys(items):
         index[v] = len(index)
     codes = np.fromiter(map(index.__getitem__, items), dtype=np.int64, count=len(items))
-    return codes, [str(v) for v in index]
+    return codes, index
 
 
 def _object_addresses(arr: np.ndarray) -> npt.NDArray[np.uintp]:
@@ -91,7 +112,7 @@ def _sorted_codes(keys: np.ndarray, distinct: np.ndarray) -> IntArray:
     return np.searchsorted(distinct, keys).astype(np.int64)
 
 
-def _factorize_text(arr: np.ndarray) -> tuple[IntArray, list[str]]:
+def _factorize_text(arr: np.ndarray) -> tuple[IntArray, dict[Any, int]]:
     """Strings (or any objects): group equal pointers (object arrays) or equal fixed-width
     strings in numpy first, then equal values among those few representatives with a dict,
     so the result is exactly ``_factorize_dict``'s."""
@@ -105,7 +126,7 @@ def _factorize_text(arr: np.ndarray) -> tuple[IntArray, list[str]]:
     remap = np.fromiter((index.setdefault(v, len(index)) for v in representatives), np.int64, len(representatives))
     if len(index) != len(representatives):  # equal values held by different objects
         codes = remap[codes]
-    return codes, [str(v) for v in index]
+    return codes, index
 
 
 def factorize_groups(
@@ -115,7 +136,7 @@ def factorize_groups(
     names = list(sensitive)
     per_attr = []
     for name in names:
-        codes, uniques = factorize(sensitive[name], f"sensitive attribute {name!r}")
+        codes, uniques = factorize(sensitive[name], f"sensitive attribute {name!r}", groups=True)
         if length is not None and len(codes) != length:
             raise InputError(f"sensitive attribute {name!r} has {len(codes)} rows, expected {length}")
         length = len(codes)

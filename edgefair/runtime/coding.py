@@ -147,8 +147,12 @@ class GroupCoding:
                         break
                 else:
                     return columns
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, IndexError):
             pass
+        if not isinstance(sensitive, Mapping):
+            raise InputError(
+                f"sensitive must map each attribute to its values (a dict), got {type(sensitive).__name__}"
+            )
         for name in self.attributes:
             if name not in sensitive:
                 raise InputError(f"sensitive attribute {name!r} is missing; expected {list(self.attributes)}")
@@ -258,7 +262,7 @@ class GroupCoding:
                     column = column.tolist()
                 codes.append(self._seen(a, column))
             return codes, rows
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, IndexError):  # not a mapping of names: the careful path says so
             return None
 
     def _known_coded(self, columns: list[Any]) -> tuple[Any, int] | None:

@@ -154,6 +154,8 @@ class FairSession:
 
     # -- inference -------------------------------------------------------------------
     def _feeds(self, inputs: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], int]:
+        if not isinstance(inputs, Mapping):
+            raise InputError(f"inputs must map each model input to its values (a dict), got {type(inputs).__name__}")
         if set(inputs) != set(self._inputs):
             missing = sorted(set(self._inputs) - set(inputs))
             extra = sorted(set(inputs) - set(self._inputs))
@@ -232,6 +234,8 @@ class FairSession:
     ) -> None:
         """The careful path: validates everything, learns new values, clips or refuses scores."""
         counters = self.counters
+        if isinstance(ids, (str, bytes)):  # its letters would become ids
+            raise InputError(f"ids must be a list with one id per row, got a {type(ids).__name__}")
         if rows == 0:  # nothing to count; the names and lengths still have to fit
             counters.group_code_list(sensitive, 0)
             if ids is not None and len(ids):
