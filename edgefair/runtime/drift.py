@@ -19,7 +19,8 @@ from edgefair.core import stats
 from edgefair.core.tables import CountsTable
 from edgefair.errors import InputError
 
-PSI_SMOOTHING = 0.5
+PSI_SMOOTHING = 0.5  # pseudo-rows per bin, so an empty bin has a finite log ratio
+PSI_REPLICATES = 1000
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,47 @@ def _rate_row(
     }
 
 
+def _smoothed(hist: np.ndarray) -> np.ndarray:
+    s = hist + PSI_SMOOTHING
+    return np.asarray(s / s.sum(axis=-1, keepdims=True))
+
+
+def psi_interval(
+    field_hist: np.ndarray, base_hist: np.ndarray, confidence: float, rng: np.random.Generator
+) -> tuple[float, float, float, float]:
+    """(estimate, raw PSI, low, high) for the PSI between the field's and the baseline's
+    score distributions, from their two histograms.
+
+    The plug-in PSI is biased upward (sampling noise and empty bins), so each bound is the
+    more cautious of two for the verdict it decides:
+
+    * high (decides pass): the percentile bound of the PSI of both histograms resampled
+      (multinomial) from their smoothed proportions, never below the raw PSI. No bias is
+      taken out here: a bias correction must not turn noise into a pass.
+    * low (decides fail): the raw PSI less the larger of two upward errors, the basic
+      bootstrap's (its upper quantile less the raw PSI) and the one a PSI of 0 would show (the same quantile of
+      the PSI of both histograms drawn from the pooled proportions), clipped at 0. The first
+      misses the bias of bins left empty by a small sample, the second covers it.
+
+    The estimate is the raw PSI less the median PSI under no drift (clipped at 0); it and
+    the raw PSI both lie in [low, high].
+    """
+    nf, nb = int(field_hist.sum()), int(base_hist.sum())
+    raw = float(psi(field_hist, base_hist))
+    size = PSI_REPLICATES
+    boot = psi(
+        rng.multinomial(nf, _smoothed(field_hist), size=size), rng.multinomial(nb, _smoothed(base_hist), size=size)
+    )
+    pooled = _smoothed(field_hist + base_hist)
+    null = psi(rng.multinomial(nf, pooled, size=size), rng.multinomial(nb, pooled, size=size))
+    upper = 1.0 - (1.0 - confidence) / 2.0
+    boot_high = float(np.quantile(boot, upper))
+    null_high, null_median = (float(x) for x in np.quantile(null, [upper, 0.5]))
+    high = max(boot_high, raw)
+    low = max(0.0, min(raw - null_high, 2.0 * raw - boot_high))
+    return max(0.0, raw - null_median), raw, low, high
+
+
 def _psi_row(
     name: str, field_hist: np.ndarray, base_hist: np.ndarray, t: DriftTolerances, rng: np.random.Generator
 ) -> dict[str, Any]:
@@ -86,18 +128,11 @@ def _psi_row(
             "field_rows": nf,
             "note": f"fewer than {t.min_rows} scored rows",
         }
-    # PSI of two finite samples is biased upward (about bins x (1/nf + 1/nb) even with no
-    # drift): estimate that bias from samples of the pooled histogram and take it out
-    pooled = (field_hist + base_hist) / (nf + nb)
-    bias = float(np.median(psi(rng.multinomial(nf, pooled, size=300), rng.multinomial(nb, pooled, size=300))))
-    raw = float(psi(field_hist, base_hist))
-    boot = psi(rng.multinomial(nf, field_hist / nf, size=300), rng.multinomial(nb, base_hist / nb, size=300))
-    iv = stats.percentile_interval(boot - 2 * bias, t.confidence)  # resampling adds the bias again
-    low, high = max(0.0, iv.low), max(0.0, iv.high)
+    value, raw, low, high = psi_interval(field_hist, base_hist, t.confidence, rng)
     return {
         "metric": "score_psi",
         "group": name,
-        "value": max(0.0, raw - bias),
+        "value": value,
         "raw_psi": raw,
         "interval": [low, high],
         "tolerance": t.psi,
