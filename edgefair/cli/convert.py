@@ -136,7 +136,7 @@ def format_conversion(doc: dict[str, Any]) -> str:
             ops = ", ".join(f"{k} x{v}" for k, v in step["nodes_quantised"].items())
             lines.append(f"  quantised ({step['mode']}): {ops}")
         if step.get("mode") == "fp16":
-            lines.append(f"  fp16: {step['initializers_converted']} initializers; {step['note']}")
+            lines += _fp16_lines(step)
         for layer, sparsity in step.get("sparsity_by_layer", {}).items():
             lines.append(f"  pruned {layer}: {sparsity:.1%} zeros")
         for layer, units in step.get("units_by_layer", {}).items():
@@ -162,3 +162,27 @@ def format_conversion(doc: dict[str, Any]) -> str:
         lines.append("  outputs not compared with the source (give --sample-data to compare them)")
     lines += [f"  note: {note}" for note in doc.get("notes", [])]
     return "\n".join(lines)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} ({n:,} value{'' if n == 1 else 's'})" for name, n in sorted(counts.items()))
+
+
+def _fp16_lines(step: dict[str, Any]) -> list[str]:
+    """What fp16 converted, what it kept float32 and any value it changed: never silent."""
+    lines = [f"  fp16: {step['initializers_converted']} initializers; {step['note']}"]
+    kept = step.get("initializers_kept_float32") or []
+    if kept:
+        more = f" and {len(kept) - 6} more" if len(kept) > 6 else ""
+        lines.append(f"  fp16: kept float32 with the preprocessing: {', '.join(kept[:6])}{more}")
+    if step.get("kept_float32_out_of_fp16_range"):
+        lines.append(
+            "  fp16: kept float32 (beyond fp16's range, |x| > 65504), with the nodes that read them: "
+            + _counts(step["kept_float32_out_of_fp16_range"])
+        )
+    if step.get("values_clamped_to_fp16_range"):
+        lines.append(
+            f"  fp16: WARNING {step['values_clamped_to_fp16_range']:,} values clamped to +-65504 in "
+            + (_counts(step.get("clamped_tensors") or {}) or "its tensors")
+        )
+    return lines
