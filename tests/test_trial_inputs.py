@@ -222,3 +222,26 @@ def test_fair_session_arguments_of_the_wrong_shape_are_typed_errors(trial: tuple
             with pytest.raises(InputError, match=said):
                 fs.run(inputs, sensitive, ids)  # type: ignore[arg-type]
         assert fs.table().rows == 0
+
+
+def test_a_bundle_whose_groups_include_other_says_what_the_runtime_adds_to_it(
+    trial: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The runtime counts values the certificate never saw under 'other'; a data set with its
+    own 'other' value gets both in one group, and the bundle says so when it is built."""
+    path, csv = trial
+    renamed = tmp_path / "other.csv"
+    renamed.write_text(csv.read_text().replace(",east,", ",other,"))
+    cert = tmp_path / "cert.json"
+    args = ["verify", str(path), str(path), "--data", str(renamed), "--label", "approved", "--sensitive", "region"]
+    assert run_cli(*args, "--features", "f0,f1", "--json", str(cert)).returncode in (0, 3)
+    built = run_cli("bundle", "build", str(path), "-o", str(tmp_path / "b"), "--certificate", str(cert))
+    assert built.returncode == 0, built.stderr
+    assert "note: region's value 'other' is also where the runtime counts values the certificate never saw" in (
+        built.stdout
+    )
+    with FairSession(tmp_path / "b") as fs:  # an unseen value and the data's own 'other' share the group
+        fs.run({"X": np.zeros((2, 2), np.float32)}, {"region": ["other", "mars"]})
+        assert dict(zip(fs.table().groups, fs.table().counts.sum(axis=(1, 2, 3)).tolist(), strict=True)) == {
+            ("other",): 2
+        }

@@ -50,6 +50,14 @@ def bundle_build(
         note += " (the certificate verifies the model against itself: a drift baseline, not a fairness check)"
     note += "; signed" if sign_key else ""
     typer.echo(f"wrote bundle {path}{note}")
+    from edgefair.runtime.coding import OTHER
+
+    for attribute, values in manifest["sensitive"].items():
+        if OTHER in values:  # said, not refused: a data set's own 'other' often means the same
+            typer.echo(
+                f"note: {attribute}'s value {OTHER!r} is also where the runtime counts values the certificate "
+                f"never saw: field counts under {attribute}={OTHER} include them"
+            )
 
 
 @bundle_app.command("check")
