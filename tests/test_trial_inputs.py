@@ -245,3 +245,28 @@ def test_a_bundle_whose_groups_include_other_says_what_the_runtime_adds_to_it(
         assert dict(zip(fs.table().groups, fs.table().counts.sum(axis=(1, 2, 3)).tolist(), strict=True)) == {
             ("other",): 2
         }
+
+
+def test_an_infinite_feature_the_model_scores_nan_is_named_not_blamed_on_the_model(tmp_path: Path) -> None:
+    """'inf' in a CSV reaches the model as an infinity; an MLP turns it into NaN. The error used
+    to say the model's output is not a probability (logits?); it names the line and column."""
+    from skl2onnx import to_onnx
+    from sklearn.neural_network import MLPClassifier
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(400, 2)).astype(np.float32)
+    y = (x[:, 0] > x[:, 1]).astype(np.int64)
+    mlp = MLPClassifier(hidden_layer_sizes=(16, 16), max_iter=300, random_state=0).fit(x, y)
+    model = tmp_path / "mlp.onnx"
+    model.write_bytes(to_onnx(mlp, x[:1], options={id(mlp): {"zipmap": False}}, target_opset=17).SerializeToString())
+    lines = [
+        "a,b,g,y",
+        *(f"{p},{q},{'u' if i % 2 else 'v'},{t}" for i, ((p, q), t) in enumerate(zip(x.tolist(), y, strict=True))),
+    ]
+    lines[6] = "inf,-inf,u,1"  # line 7 of the file
+    csv = tmp_path / "inf.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    args = ["verify", str(model), str(model), "--data", str(csv), "--label", "y", "--sensitive", "g"]
+    result = run_cli(*args, "--features", "a,b")
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "line 7, column 'a': the value 'inf' is infinite" in result.stderr and "logits" not in result.stderr

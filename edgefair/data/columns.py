@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -67,6 +68,14 @@ def is_missing(text: npt.NDArray[np.str_]) -> npt.NDArray[np.bool_]:
     return np.isin(np.char.strip(text), MISSING)
 
 
+def _infinite(value: Any) -> bool:
+    """An infinity, as a float or as the text a CSV holds ('inf', '-Infinity', ...)."""
+    try:
+        return bool(np.isinf(float(value)))
+    except (TypeError, ValueError):
+        return False
+
+
 def refuse_missing_scored_nan(
     outputs: Sequence[npt.ArrayLike],
     feeds: Mapping[str, np.ndarray],
@@ -90,7 +99,7 @@ def refuse_missing_scored_nan(
     for value in feeds.values():
         arr = np.asarray(value)
         if arr.dtype.kind == "f" and len(arr) == rows:
-            fed_nan |= np.isnan(arr.reshape(rows, -1)).any(axis=1)
+            fed_nan |= ~np.isfinite(arr.reshape(rows, -1)).all(axis=1)  # NaN, or an infinity
     for row in np.flatnonzero(scored_nan & fed_nan)[:1].tolist():
         line = lines + row if isinstance(lines, int) else int(lines[row])
         for name, values in columns.items():
@@ -100,6 +109,11 @@ def refuse_missing_scored_nan(
                 raise InputError(
                     f"{source}, line {line}, column {name!r}: missing value {value!r} "
                     f"reaches the model as NaN and {model} scores it NaN; fill or drop such rows"
+                )
+            if _infinite(value):
+                raise InputError(
+                    f"{source}, line {line}, column {name!r}: the value {value!r} is infinite and {model} "
+                    "scores it NaN; fill or drop such rows"
                 )
 
 
