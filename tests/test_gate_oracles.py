@@ -282,7 +282,11 @@ def test_gate_fails_on_adjusted_not_raw_pvalue():
     assert sorted(results) == names(5) and all(r.gated for r in results.values())
     assert results["g00"].verdict != "fail", "failed on the unadjusted p-value"
     assert results["g00"].verdict == "inconclusive"
-    assert adjusted.passed
+    # ... and it is no pass either: its estimate is over the cap, so the other four groups'
+    # passes do not make the whole a pass
+    assert results["g00"].leans_fail and results["g00"].estimate > 0.02
+    assert adjusted.verdict == "inconclusive"
+    assert not any(r.leans_fail for name, r in results.items() if name != "g00")
     for k, name in enumerate(names(5)):
         assert results[name].p_fail == pytest.approx(holm[k], rel=1e-9, abs=1e-12), name
 

@@ -95,13 +95,14 @@ def verify_document(report: VerifyReport) -> dict[str, Any]:
     unsettled = [
         f"{r.check.metric} ({r.check.kind.value}) in {r.group or r.scope}: "
         + _what_settles(r, report.policy.min_group_size)
-        for r in g.unsettled()
+        + ("; its estimate is beyond the tolerance" if r.leans_fail else "")
+        for r in sorted(g.unsettled(), key=lambda r: not r.leans_fail)  # what stops a pass first
     ]
     summary: dict[str, Any] = {
         **g.counts(),
         "failing": failing,
         "unsettled": unsettled,
-        "note": _verdict_note(g.verdict),
+        "note": _verdict_note(g.verdict, sum(r.leans_fail for r in g.results), g.counts()["pass"]),
     }
     batch = batch_note(report)
     if batch is not None:
@@ -189,9 +190,17 @@ def batch_note(report: VerifyReport) -> str | None:
     )
 
 
-def _verdict_note(verdict: str) -> str:
+def _verdict_note(verdict: str, leaning: int = 0, passed: int = 0) -> str:
+    if verdict == "inconclusive" and leaning and passed:
+        n = f"{leaning} tested check{'s' * (leaning != 1)}"
+        return (
+            f"no check failed and {passed} passed, but {n} lean{'s' * (leaning == 1)} towards failing (the "
+            "estimate is beyond the tolerance, the interval does not settle it): a pass would rest on the other "
+            "checks while these point the other way; the unsettled checks say how many rows would decide"
+        )
     return {
-        "pass": "every tested check passed or was inconclusive, and at least one passed",
+        "pass": "every tested check passed or was inconclusive with its estimate within the tolerance, and at least "
+        "one passed",
         "fail": "at least one check failed (or was inconclusive, and the policy counts that as a failure)",
         "inconclusive": "no check failed and none passed: this shows neither that the candidate keeps "
         "fairness nor that it breaks it; the unsettled checks say how many rows would decide",

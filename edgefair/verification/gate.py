@@ -53,6 +53,7 @@ class CheckResult:
     rows_needed: int | None = None
     note: str = ""
     gated: bool = True  # False: too few rows to test; reported as inconclusive
+    leans_fail: bool = False  # inconclusive, with the evidence on the failing side of the tolerance
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +74,7 @@ class CheckResult:
             "rows_needed": self.rows_needed,
             "note": self.note,
             "gated": self.gated,
+            **({"leans_fail": True} if self.leans_fail else {}),
         }
 
 
@@ -94,10 +96,8 @@ class GateResult:
         return [r for r in self.results if r.verdict == "inconclusive"]
 
     def counts(self) -> dict[str, int]:
-        out = {"checks": len(self.results), "pass": 0, "fail": 0, "inconclusive": 0}
-        for r in self.results:
-            out[r.verdict] += 1
-        return out
+        verdicts = [r.verdict for r in self.results]
+        return {"checks": len(verdicts), **{v: verdicts.count(v) for v in ("pass", "fail", "inconclusive")}}
 
     def failures(self) -> list[CheckResult]:
         return [r for r in self.results if r.verdict == "fail"]
@@ -348,9 +348,8 @@ def _test(e: Evidence, level: float) -> tuple[tuple[float, float], float, float]
 
 
 def _floor_note(e: Evidence, raw: tuple[float, float], policy: Policy, tested: int) -> str:
-    """Say so when replicates, not rows, are missing: every bootstrap sample lies on one side
-    (the p-value is at its floor 1/(R+1)) and the adjustment for m checks still keeps it
-    above alpha."""
+    """Say so when replicates, not rows, are missing: every sample lies on one side (the p-value
+    at its floor 1/(R+1)) and the adjustment for m checks still keeps it above alpha."""
     floor = 1.0 / (policy.bootstrap_replicates + 1)
     if e.samples is None or min(raw) > floor * (1 + 1e-9):
         return e.note
@@ -394,24 +393,25 @@ def _decide(found: Found, policy: Policy) -> GateResult:
         )
         if verdict == "inconclusive":
             note = _floor_note(e, (tests[j][1], tests[j][2]), policy, len(evidence))
-            result = dataclasses.replace(result, rows_needed=_rows_needed(result), note=note)
+            leans = bool(e.estimate > e.check.tolerance)  # evidence scale: beyond the tolerance is failing
+            result = dataclasses.replace(result, rows_needed=_rows_needed(result), note=note, leans_fail=leans)
         decided[id(e)] = result
     final = tuple(decided[id(x)] if isinstance(x, Evidence) else x for x in found)
-    return GateResult(final, overall_verdict([r.verdict for r in final], policy.inconclusive_fails), level)
+    leaning = sum(r.leans_fail for r in final)
+    return GateResult(final, overall_verdict([r.verdict for r in final], policy.inconclusive_fails, leaning), level)
 
 
-def overall_verdict(verdicts: list[str], inconclusive_fails: bool) -> str:
-    """Fail if any check failed (or was inconclusive, when the policy says that fails);
-    pass only if some check passed; otherwise inconclusive: no evidence is never a pass."""
+def overall_verdict(verdicts: list[str], inconclusive_fails: bool, leaning: int = 0) -> str:
+    """Fail if a check failed (or was inconclusive, if the policy says so); pass if one passed and
+    none leans towards failing (estimate beyond tolerance); else inconclusive: no evidence is no pass."""
     if "fail" in verdicts or (inconclusive_fails and "inconclusive" in verdicts):
         return "fail"
-    return "pass" if "pass" in verdicts else "inconclusive"
+    return "pass" if "pass" in verdicts and not leaning else "inconclusive"
 
 
 def _rows_needed(r: CheckResult) -> int | None:
-    """Rows (per group, for group checks) at which the interval would clear the tolerance,
-    assuming the estimate holds and the width shrinks as 1/sqrt(rows); None when that says
-    no more rows than the check already has (then rows are not what is missing)."""
+    """Rows (per group check: per group) at which the interval would clear the tolerance if the estimate
+    held and the width shrank as 1/sqrt(rows); None if no more than it has (rows are not what is missing)."""
     half = (r.interval[1] - r.interval[0]) / 2.0
     distance = abs(r.estimate - r.check.tolerance)
     if not (half > 0 and distance > 0) or half != half:
