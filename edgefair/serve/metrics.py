@@ -48,7 +48,8 @@ class Metrics:
 
     def exposition(self, session: Any, min_cell: int = 11) -> str:
         """Prometheus text. Per-group series whose count is under ``min_cell`` are left out
-        until they reach it (counters stay monotonic: a series appears, it never shrinks)."""
+        until they reach it, with a complement and outcome pairs so subtraction cannot give a
+        small cell back (a series never shrinks; a complement may leave one out for a while)."""
         lines = [
             "# HELP edgefair_requests_total HTTP requests by endpoint and status code.",
             "# TYPE edgefair_requests_total counter",
@@ -86,21 +87,31 @@ class Metrics:
         for attr in table.attributes:
             marginal = table.marginal([attr])
             index = {k[0]: i for i, k in enumerate(marginal.groups)}
+            cells = {}
             for group in values[attr]:
                 c: np.ndarray = marginal.counts[index[group]] if group in index else np.zeros((3, 2, 2), np.int64)
                 by_decision = c.sum(axis=(0, 2))  # decisions are on the diagonal for one model
                 for d in (0, 1):
-                    if by_decision[d] >= min_cell:
-                        lines.append(
-                            f'edgefair_predictions_total{{attribute="{_label(attr)}",group="{_label(group)}",'
-                            f'decision="{d}"}} {int(by_decision[d])}'
+                    cells[group, d] = (int(by_decision[d]), int(c[0, d, :].sum()), int(c[1, d, :].sum()))
+            # the same rule as /fairness, on cells: one small cell gets a complement (the shown
+            # cells and the total rows would give it back); an outcome cell is shown only with its
+            # pair (a prediction count less the other label's gives it back once all are labelled)
+            # (cells no row reached do not hide anything: a reader may well know them to be empty)
+            hidden = withheld_groups({k: v[0] for k, v in cells.items() if v[0]}, min_cell)
+            hidden |= {k for k, v in cells.items() if not v[0]}
+            for (group, d), (predicted, label0, label1) in cells.items():
+                if (group, d) in hidden:
+                    continue
+                lines.append(
+                    f'edgefair_predictions_total{{attribute="{_label(attr)}",group="{_label(group)}",'
+                    f'decision="{d}"}} {predicted}'
+                )
+                if min(label0, label1) >= min_cell:
+                    for y, n in ((0, label0), (1, label1)):
+                        outcome_lines.append(
+                            f'edgefair_outcomes_total{{attribute="{_label(attr)}",group="{_label(group)}",'
+                            f'decision="{d}",label="{y}"}} {n}'
                         )
-                    for y in (0, 1):
-                        if c[y, d, :].sum() >= min_cell:
-                            outcome_lines.append(
-                                f'edgefair_outcomes_total{{attribute="{_label(attr)}",group="{_label(group)}",'
-                                f'decision="{d}",label="{y}"}} {int(c[y, d, :].sum())}'
-                            )
         lines += outcome_lines
         lines += [
             "# HELP edgefair_outcomes_unknown_id_total Outcomes whose id matched no pending prediction.",
@@ -110,7 +121,7 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
-def withheld_groups(sizes: dict[str, int], min_cell: int) -> set[str]:
+def withheld_groups(sizes: dict[Any, int], min_cell: int) -> set[Any]:
     """Groups under ``min_cell`` rows, plus the smallest other one when only one is under
     (complementary suppression: otherwise the total minus the shown groups gives it away)."""
     small = {g for g, n in sizes.items() if n < min_cell}
