@@ -168,6 +168,10 @@ def test_dynamic_int8_gives_identical_tables_when_batches_are_fixed(client, tmp_
         ref, cand, path, client=client, label=LABEL, sensitive=list(SENSITIVE), feature_columns=feats, batch_size=batch
     )
     assert report.table == single and report.evaluation.rows == n
+    from edgefair.report.document import verify_document
+
+    # the verdict names the batch it holds for, as the single process's does (it said the default)
+    assert "this verdict is for calls of 512 rows (--batch-size)" in verify_document(report)["summary"]["batch_note"]
     # the batch does matter for this model: the same rows scored in one call come out otherwise
     sess = edgefair.modelio.open_session(cand.read_bytes())
     x = np.stack([rows[f] for f in feats], axis=1).astype(np.float32)

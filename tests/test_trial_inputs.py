@@ -270,3 +270,21 @@ def test_an_infinite_feature_the_model_scores_nan_is_named_not_blamed_on_the_mod
     result = run_cli(*args, "--features", "a,b")
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "line 7, column 'a': the value 'inf' is infinite" in result.stderr and "logits" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["1e200", "1e30", "-3e16"])
+def test_a_regression_value_too_large_for_its_moments_is_one_line(tmp_path: Path, value: str) -> None:
+    """1e200 overflowed the moments (a LinAlgError traceback, exit 1: read as FAIL); 1e30 made
+    intervals of +-1e14 on checks that never read the label. Both are refused, naming the row."""
+    rng = np.random.default_rng(2)
+    rows = ["y,pr,g", *(f"{a:.3f},{b:.3f},{'ab'[i % 2]}" for i, (a, b) in enumerate(rng.normal(50, 9, (60, 2))))]
+    rows[4] = f"{value},50.0,a"  # row 3 of the data
+    csv = tmp_path / "reg.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    args = ["metrics", str(csv), "--label", "y", "--prediction", "pr", "--sensitive", "g", "--task", "regression"]
+    result = run_cli(*args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"row 3 is {float(value)!r}, beyond +-1e+15" in result.stderr
+    rows[4] = "51.5,50.0,a"  # an ordinary value there: the same command reports
+    csv.write_text("\n".join(rows) + "\n")
+    assert run_cli(*args).returncode == 0

@@ -125,6 +125,9 @@ def merge(items: Iterable[MomentsTable]) -> MomentsTable:
     return MomentsTable(first.attributes, tuple(keys), gram, any(t.paired for t in parts))
 
 
+MAX_MAGNITUDE = 1e15  # largest |value| a regression label or prediction may have
+
+
 def finite_array(values: npt.ArrayLike, what: str, length: int | None = None) -> FloatArray:
     arr = np.asarray(values)
     if arr.ndim == 2 and 1 in arr.shape:
@@ -140,6 +143,13 @@ def finite_array(values: npt.ArrayLike, what: str, length: int | None = None) ->
     if bad.any():
         i = int(np.argmax(bad))
         raise InputError(f"{what}: row {i} is {out[i].item()!r}, expected a finite number")
+    huge = np.abs(out) > MAX_MAGNITUDE
+    if huge.any():  # the moments hold 4th powers of errors: beyond this float64 keeps no precision
+        i = int(np.argmax(huge))
+        raise InputError(
+            f"{what}: row {i} is {out[i].item()!r}, beyond +-{MAX_MAGNITUDE:g}: its moments (errors to the 4th "
+            "power) keep no precision in float64; rescale the values (e.g. to thousands)"
+        )
     return out
 
 

@@ -62,7 +62,8 @@ def evaluate_options(
     )
     if batch_size is not None and batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
-    return replace(options, chunk_rows=batch_size or options.chunk_rows)
+    # the batch is named too, so a dynamic-int8 verdict says which batch size it holds for
+    return replace(options, chunk_rows=batch_size or options.chunk_rows, batch_size=batch_size)
 
 
 def prepare_models(
