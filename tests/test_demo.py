@@ -264,6 +264,6 @@ def test_demo_runs_from_an_installed_wheel(tmp_path):
     doc = json.loads((empty / "edgefair-demo" / "compare.json").read_text())
     packaged = zipfile.ZipFile(wheel).read("edgefair/demo/models/adult_mlp.onnx")
     assert doc["reference"]["sha256"] == hashlib.sha256(packaged).hexdigest()
-    assert [c["verdict"] for c in doc["candidates"]] == ["pass"] * 4 + ["fail"] * 2
+    assert [c["verdict"] for c in doc["candidates"]] == ["pass"] * 3 + ["inconclusive"] + ["fail"] * 2
     assert sorted(p.name for p in empty.iterdir()) == ["edgefair-demo"]  # nothing else written
     print(f"installed demo in {time.perf_counter() - start:.1f} s")
