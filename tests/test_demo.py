@@ -174,6 +174,7 @@ def test_demo_bundle_passes_check(demo):
     # dynamic int8 decides by the batch: the certificate is for the 256-row calls the demo serves
     cert = json.loads((out / "dynamic_int8.certificate.json").read_text())
     assert "calls of 256 rows (--batch-size)" in cert["summary"]["batch_note"]
+    assert "note: batch size: " in proc.stdout and "calls of 256 rows" in proc.stdout  # bundle check says so too
 
 
 def test_demo_counters_hold_every_prediction(demo):

@@ -87,6 +87,9 @@ def bundle_check(
         )
         + (f"; signed by key {loaded.signature.key_sha256[:12]}" if loaded.signature else "")
     )
+    batch = ((loaded.certificate or {}).get("summary") or {}).get("batch_note")
+    if batch:  # dynamic int8: the verdict holds for the batch size it was verified at
+        typer.echo(f"note: batch size: {batch}")
     if verdict not in (None, "pass"):
         raise typer.Exit(1)  # the files are intact, but what they certify is not a pass
 
