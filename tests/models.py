@@ -8,6 +8,15 @@ import onnx.parser
 from onnx import helper, numpy_helper
 
 
+def sklearn_onnx(estimator: object, sample: np.ndarray) -> bytes:
+    """A fitted scikit-learn classifier as ONNX bytes (skl2onnx, opset 17): probabilities as a
+    plain [N, 2] tensor (no ZipMap), the input typed from one row of ``sample``."""
+    from skl2onnx import to_onnx
+
+    options = {id(estimator): {"zipmap": False}}
+    return to_onnx(estimator, sample[:1], options=options, target_opset=17).SerializeToString()
+
+
 def mlp(inputs: int = 4, hidden: int = 16, seed: int = 0, gemm: bool = False) -> onnx.ModelProto:
     """x[N, inputs] -> MatMul/Gemm -> Relu -> MatMul -> Sigmoid -> score[N, 1]."""
     rng = np.random.default_rng(seed)

@@ -19,13 +19,13 @@ from edgefair.bundling import build_bundle
 from edgefair.errors import BundleError
 from edgefair.verification.certificate import compared_with_itself, recheck
 from tests.conftest import assert_one_line_error, run_cli
+from tests.models import sklearn_onnx
 
 pytest.importorskip("skl2onnx")
 
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from skl2onnx import to_onnx
     from sklearn.linear_model import LogisticRegression
 
     tmp = tmp_path_factory.mktemp("recheck")
@@ -40,9 +40,8 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     cand.coef_ = cand.coef_ + np.array([[0.02, -0.01, 0.0]])  # a near-copy: passes the default policy
     paths = {}
     for name, model in (("ref", ref), ("cand", cand)):
-        onx = to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset=17)
         paths[name] = tmp / f"{name}.onnx"
-        paths[name].write_bytes(onx.SerializeToString())
+        paths[name].write_bytes(sklearn_onnx(model, x))
     csv = tmp / "d.csv"
     rows = [f"{a:.6f},{b:.6f},{c:.6f},{t},{r},{g}" for (a, b, c), t, r, g in zip(x, y, region, band, strict=True)]
     csv.write_text("x0,x1,x2,y,region,band\n" + "\n".join(rows) + "\n")

@@ -17,20 +17,20 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgefair.runtime import FairSession
 from edgefair.serve.metrics import Metrics
+from tests.models import sklearn_onnx
 
 MIN_CELL = 11
 
 
 @pytest.fixture(scope="module")
 def session_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from skl2onnx import to_onnx
     from sklearn.linear_model import LogisticRegression
 
     rng = np.random.default_rng(12)
     x = rng.normal(size=(500, 2)).astype(np.float32)
     model = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
     path = tmp_path_factory.mktemp("privacy") / "lr.onnx"
-    path.write_bytes(to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset=17).SerializeToString())
+    path.write_bytes(sklearn_onnx(model, x))
     return path
 
 

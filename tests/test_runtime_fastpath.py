@@ -18,22 +18,21 @@ from edgefair.core.tables import DEFAULT_BINS, CountsTable, from_arrays
 from edgefair.errors import InputError
 from edgefair.runtime.counters import MAX_VALUES_PER_ATTRIBUTE, Counters
 from edgefair.runtime.session import FairSession
+from tests.models import sklearn_onnx
 
 ROWS = 700
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, np.ndarray, np.ndarray]:
-    from skl2onnx import to_onnx
     from sklearn.linear_model import LogisticRegression
 
     rng = np.random.default_rng(7)
     x = rng.normal(size=(2000, 4)).astype(np.float32)
     y = (x @ np.array([1.5, -1.0, 0.5, 0.0]) + rng.normal(0, 0.5, 2000) > 0).astype(np.int64)
     model = LogisticRegression().fit(x, y)
-    onx = to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset=17)
     path = tmp_path_factory.mktemp("fast") / "lr.onnx"
-    path.write_bytes(onx.SerializeToString())
+    path.write_bytes(sklearn_onnx(model, x))
     feed = rng.normal(size=(ROWS, 4)).astype(np.float32)
     bare = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     probs = bare.run(["probabilities"], {bare.get_inputs()[0].name: feed})[0]

@@ -15,11 +15,11 @@ import edgefair
 from edgefair.errors import EdgefairError, InputError, PolicyError
 from edgefair.runtime.session import FairSession
 from tests.conftest import run_cli
+from tests.models import sklearn_onnx
 
 
 @pytest.fixture(scope="module")
 def trial(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from skl2onnx import to_onnx
     from sklearn.linear_model import LogisticRegression
 
     out = tmp_path_factory.mktemp("trial")
@@ -31,7 +31,7 @@ def trial(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     y = (x[:, 0] + 0.5 * (region == "north") + rng.normal(0, 0.7, n) > 0).astype(np.int64)
     model = LogisticRegression().fit(x, y)
     path = out / "lr.onnx"
-    path.write_bytes(to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset=17).SerializeToString())
+    path.write_bytes(sklearn_onnx(model, x))
     csv = out / "eval.csv"
     body = (f"{a},{b},{r},{s},{t}" for (a, b), r, s, t in zip(x.tolist(), region, band, y, strict=True))
     rows = ["f0,f1,region,band,approved", *body]
@@ -146,7 +146,6 @@ def test_compare_names_the_worst_negative_flip_rate_of_a_tested_group(trial: tup
     the two models' own decisions, every attribute and the intersection."""
     import onnxruntime as ort
     import pandas as pd
-    from skl2onnx import to_onnx
     from sklearn.linear_model import LogisticRegression
 
     from edgefair.report.document import compare_document
@@ -156,7 +155,7 @@ def test_compare_names_the_worst_negative_flip_rate_of_a_tested_group(trial: tup
     x = frame[["f0", "f1"]].to_numpy(np.float32)
     shaky = LogisticRegression(C=0.01).fit(x[:200], (x[:200, 1] > 0).astype(int))  # a different decision rule
     cand = tmp_path / "shaky.onnx"
-    cand.write_bytes(to_onnx(shaky, x[:1], options={id(shaky): {"zipmap": False}}, target_opset=17).SerializeToString())
+    cand.write_bytes(sklearn_onnx(shaky, x))
     for min_size in (30, 400):
         policy = {"min_group_size": min_size}
         doc = compare_document(
@@ -250,7 +249,6 @@ def test_a_bundle_whose_groups_include_other_says_what_the_runtime_adds_to_it(
 def test_an_infinite_feature_the_model_scores_nan_is_named_not_blamed_on_the_model(tmp_path: Path) -> None:
     """'inf' in a CSV reaches the model as an infinity; an MLP turns it into NaN. The error used
     to say the model's output is not a probability (logits?); it names the line and column."""
-    from skl2onnx import to_onnx
     from sklearn.neural_network import MLPClassifier
 
     rng = np.random.default_rng(8)
@@ -258,7 +256,7 @@ def test_an_infinite_feature_the_model_scores_nan_is_named_not_blamed_on_the_mod
     y = (x[:, 0] > x[:, 1]).astype(np.int64)
     mlp = MLPClassifier(hidden_layer_sizes=(16, 16), max_iter=300, random_state=0).fit(x, y)
     model = tmp_path / "mlp.onnx"
-    model.write_bytes(to_onnx(mlp, x[:1], options={id(mlp): {"zipmap": False}}, target_opset=17).SerializeToString())
+    model.write_bytes(sklearn_onnx(mlp, x))
     lines = [
         "a,b,g,y",
         *(f"{p},{q},{'u' if i % 2 else 'v'},{t}" for i, ((p, q), t) in enumerate(zip(x.tolist(), y, strict=True))),

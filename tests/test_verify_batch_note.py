@@ -18,12 +18,12 @@ import edgefair
 from edgefair.modelio.safety import op_types
 from edgefair.report.document import verify_document
 from tests.conftest import run_cli
+from tests.models import sklearn_onnx
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, Path]:
     from onnxruntime.quantization import quantize_dynamic
-    from skl2onnx import to_onnx
     from sklearn.neural_network import MLPClassifier
 
     out = tmp_path_factory.mktemp("batchnote")
@@ -32,7 +32,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, 
     y = (x[:, 0] - x[:, 1] + rng.normal(0, 0.5, 1500) > 0).astype(np.int64)
     mlp = MLPClassifier(hidden_layer_sizes=(256, 128), max_iter=200, random_state=0).fit(x, y)
     ref = out / "mlp.onnx"
-    ref.write_bytes(to_onnx(mlp, x[:1], options={id(mlp): {"zipmap": False}}, target_opset=17).SerializeToString())
+    ref.write_bytes(sklearn_onnx(mlp, x))
     ours = out / "mlp.int8.onnx"
     converted = edgefair.convert.convert_file(
         str(ref),
