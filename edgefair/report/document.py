@@ -98,11 +98,13 @@ def verify_document(report: VerifyReport) -> dict[str, Any]:
         + ("; its estimate is beyond the tolerance" if r.leans_fail else "")
         for r in sorted(g.unsettled(), key=lambda r: not r.leans_fail)  # what stops a pass first
     ]
+    counts = g.counts()
+    leaning = sum(r.leans_fail for r in g.results)
     summary: dict[str, Any] = {
-        **g.counts(),
+        **counts,
         "failing": failing,
         "unsettled": unsettled,
-        "note": _verdict_note(g.verdict, sum(r.leans_fail for r in g.results), g.counts()["pass"]),
+        "note": _verdict_note(g.verdict, leaning, counts["pass"]),
     }
     batch = batch_note(report)
     if batch is not None:

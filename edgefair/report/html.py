@@ -221,9 +221,9 @@ def compare_html(doc: dict[str, Any]) -> str:
         )
     verdicts = []
     for c, r in zip(doc["candidates"], doc["reports"], strict=True):
-        why = [f"fail: {f}" for f in c["failing"][:3]] or [f"inconclusive: {u}" for u in c["unsettled"][:3]]
-        if c["verdict"] == "pass":
-            why = []
+        why = []  # a pass lists nothing, the rest their failing or else their unsettled checks
+        if c["verdict"] != "pass":
+            why = [f"fail: {f}" for f in c["failing"][:3]] or [f"inconclusive: {u}" for u in c["unsettled"][:3]]
         if "batch_note" in r["summary"]:  # the verdict holds for one batch size
             why.append(f"batch size: {r['summary']['batch_note']}")
         items = "".join(f"<li>{escape(w)}</li>" for w in why)

@@ -335,10 +335,10 @@ class FairSession:
         return drift(self.table(), baseline)
 
     def close(self) -> None:
-        if self._closed.is_set():
+        if self._shut:
             return
         self._shut = True
-        self._closed.set()
+        self._closed.set()  # wakes the flush thread
         if self._timer is not None:
             self._timer.join(timeout=5)
         if self.store is not None:
